@@ -1,0 +1,1 @@
+"""Checkpoint -> bundle: ONNX graphs, TensorRT engines and golden parity data (see the export issue)."""

@@ -1,0 +1,1 @@
+"""Shipped default bundles live in this folder (one sub-folder per bundle)."""

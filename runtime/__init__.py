@@ -1,0 +1,1 @@
+"""The torch-free side of gen: image I/O, seeds, the dreaming loop and the `gen` command."""

@@ -1,0 +1,83 @@
+"""The `gen` command: a thin layer that parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from .errors import GenError, GenWarning, require_extra
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+err = Console(stderr=True)
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(None, help="Folder of images (PNG/JPEG/WebP, searched recursively). "
+                                           "Default: the small built-in emoji sample."),
+    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, grids, log."),
+    preset: str = typer.Option("small", help="tiny | small | paper256 (see gen.train.config)."),
+    kimg: float = typer.Option(None, help="Train until this many thousand real images were shown."),
+    resume: Path = typer.Option(None, help="Continue the run in this folder exactly where it stopped."),
+    variant: str = typer.Option(None, help="stylegan2 (default) or stylegan1 (AdaIN)."),
+    resolution: int = typer.Option(None, help="Override the preset's resolution (a power of two, 8-1024)."),
+    batch: int = typer.Option(None, help="Total batch size (split across processes)."),
+    snapshot_kimg: float = typer.Option(None, help="Write a snapshot grid and checkpoint every N kimg."),
+    background: str = typer.Option("white", help="Colour that transparent pixels are composited on."),
+    xflip: bool = typer.Option(None, "--xflip/--no-xflip", help="Add mirrored copies of the data."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    workers: int = typer.Option(2, help="DataLoader worker processes that decode images."),
+    seed: int = typer.Option(0, help="Seed for weights, latents and data order."),
+) -> None:
+    """Train a StyleGAN on a folder of images (one process, or several under torchrun)."""
+    require_extra("torch")
+    from gen.train.trainer import train_from_cli
+
+    train_from_cli(
+        data=data, out=out, preset=preset, kimg=kimg, resume=resume, variant=variant,
+        resolution=resolution, batch=batch, snapshot_kimg=snapshot_kimg, background=background,
+        xflip=xflip, device=device, workers=workers, seed=seed,
+    )
+
+
+@app.command()
+def sample(
+    checkpoint: Path = typer.Argument(..., help="A run folder or its checkpoint .safetensors file."),
+    out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="Grid image to write."),
+    seeds: str = typer.Option("0-15", help="Seeds, e.g. '0-15' or '1,5,9'."),
+    psi: float = typer.Option(0.7, help="Truncation psi: 1 = no truncation, 0 = the average face."),
+    cutoff: int = typer.Option(None, help="Truncate only the first N style layers (default: all)."),
+    noise_mode: str = typer.Option("const", help="const | random | none."),
+    cols: int = typer.Option(None, help="Grid columns (default: square)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+) -> None:
+    """Draw a grid of pictures from a checkpoint with the PyTorch reference generator."""
+    require_extra("torch")
+    from gen.train.sample import sample_grid_to_file
+
+    sample_grid_to_file(checkpoint, out, seeds=seeds, psi=psi, cutoff=cutoff, noise_mode=noise_mode,
+                        cols=cols, device=device)
+    err.print(f"wrote {out}")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, GenWarning):
+        err.print(f"[yellow]warning:[/] {message}", highlight=False)
+    else:
+        err.print(f"[yellow]warning:[/] {category.__name__}: {message}", highlight=False)
+
+
+def main() -> None:
+    warnings.showwarning = _one_line_warning
+    try:
+        app()
+    except GenError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,38 @@
+"""Seeds become latents here, and only here, with NumPy, so every engine draws the same z."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
+    """One seed -> z of shape [z_dim], float32; the same numbers as NVlabs' RandomState(seed).randn."""
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    return np.random.RandomState(seed).randn(z_dim).astype(np.float32)
+
+
+def seeds_to_z(seeds: Sequence[int], z_dim: int) -> np.ndarray:
+    """Seeds -> z of shape [len(seeds), z_dim]."""
+    return np.stack([seed_to_z(int(s), z_dim) for s in seeds])
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'1,2,5-8' -> [1, 2, 5, 6, 7, 8]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = (int(v) for v in part.split("-", 1))
+            if hi < lo:
+                raise ValueError(f"seed range '{part}' runs backwards")
+            seeds.extend(range(lo, hi + 1))
+        else:
+            seeds.append(int(part))
+    if not seeds:
+        raise ValueError("no seeds given")
+    return seeds

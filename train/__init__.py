@@ -1,0 +1,1 @@
+"""PyTorch side of gen: the StyleGAN and DeepDream references and their training. Needs gen[train]."""
