@@ -12,8 +12,8 @@ from rich.progress import (
 )
 
 
-def progress_bar(unit: str = "it", transient: bool = False) -> Progress:
-    """A rich progress bar showing done/total, `unit`/s and time left; quiet when not a terminal."""
+def progress_bar(transient: bool = False, disable: bool = False) -> Progress:
+    """A rich progress bar: done/total, a rate and info text (task fields `rate`, `info`), elapsed, ETA."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -24,6 +24,7 @@ def progress_bar(unit: str = "it", transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
         transient=transient,
+        disable=disable,
     )
 
 

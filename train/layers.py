@@ -1,0 +1,97 @@
+"""Building blocks shared by G and D: equalised learning rate, low-pass resampling, activations.
+
+Every op here exports to ONNX with a dynamic batch: filters are depthwise convolutions with
+constant kernels, and nothing depends on the batch size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SQRT2 = math.sqrt(2.0)
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU with the gain that keeps activations at unit variance."""
+    return F.leaky_relu(x, 0.2) * SQRT2
+
+
+class EqualLinear(nn.Module):
+    """Linear layer whose weights are scaled at run time (equalised learning rate), with lr multiplier."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0,
+                 activate: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.weight_gain = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activate = activate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.lr_mul)
+        return lrelu(x) if self.activate else x
+
+
+class EqualConv2d(nn.Module):
+    """Conv with equalised learning rate; optional low-pass 2x downsampling before it."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, bias: bool = True, activate: bool = True,
+                 down: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.weight_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
+        self.padding = kernel // 2
+        self.activate = activate
+        self.down = Downsample2x() if down else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.down is not None:
+            x = self.down(x)
+        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
+        return lrelu(x) if self.activate else x
+
+
+def lowpass_kernel(taps=(1.0, 3.0, 3.0, 1.0)) -> torch.Tensor:
+    """Separable binomial low-pass filter, normalised to sum 1, as a [K, K] tensor."""
+    k = torch.tensor(taps, dtype=torch.float32)
+    k2 = torch.outer(k, k)
+    return k2 / k2.sum()
+
+
+class Upsample2x(nn.Module):
+    """Zero-insertion 2x upsampling followed by a low-pass filter, as one depthwise transposed conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Gain 4 keeps the mean: 3 of 4 output pixels start as inserted zeros.
+        self.register_buffer("kernel", lowpass_kernel() * 4.0, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        w = self.kernel.to(x.dtype)[None, None].expand(c, 1, 4, 4)
+        # (H-1)*2 - 2*1 + 4 = 2H: exactly twice the size.
+        return F.conv_transpose2d(x, w, stride=2, padding=1, groups=c)
+
+
+class Downsample2x(nn.Module):
+    """Low-pass filter then keep every second pixel, as one depthwise strided conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("kernel", lowpass_kernel(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        w = self.kernel.to(x.dtype)[None, None].expand(c, 1, 4, 4)
+        # (H + 2 - 4) / 2 + 1 = H/2.
+        return F.conv2d(x, w, stride=2, padding=1, groups=c)
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()

@@ -1,0 +1,433 @@
+"""The StyleGAN training loop: one process or several under torchrun, resumable exactly.
+
+Each step runs the four phases of the paper's lazy-regularised schedule: D main, D R1 (every
+`r1_interval` steps), G main, G path length (every `pl_interval` steps), then the EMA and ADA
+updates. Every random number comes from torch's global RNG (saved in checkpoints) and the data
+order is a pure function of (seed, rank, position), so a resumed run repeats a straight run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from gen.runtime.errors import GenError
+from gen.runtime.images import make_grid, nchw_to_images, parse_color, save_image
+from gen.runtime.latents import seeds_to_z
+from gen.runtime.progress import progress_bar
+
+from . import checkpoint as ckpt
+from .augment import AdaptiveAugment
+from .config import ModelConfig, TrainConfig, get_preset, model_from_json, to_json, train_from_json
+from .data import SAMPLE_DATA, ImageFolder, make_loader
+from .discriminator import Discriminator
+from .losses import d_logistic_loss, d_r1_penalty, g_nonsaturating_loss, g_path_lengths
+from .stylegan import Generator
+
+GRID_SEEDS = 32
+LOG_EVERY = 10  # steps per line of log.jsonl
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes and devices
+
+
+class Dist:
+    """Rank, world size and device of this process; collectives are no-ops for one process."""
+
+    def __init__(self, device_arg: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = resolve_device(device_arg, local_rank)
+        if self.world > 1 and not dist.is_initialized():
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        return self.sum_(t.clone()) / self.world
+
+    def average_grads(self, module: torch.nn.Module) -> None:
+        """Average gradients over processes (one flat all-reduce), and clear NaN/inf as NVlabs does."""
+        params = [p for p in module.parameters() if p.grad is not None]
+        if not params:
+            return
+        if self.world > 1:
+            flat = torch.cat([p.grad.flatten() for p in params])
+            self.sum_(flat)
+            flat /= self.world
+            torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
+            offset = 0
+            for p in params:
+                p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+                offset += p.numel()
+        else:
+            for p in params:
+                torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def resolve_device(arg: str, local_rank: int = 0) -> torch.device:
+    if arg == "auto":
+        arg = "cuda" if torch.cuda.is_available() else "cpu"
+    if arg.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise GenError("--device cuda was asked for, but this torch sees no CUDA GPU; use --device cpu")
+        return torch.device(arg if ":" in arg else f"cuda:{local_rank}")
+    if arg != "cpu":
+        raise GenError(f"unknown device '{arg}'; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# The training state
+
+
+class StyleGANTraining:
+    """G, D, G_ema, optimisers, augmentation and counters, with the step and (de)serialisation."""
+
+    def __init__(self, model: ModelConfig, train: TrainConfig, procs: Dist, seed: int = 0) -> None:
+        self.model_cfg, self.cfg, self.procs, self.seed = model, train, procs, seed
+        dev = procs.device
+        torch.manual_seed(seed)  # identical initial weights on every rank
+        self.G = Generator(model).to(dev)
+        self.D = Discriminator(model).to(dev)
+        self.G_ema = Generator(model).to(dev).eval().requires_grad_(False)
+        self.G_ema.load_state_dict(self.G.state_dict())
+        self.augment = AdaptiveAugment(target=train.ada_target, speed_kimg=train.ada_kimg).to(dev)
+        self.opt_G = lazy_adam(self.G, train.g_lr, train.betas, train.pl_interval)
+        self.opt_D = lazy_adam(self.D, train.d_lr, train.betas, train.r1_interval)
+        self.pl_mean = torch.zeros([], device=dev)
+        self.step = 0
+        self.nimg = 0
+        self.batch_per_rank = train.batch // procs.world
+        torch.manual_seed(seed + procs.rank)  # ranks draw different latents and noise
+
+    # -- one training step ------------------------------------------------------------------
+
+    def autocast(self):
+        if self.procs.device.type == "cuda" and self.cfg.mixed_precision:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def generate(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fake images with style mixing: after a random layer, styles come from a second z."""
+        z = torch.randn(n, self.model_cfg.z_dim, device=self.procs.device)
+        z2 = torch.randn(n, self.model_cfg.z_dim, device=self.procs.device)
+        num_ws = self.G.num_ws
+        cutoff = torch.randint(1, num_ws, ()) if num_ws > 1 else torch.tensor(num_ws)
+        mix = torch.rand(()) < self.cfg.style_mixing
+        cutoff = int(cutoff) if mix else num_ws
+        with self.autocast():
+            ws = self.G.mapping(z)
+            if cutoff < num_ws:
+                use_second = (torch.arange(num_ws, device=ws.device) >= cutoff)[None, :, None]
+                ws = torch.where(use_second, self.G.mapping(z2), ws)
+            return self.G.synthesis(ws, noise_mode="random"), ws
+
+    def discriminate(self, img: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.D(self.augment(img)).float()
+
+    def train_step(self, reals: torch.Tensor) -> dict[str, float]:
+        cfg, n = self.cfg, self.batch_per_rank
+        stats: dict[str, float] = {}
+        # D main: reals up, fakes down.
+        self.D.requires_grad_(True)
+        with torch.no_grad():
+            fakes, _ = self.generate(n)
+        real_logits = self.discriminate(reals)
+        fake_logits = self.discriminate(fakes)
+        self.augment.record(real_logits)
+        loss_D = d_logistic_loss(real_logits, fake_logits)
+        self.optimise(self.opt_D, self.D, loss_D)
+        stats.update(loss_D=loss_D.item(), real_score=real_logits.mean().item(),
+                     fake_score=fake_logits.mean().item())
+        # D R1: lazily, scaled by the interval.
+        if self.step % cfg.r1_interval == 0 and cfg.r1_gamma > 0:
+            reals_g = reals.detach().requires_grad_(True)
+            r1 = d_r1_penalty(self.discriminate(reals_g), reals_g)
+            self.optimise(self.opt_D, self.D, r1 * (cfg.r1_gamma / 2) * cfg.r1_interval)
+            stats["r1"] = r1.item()
+        # G main.
+        self.D.requires_grad_(False)
+        fakes, ws = self.generate(n)
+        loss_G = g_nonsaturating_loss(self.discriminate(fakes))
+        self.optimise(self.opt_G, self.G, loss_G)
+        self.G.mapping.track_w_avg(self.procs.mean(ws[:, 0].detach().float().mean(0)))
+        stats["loss_G"] = loss_G.item()
+        # G path length: lazily, on a smaller batch.
+        if self.step % cfg.pl_interval == 0 and cfg.pl_weight > 0:
+            fakes, ws = self.generate(max(n // cfg.pl_batch_shrink, 1))
+            lengths = g_path_lengths(fakes.float(), ws)
+            self.pl_mean.lerp_(self.procs.mean(lengths.detach().mean()), cfg.pl_decay)
+            penalty = (lengths - self.pl_mean).square().mean()
+            self.optimise(self.opt_G, self.G, penalty * cfg.pl_weight * cfg.pl_interval)
+            stats.update(pl=penalty.item(), pl_mean=self.pl_mean.item())
+        self.nimg += cfg.batch
+        self.step += 1
+        self.update_ema()
+        if cfg.augment and self.step % cfg.ada_interval == 0:
+            stats["ada_rt"] = self.augment.adjust(cfg.batch * cfg.ada_interval, reduce=self.procs.sum_)
+        stats["ada_p"] = float(self.augment.p)
+        return stats
+
+    def optimise(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.procs.average_grads(net)
+        opt.step()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """G_ema follows G with a half-life of ema_kimg thousand images (shorter early in training)."""
+        ema_nimg = self.cfg.ema_kimg * 1000
+        if self.cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.nimg * self.cfg.ema_rampup)
+        beta = 0.5 ** (self.cfg.batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def state(self, extra: dict) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors = {}
+        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema), ("augment", self.augment)):
+            tensors.update(ckpt.prefixed(module.state_dict(), name))
+        opt_g, meta_g = ckpt.optimizer_tensors(self.opt_G, "opt_G")
+        opt_d, meta_d = ckpt.optimizer_tensors(self.opt_D, "opt_D")
+        tensors.update(opt_g, **opt_d)
+        tensors["pl_mean"] = self.pl_mean
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.procs.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.procs.device)
+        meta = {
+            "model": to_json(self.model_cfg), "train": to_json(self.cfg), "seed": self.seed,
+            "counters": {"step": self.step, "nimg": self.nimg, "world": self.procs.world},
+            "opt_G": meta_g, "opt_D": meta_d, **extra,
+        }
+        return tensors, meta
+
+    def load(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema), ("augment", self.augment)):
+            ckpt.load_module(module, ckpt.subdict(tensors, name), f"the checkpoint's {name}")
+        ckpt.load_optimizer(self.opt_G, tensors, "opt_G", meta["opt_G"])
+        ckpt.load_optimizer(self.opt_D, tensors, "opt_D", meta["opt_D"])
+        self.pl_mean.copy_(tensors["pl_mean"])
+        self.step, self.nimg = meta["counters"]["step"], meta["counters"]["nimg"]
+        if meta["counters"].get("world", 1) == self.procs.world:
+            # Same process layout: continue every random stream exactly.
+            torch.set_rng_state(tensors["rng.torch"].cpu())
+            if "rng.cuda" in tensors and self.procs.device.type == "cuda":
+                torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), self.procs.device)
+
+
+def lazy_adam(net: torch.nn.Module, lr: float, betas: tuple[float, float], reg_interval: int) -> torch.optim.Adam:
+    """Adam with the lazy-regularisation correction: the regulariser runs every `reg_interval` steps."""
+    c = reg_interval / (reg_interval + 1)
+    return torch.optim.Adam(net.parameters(), lr=lr * c, betas=(betas[0] ** c, betas[1] ** c), eps=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures and logs
+
+
+def grid_seeds(resolution: int) -> list[int]:
+    return list(range(GRID_SEEDS if resolution <= 128 else 16))
+
+
+@torch.no_grad()
+def render_grid(G: Generator, seeds: list[int], device: torch.device, psi: float = 1.0,
+                noise_mode: str = "const", batch: int = 16) -> np.ndarray:
+    """Pictures for fixed seeds (z drawn with NumPy, as the runtime does) -> one uint8 grid."""
+    z = torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim)).to(device)
+    imgs = [G(z[i : i + batch], psi=psi, noise_mode=noise_mode).float().cpu().numpy()
+            for i in range(0, len(seeds), batch)]
+    return make_grid(nchw_to_images(np.concatenate(imgs)), cols=8 if len(seeds) >= 8 else None)
+
+
+class RunFolder:
+    """What a run writes: checkpoint, snapshot grids, a JSON-lines log. Only rank 0 writes."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = Path(path), enabled
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / ckpt.CHECKPOINT_NAME
+
+    def log(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def grid(self, name: str, grid: np.ndarray) -> None:
+        if self.enabled:
+            save_image(self.path / name, grid)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask for a clean stop: the current step ends, a checkpoint is written."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *, device: str = "auto",
+          workers: int = 2, seed: int = 0, background=(255, 255, 255), resume: bool = False,
+          stop_after_steps: int | None = None) -> StyleGANTraining:
+    """Train until cfg.kimg thousand images were shown (or a stop signal); returns the final state."""
+    procs = Dist(device)
+    try:
+        if cfg.batch % procs.world:
+            raise GenError(f"batch {cfg.batch} does not split over {procs.world} processes")
+        run = RunFolder(out, procs.is_main)
+        data = Path(data) if data is not None else builtin_sample()
+        dataset = ImageFolder(data, model.resolution, background=background, xflip=cfg.xflip)
+        state = StyleGANTraining(model, cfg, procs, seed)
+        if resume:
+            tensors, meta = ckpt.load_checkpoint(run.checkpoint, procs.device)
+            state.load(tensors, meta)
+        elif procs.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        loader = make_loader(dataset, state.batch_per_rank, seed=seed, rank=procs.rank, world_size=procs.world,
+                             start=state.nimg // procs.world, workers=workers,
+                             pin_memory=procs.device.type == "cuda")
+        extra = {"data": str(data), "background": list(background)}
+        _loop(state, loader, dataset, run, extra, stop_after_steps)
+        return state
+    finally:
+        procs.close()
+
+
+def _loop(state: StyleGANTraining, loader, loader_dataset, run: RunFolder, extra: dict,
+          stop_after_steps: int | None) -> None:
+    cfg, procs = state.cfg, state.procs
+    total, snap_every = int(cfg.kimg * 1000), max(int(cfg.snapshot_kimg * 1000), 1)
+    seeds = grid_seeds(state.model_cfg.resolution)
+    if state.nimg == 0:
+        reals = torch.stack([loader_dataset[i] for i in range(min(len(seeds), len(loader_dataset)))])
+        run.grid("reals.png", make_grid(nchw_to_images(reals.numpy()), cols=8))
+    steps_here, acc = 0, {}
+    t0 = time.perf_counter()
+    with StopFlag() as stop, progress_bar(disable=not procs.is_main) as bar:
+        task = bar.add_task("train", total=total, completed=min(state.nimg, total), rate="", info="")
+        while state.nimg < total:
+            reals = next(loader).to(procs.device, non_blocking=True)
+            before = state.nimg
+            stats = state.train_step(reals)
+            steps_here += 1
+            for k, v in stats.items():
+                acc.setdefault(k, []).append(v)
+            rate = steps_here * cfg.batch / (time.perf_counter() - t0)
+            bar.update(task, completed=min(state.nimg, total), rate=f"{rate:.1f} img/s",
+                       info=f"G {stats['loss_G']:.2f} D {stats['loss_D']:.2f} p {stats['ada_p']:.2f}")
+            if state.step % LOG_EVERY == 0:
+                run.log({"step": state.step, "kimg": state.nimg / 1000, "img_per_s": round(rate, 2),
+                         **{k: float(np.mean(v)) for k, v in acc.items()}})
+                acc = {}
+            crossed = state.nimg // snap_every != before // snap_every
+            stopping = _agree(procs, stop.requested) or steps_here == stop_after_steps
+            if crossed or stopping or state.nimg >= total:
+                _snapshot(state, run, seeds, extra)
+            if stopping:
+                break
+
+
+def _agree(procs: Dist, flag: bool) -> bool:
+    """Stop on every rank at the same step if any rank got a signal."""
+    if procs.world == 1:
+        return flag
+    return bool(procs.sum_(torch.tensor([float(flag)], device=procs.device)).item() > 0)
+
+
+def _snapshot(state: StyleGANTraining, run: RunFolder, seeds: list[int], extra: dict) -> None:
+    if run.enabled:
+        tensors, meta = state.state(extra)
+        run.grid(f"grid-{state.nimg / 1000:08.3f}kimg.png", render_grid(state.G_ema, seeds, state.procs.device))
+        ckpt.save_checkpoint(run.checkpoint, tensors, meta)
+
+
+def builtin_sample() -> Path:
+    """The small emoji sample shipped inside the package, for the quick start."""
+    return SAMPLE_DATA
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI entry
+
+
+def train_from_cli(*, data, out, preset, kimg, resume, variant, resolution, batch, snapshot_kimg, background,
+                   xflip, device, workers, seed) -> None:
+    overrides_model = {k: v for k, v in {"variant": variant, "resolution": resolution}.items() if v is not None}
+    overrides_train = {k: v for k, v in {"kimg": kimg, "batch": batch, "snapshot_kimg": snapshot_kimg,
+                                         "xflip": xflip}.items() if v is not None}
+    if resume is not None:
+        out = Path(resume)
+        meta = ckpt.read_meta(out)
+        model = model_from_json(meta["model"])
+        if preset is not None or overrides_model:
+            asked = replace(get_preset(preset).model if preset else model, **overrides_model)
+            refuse_other_config(model, asked)
+        cfg = replace(train_from_json(meta["train"]), **overrides_train)
+        data = data or Path(meta["data"])
+        seed = meta.get("seed", seed)
+        background = ",".join(str(v) for v in meta.get("background", [255, 255, 255]))
+    else:
+        if (Path(out) / ckpt.CHECKPOINT_NAME).exists():
+            raise GenError(f"'{out}' already holds a training run; continue it with --resume {out} "
+                           "or choose another --out")
+        p = get_preset(preset or "small")
+        model = replace(p.model, **overrides_model)
+        cfg = replace(p.train, **overrides_train)
+    train(data, Path(out), model, cfg, device=device, workers=workers, seed=seed,
+          background=parse_color(background), resume=resume is not None)
+
+
+def refuse_other_config(have: ModelConfig, asked: ModelConfig) -> None:
+    diff = [f"{k}: checkpoint {getattr(have, k)!r}, asked {getattr(asked, k)!r}"
+            for k in to_json(have) if getattr(have, k) != getattr(asked, k)]
+    if diff:
+        raise GenError("the checkpoint was trained with another model config (" + "; ".join(diff) +
+                       "); resume without --preset/--resolution/--variant, or start a new --out")
+
