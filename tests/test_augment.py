@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gen.train.augment import P_MAX, AdaptiveAugment  # noqa: E402
+from gen.train.augment import P_MAX, AdaptiveAugment, _warp  # noqa: E402
 
 GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
 COLOUR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
@@ -62,6 +62,24 @@ def test_gradients_flow_to_every_input_image():
     AdaptiveAugment(p=1.0, cutout=True)(x).square().sum().backward()
     assert torch.isfinite(x.grad).all()
     assert (x.grad.flatten(1).abs().sum(1) > 0).all()
+
+
+def test_warp_first_and_second_derivatives_are_correct():
+    # The R1 penalty differentiates D's input gradient again, so the warp needs a true double backward.
+    g = torch.eye(3, dtype=torch.float64).repeat(2, 1, 1)
+    g[0, 0, 1], g[1, 0, 2], g[1, 1, 1] = 0.3, 0.7, 1.2  # shear; fractional shift and scale
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _warp(t, g), x)
+    assert torch.autograd.gradgradcheck(lambda t: _warp(t, g), x)
+
+
+def test_r1_style_double_backward_reaches_d():
+    d = torch.nn.Conv2d(3, 1, 3)
+    x = images(4, 16).requires_grad_(True)
+    torch.manual_seed(17)
+    (grad,) = torch.autograd.grad(d(AdaptiveAugment(p=1.0, cutout=True)(x)).sum(), x, create_graph=True)
+    grad.square().sum().backward()
+    assert torch.isfinite(d.weight.grad).all() and d.weight.grad.abs().sum() > 0
 
 
 def test_same_rng_state_same_output_different_state_different_output():

@@ -214,8 +214,8 @@ def _warp(x: Tensor, g: Tensor) -> Tensor:
     """
     n, _, h, w = x.shape
     # Pixels -> affine_grid's normalised [-1, 1] coordinates (align_corners=False: the edges).
-    to_norm = torch.diag(torch.tensor([2.0 / w, 2.0 / h, 1.0], device=x.device))
-    to_pix = torch.diag(torch.tensor([w / 2.0, h / 2.0, 1.0], device=x.device))
+    to_norm = torch.diag(torch.tensor([2.0 / w, 2.0 / h, 1.0], dtype=g.dtype, device=x.device))
+    to_pix = torch.diag(torch.tensor([w / 2.0, h / 2.0, 1.0], dtype=g.dtype, device=x.device))
     theta = (to_norm @ g @ to_pix)[:, :2, :]
     grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
