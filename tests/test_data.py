@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from conftest import EMOJI
 from gen.runtime.errors import GenError, GenWarning
 from gen.runtime.images import load_image, resize_center_crop
 from gen.train.data import SAMPLE_DATA, ImageFolder, InfiniteSampler, find_images, make_loader
-from PIL import Image
-
-EMOJI = Path("/work/shared/data/emoji-google-64")
 
 
 def save(path: Path, array: np.ndarray, **kw) -> Path:

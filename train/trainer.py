@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+
 from gen.runtime.errors import GenError
 from gen.runtime.images import make_grid, nchw_to_images, parse_color, save_image
 from gen.runtime.latents import seeds_to_z
@@ -261,12 +262,13 @@ def grid_seeds(resolution: int) -> list[int]:
 
 @torch.no_grad()
 def render_grid(G: Generator, seeds: list[int], device: torch.device, psi: float = 1.0,
-                noise_mode: str = "const", batch: int = 16) -> np.ndarray:
-    """Pictures for fixed seeds (z drawn with NumPy, as the runtime does) -> one uint8 grid."""
+                noise_mode: str = "const", cutoff: int | None = None, cols: int | None = None,
+                batch: int = 16) -> np.ndarray:
+    """Pictures for seeds (z drawn with NumPy, as the runtime does) -> one uint8 grid."""
     z = torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim)).to(device)
-    imgs = [G(z[i : i + batch], psi=psi, noise_mode=noise_mode).float().cpu().numpy()
+    imgs = [G(z[i : i + batch], psi=psi, cutoff=cutoff, noise_mode=noise_mode).float().cpu().numpy()
             for i in range(0, len(seeds), batch)]
-    return make_grid(nchw_to_images(np.concatenate(imgs)), cols=8 if len(seeds) >= 8 else None)
+    return make_grid(nchw_to_images(np.concatenate(imgs)), cols=cols or (8 if len(seeds) >= 8 else None))
 
 
 class RunFolder:
@@ -314,8 +316,7 @@ class StopFlag:
 
 
 def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *, device: str = "auto",
-          workers: int = 2, seed: int = 0, background=(255, 255, 255), resume: bool = False,
-          stop_after_steps: int | None = None) -> StyleGANTraining:
+          workers: int = 2, seed: int = 0, background=(255, 255, 255), resume: bool = False) -> StyleGANTraining:
     """Train until cfg.kimg thousand images were shown (or a stop signal); returns the final state."""
     procs = Dist(device)
     try:
@@ -334,19 +335,18 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
                              start=state.nimg // procs.world, workers=workers,
                              pin_memory=procs.device.type == "cuda")
         extra = {"data": str(data), "background": list(background)}
-        _loop(state, loader, dataset, run, extra, stop_after_steps)
+        _loop(state, loader, dataset, run, extra)
         return state
     finally:
         procs.close()
 
 
-def _loop(state: StyleGANTraining, loader, loader_dataset, run: RunFolder, extra: dict,
-          stop_after_steps: int | None) -> None:
+def _loop(state: StyleGANTraining, loader, dataset, run: RunFolder, extra: dict) -> None:
     cfg, procs = state.cfg, state.procs
-    total, snap_every = int(cfg.kimg * 1000), max(int(cfg.snapshot_kimg * 1000), 1)
+    total, snap_every = round(cfg.kimg * 1000), max(round(cfg.snapshot_kimg * 1000), 1)
     seeds = grid_seeds(state.model_cfg.resolution)
     if state.nimg == 0:
-        reals = torch.stack([loader_dataset[i] for i in range(min(len(seeds), len(loader_dataset)))])
+        reals = torch.stack([dataset[i] for i in range(min(len(seeds), len(dataset)))])
         run.grid("reals.png", make_grid(nchw_to_images(reals.numpy()), cols=8))
     steps_here, acc = 0, {}
     t0 = time.perf_counter()
@@ -356,19 +356,20 @@ def _loop(state: StyleGANTraining, loader, loader_dataset, run: RunFolder, extra
             reals = next(loader).to(procs.device, non_blocking=True)
             before = state.nimg
             stats = state.train_step(reals)
+            stopping = _agree(procs, stop.requested)
             steps_here += 1
             for k, v in stats.items():
                 acc.setdefault(k, []).append(v)
             rate = steps_here * cfg.batch / (time.perf_counter() - t0)
             bar.update(task, completed=min(state.nimg, total), rate=f"{rate:.1f} img/s",
                        info=f"G {stats['loss_G']:.2f} D {stats['loss_D']:.2f} p {stats['ada_p']:.2f}")
-            if state.step % LOG_EVERY == 0:
+            finished = state.nimg >= total
+            if state.step % LOG_EVERY == 0 or finished or stopping:
                 run.log({"step": state.step, "kimg": state.nimg / 1000, "img_per_s": round(rate, 2),
                          **{k: float(np.mean(v)) for k, v in acc.items()}})
                 acc = {}
             crossed = state.nimg // snap_every != before // snap_every
-            stopping = _agree(procs, stop.requested) or steps_here == stop_after_steps
-            if crossed or stopping or state.nimg >= total:
+            if crossed or stopping or finished:
                 _snapshot(state, run, seeds, extra)
             if stopping:
                 break

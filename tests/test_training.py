@@ -1,0 +1,177 @@
+"""Real (short) training runs: outputs, exact resume, DDP on CPU, interruption, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gen.runtime.errors import GenError
+from gen.train import checkpoint as ckpt
+from gen.train.config import ModelConfig, TrainConfig
+from gen.train.sample import load_generator
+from gen.train.trainer import train, train_from_cli
+
+MICRO = ModelConfig(resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channel_base=512, channel_max=32)
+
+
+def micro_train(steps: int, batch: int = 4, **kw) -> TrainConfig:
+    """Every phase runs within a few steps: R1 and path length every 2-3 steps, ADA adjusting fast."""
+    base = TrainConfig(batch=batch, r1_interval=2, pl_interval=3, ada_interval=2, ada_kimg=0.05, ema_kimg=0.01,
+                       snapshot_kimg=1000, kimg=steps * batch / 1000)
+    return replace(base, **kw)
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() if a[k].numel() else 0.0 for k in a)
+
+
+def test_short_run_writes_grid_checkpoint_and_log(emoji_subset, tmp_path):
+    out = tmp_path / "run"
+    state = train(emoji_subset, out, MICRO, micro_train(steps=6, snapshot_kimg=0.012), device="cpu", workers=2)
+    assert state.step == 6 and state.nimg == 24
+    grids = sorted(out.glob("grid-*.png"))
+    assert [g.name for g in grids] == ["grid-0000.012kimg.png", "grid-0000.024kimg.png"]
+    grid = np.asarray(Image.open(grids[-1]))
+    assert grid.shape[0] > 16 * 4 and grid.std() > 1  # a 4x8 grid of 16 px pictures, not blank
+    assert (out / "reals.png").exists()
+    meta = ckpt.read_meta(out)
+    assert meta["counters"] == {"step": 6, "nimg": 24, "world": 1}
+    tensors, _ = ckpt.load_checkpoint(out)
+    assert {k.split(".")[0] for k in tensors} >= {"G", "D", "G_ema", "augment", "opt_G", "opt_D", "rng"}
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))  # atomic writes leave no debris
+    lines = (out / "log.jsonl").read_text().splitlines()  # every 10 steps, and at the end
+    assert [json.loads(line)["step"] for line in lines] == [6]
+    G = load_generator(out)
+    assert G(torch.randn(2, MICRO.z_dim), noise_mode="const").shape == (2, 3, 16, 16)
+
+
+def test_training_moves_the_loss_and_logs(emoji_subset, tmp_path):
+    out = tmp_path / "run"
+    train(emoji_subset, out, MICRO, micro_train(steps=20), device="cpu", workers=0)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20]
+    for r in records:
+        assert {"loss_G", "loss_D", "r1", "pl", "ada_p", "img_per_s", "kimg"} <= r.keys()
+        assert all(np.isfinite(v) for v in r.values())
+    assert records[-1]["ada_p"] > 0  # D is sure of the reals quickly: ADA switches augmentation on
+
+
+def test_resume_equals_straight_run(emoji_subset, tmp_path):
+    n = 5  # odd, so a checkpoint lands between lazy-regulariser steps and mid ADA interval
+    straight = tmp_path / "straight"
+    cfg = lambda steps: micro_train(steps, ada_target=-1.0)  # noqa: E731 (p rises at every adjust)
+    train(emoji_subset, straight, MICRO, cfg(2 * n), device="cpu", workers=0)
+    split = tmp_path / "split"
+    train(emoji_subset, split, MICRO, cfg(n), device="cpu", workers=2)
+    train(emoji_subset, split, MICRO, cfg(2 * n), device="cpu", workers=2, resume=True)
+    a, meta_a = ckpt.load_checkpoint(straight)
+    b, meta_b = ckpt.load_checkpoint(split)
+    assert meta_a["counters"] == meta_b["counters"] == {"step": 2 * n, "nimg": 8 * n, "world": 1}
+    for part in ("G", "D", "G_ema", "opt_G", "opt_D", "augment", "pl_mean"):
+        sub_a = {k: v for k, v in a.items() if k.split(".")[0] == part}
+        sub_b = {k: v for k, v in b.items() if k.split(".")[0] == part}
+        assert max_diff(sub_a, sub_b) <= 1e-6, part
+    assert a["augment.p"].item() > 0
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_keep_ranks_identical(emoji_subset, tmp_path):
+    out = tmp_path / "ddp"
+    worker = Path(__file__).parent / "ddp_worker.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
+         str(emoji_subset), str(out)], capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    r0, r1 = load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
+    assert max_diff(r0, r1) == 0.0
+    meta = ckpt.read_meta(out)
+    assert meta["counters"]["world"] == 2 and meta["counters"]["nimg"] == 16
+    assert sorted(p.name for p in out.glob("rank*")) == ["rank0.safetensors", "rank1.safetensors"]
+    # Weights moved away from the shared initialisation: the all-reduced steps did train.
+    torch.manual_seed(0)
+    from gen.train.stylegan import Generator
+
+    init = Generator(MICRO).state_dict()
+    assert max_diff({k: init[k] for k in init}, {k[2:]: v for k, v in r0.items() if k.startswith("G.")}) > 0
+
+
+def test_empty_and_unreadable_data_fail_before_training(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "run"
+    with pytest.raises(GenError, match="no images"):
+        train(empty, out, MICRO, micro_train(steps=1), device="cpu", workers=0)
+    (empty / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(GenError, match="can be read"), pytest.warns(UserWarning, match="broken.png"):
+        train(empty, out, MICRO, micro_train(steps=1), device="cpu", workers=0)
+    assert not out.exists()  # nothing written
+
+
+def cli_args(**kw):
+    args = dict(data=None, out=None, preset=None, kimg=None, resume=None, variant=None, resolution=None,
+                batch=None, snapshot_kimg=None, background="white", xflip=None, device="cpu", workers=0, seed=0)
+    args.update(kw)
+    return args
+
+
+def test_checkpoint_of_another_config_is_refused(emoji_subset, tmp_path):
+    out = tmp_path / "run"
+    train(emoji_subset, out, MICRO, micro_train(steps=1), device="cpu", workers=0)
+    before = (out / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(GenError, match=r"another model config \(resolution: checkpoint 16, asked 32"):
+        train_from_cli(**cli_args(resume=out, resolution=32))
+    with pytest.raises(GenError, match="already holds a training run"):
+        train_from_cli(**cli_args(data=emoji_subset, out=out, preset="tiny"))
+    # A run with another shape pointed at this checkpoint: the mismatch is named, not a raw traceback.
+    other = replace(MICRO, channel_max=16)
+    with pytest.raises(GenError, match="does not match this model.*shape mismatches"):
+        train(emoji_subset, out, other, micro_train(steps=2), device="cpu", workers=0, resume=True)
+    assert (out / "checkpoint.safetensors").read_bytes() == before  # nothing overwritten
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "checkpoint.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(GenError, match="not a readable safetensors checkpoint"):
+        load_generator(bad)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(bad))
+    with pytest.raises(GenError, match="not a gen checkpoint"):
+        load_generator(bad)
+    with pytest.raises(GenError, match="no checkpoint"):
+        load_generator(tmp_path / "nowhere")
+
+
+@pytest.mark.slow
+def test_sigint_saves_and_exits_cleanly(emoji_subset, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", "from gen.runtime.cli import main; main()", "train", str(emoji_subset),
+           "--out", str(out), "--preset", "tiny", "--kimg", "1000", "--workers", "0", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "reals.png").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # a few steps
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    meta = ckpt.read_meta(out)
+    assert meta["counters"]["step"] > 0
+    assert list(out.glob("grid-*.png"))
