@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 import torch
-from gen.runtime.errors import GenError
-from gen.runtime.files import atomic_path
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from gen.runtime.errors import GenError
+from gen.runtime.files import atomic_path
 
 FORMAT = "gen-stylegan-checkpoint"
 VERSION = 1

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
+
 from gen.runtime.errors import GenError, GenWarning
 from gen.runtime.images import WHITE, load_image, parse_color, resize_center_crop
-from torch import Tensor
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SAMPLE_DATA = Path(__file__).parent / "sample_data"  # the built-in 253 emoji, shipped with the package
