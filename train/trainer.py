@@ -346,7 +346,8 @@ def _loop(state: StyleGANTraining, loader, dataset, run: RunFolder, extra: dict)
     total, snap_every = round(cfg.kimg * 1000), max(round(cfg.snapshot_kimg * 1000), 1)
     seeds = grid_seeds(state.model_cfg.resolution)
     if state.nimg == 0:
-        reals = torch.stack([dataset[i] for i in range(min(len(seeds), len(dataset)))])
+        spread = np.linspace(0, len(dataset) - 1, min(len(seeds), len(dataset))).round().astype(int)
+        reals = torch.stack([dataset[int(i)] for i in spread])  # across the set, not only its first files
         run.grid("reals.png", make_grid(nchw_to_images(reals.numpy()), cols=8))
     steps_here, acc = 0, {}
     t0 = time.perf_counter()
@@ -421,8 +422,12 @@ def train_from_cli(*, data, out, preset, kimg, resume, variant, resolution, batc
         p = get_preset(preset or "small")
         model = replace(p.model, **overrides_model)
         cfg = replace(p.train, **overrides_train)
-    train(data, Path(out), model, cfg, device=device, workers=workers, seed=seed,
-          background=parse_color(background), resume=resume is not None)
+    state = train(data, Path(out), model, cfg, device=device, workers=workers, seed=seed,
+                  background=parse_color(background), resume=resume is not None)
+    if state.procs.is_main:
+        grids = sorted(Path(out).glob("grid-*.png"))
+        print(f"{state.nimg / 1000:.3f} kimg in {state.step} steps; latest grid: {grids[-1] if grids else '-'}; "
+              f"checkpoint: {Path(out) / ckpt.CHECKPOINT_NAME} (continue with --resume {out})")
 
 
 def refuse_other_config(have: ModelConfig, asked: ModelConfig) -> None:
