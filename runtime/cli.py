@@ -9,10 +9,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from .dream_cli import dream
 from .errors import GenError, GenWarning, require_extra
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per message, whatever the width
 
 
 @app.command()
@@ -64,6 +65,9 @@ def sample(
     err.print(f"wrote {out}")
 
 
+app.command()(dream)
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, GenWarning):
         err.print(f"[yellow]warning:[/] {message}", highlight=False)
@@ -81,3 +85,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+
+
+if __name__ == "__main__":  # torchrun -m gen.runtime.cli train ...
+    main()

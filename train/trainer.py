@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gen.runtime.errors import GenError
+from gen.runtime.errors import GenError, GenWarning
 from gen.runtime.images import make_grid, nchw_to_images, parse_color, save_image
 from gen.runtime.latents import seeds_to_z
 from gen.runtime.progress import progress_bar
@@ -239,11 +240,15 @@ class StyleGANTraining:
         ckpt.load_optimizer(self.opt_D, tensors, "opt_D", meta["opt_D"])
         self.pl_mean.copy_(tensors["pl_mean"])
         self.step, self.nimg = meta["counters"]["step"], meta["counters"]["nimg"]
-        if meta["counters"].get("world", 1) == self.procs.world:
+        saved_world = meta["counters"].get("world", 1)
+        if saved_world == self.procs.world:
             # Same process layout: continue every random stream exactly.
             torch.set_rng_state(tensors["rng.torch"].cpu())
             if "rng.cuda" in tensors and self.procs.device.type == "cuda":
                 torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), self.procs.device)
+        else:
+            warnings.warn(f"the run was saved with {saved_world} process(es) and resumes with {self.procs.world}: "
+                          "training continues, but not bit for bit as it would have", GenWarning, stacklevel=2)
 
 
 def lazy_adam(net: torch.nn.Module, lr: float, betas: tuple[float, float], reg_interval: int) -> torch.optim.Adam:

@@ -1,0 +1,86 @@
+"""The `gen` command for training and sampling, and the torch-free promise of the runtime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+import torch
+
+from gen.runtime.errors import GenError, require_extra
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gen(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gen.runtime.cli", *args], capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def test_runtime_install_does_not_pull_torch():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.lower().startswith("torch")]
+    assert "torch==2.13.0" in project["optional-dependencies"]["train"]
+
+
+def test_runtime_modules_import_without_torch():
+    # A meta-path hook makes `import torch` fail, as on a runtime-only install.
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'safetensors'): raise ImportError('no ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import gen.runtime.cli, gen.runtime.images, gen.runtime.latents, gen.runtime.files, gen.runtime.progress\n"
+        "import pkgutil, importlib, gen.runtime\n"
+        "for m in pkgutil.iter_modules(gen.runtime.__path__): importlib.import_module('gen.runtime.' + m.name)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_missing_extra_names_the_extra():
+    with pytest.raises(GenError, match=r"pip install 'gen\[train\]'"):
+        require_extra("surely_not_a_module_here", "train")
+
+
+def test_train_bad_inputs_are_one_line_errors(tmp_path):
+    p = gen("train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), "--preset", "tiny")
+    assert p.returncode == 2 and "error: data folder" in p.stderr and "does not exist" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "run").exists()
+    p = gen("train", "--out", str(tmp_path / "run"), "--preset", "huge")
+    assert p.returncode == 2 and "unknown preset 'huge'" in p.stderr
+    p = gen("train", "--out", str(tmp_path / "run"), "--resolution", "48")
+    assert p.returncode == 2 and "power of two" in p.stderr
+    p = gen("train", "--resume", str(tmp_path / "nothing"))
+    assert p.returncode == 2 and "no checkpoint" in p.stderr
+
+
+@pytest.mark.slow
+def test_train_then_sample_from_the_command_line(tmp_path):
+    run = tmp_path / "run"
+    p = gen("train", "--out", str(run), "--preset", "tiny", "--kimg", "0.04", "--workers", "0")
+    assert p.returncode == 0, p.stderr
+    assert "latest grid" in p.stdout and list(run.glob("grid-*.png"))
+    grid = tmp_path / "grid.png"
+    p = gen("sample", str(run), "--seeds", "0-5", "--psi", "0.5", "--out", str(grid), "--cols", "3")
+    assert p.returncode == 0, p.stderr
+    from PIL import Image
+
+    assert Image.open(grid).size == (3 * 34 + 2, 2 * 34 + 2)  # 32 px pictures, 2 px padding
+    before = grid.read_bytes()
+    p = gen("sample", str(run), "--seeds", "5-1", "--out", str(grid))
+    assert p.returncode == 2 and "runs backwards" in p.stderr and grid.read_bytes() == before
+    p = gen("sample", str(run), "--noise-mode", "loud", "--out", str(grid))
+    assert p.returncode == 2 and "unknown noise mode" in p.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_short_cuda_run_with_mixed_precision(tmp_path):
+    p = gen("train", "--out", str(tmp_path / "run"), "--preset", "tiny", "--kimg", "0.1", "--device", "cuda")
+    assert p.returncode == 0, p.stderr
