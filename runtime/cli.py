@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from .dream_cli import dream
 from .errors import GenError, GenWarning, require_extra
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -47,25 +46,58 @@ def train(
 
 @app.command()
 def sample(
-    checkpoint: Path = typer.Argument(..., help="A run folder or its checkpoint .safetensors file."),
+    source: Path = typer.Argument(..., help="A bundle folder (torch-free), or a training run / checkpoint (PyTorch)."),
     out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="Grid image to write."),
+    outdir: Path = typer.Option(None, help="Also write one PNG per seed into this folder (seed0007.png, ...)."),
     seeds: str = typer.Option("0-15", help="Seeds, e.g. '0-15' or '1,5,9'."),
-    psi: float = typer.Option(0.7, help="Truncation psi: 1 = no truncation, 0 = the average face."),
+    psi: float = typer.Option(None, "--psi", "--trunc", help="Truncation psi: 1 = none, 0 = the average picture "
+                                                             "(default: the bundle's, else 0.7)."),
     cutoff: int = typer.Option(None, help="Truncate only the first N style layers (default: all)."),
     noise_mode: str = typer.Option("const", help="const | random | none."),
     cols: int = typer.Option(None, help="Grid columns (default: square)."),
-    device: str = typer.Option("cpu", help="cpu | cuda."),
+    engine: str = typer.Option("auto", help="Bundle engine: auto | cpu | cuda. Checkpoint device: cpu | cuda."),
 ) -> None:
-    """Draw a grid of pictures from a checkpoint with the PyTorch reference generator."""
+    """Draw pictures for a list of seeds, from a bundle (runtime) or a checkpoint (PyTorch reference)."""
+    from .sampling import sample_to_files
+
+    written = sample_to_files(source, out, outdir=outdir, seeds=seeds, psi=psi, cutoff=cutoff,
+                              noise_mode=noise_mode, cols=cols, engine=engine)
+    err.print(f"wrote {written}")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A training run folder or checkpoint .safetensors."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to create."),
+    target: str = typer.Option("onnx", help="onnx | trt (TensorRT engines; needs tensorrt on a GPU)."),
+    psi: float = typer.Option(0.7, help="Default truncation psi recorded in the bundle."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify graphs with onnxslim."),
+    overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
+) -> None:
+    """Turn a StyleGAN checkpoint into a bundle: ONNX graphs + golden parity data (+ engines)."""
     require_extra("torch")
-    from gen.train.sample import sample_grid_to_file
+    from gen.export.cli import export_stylegan_cli
 
-    sample_grid_to_file(checkpoint, out, seeds=seeds, psi=psi, cutoff=cutoff, noise_mode=noise_mode,
-                        cols=cols, device=device)
-    err.print(f"wrote {out}")
+    export_stylegan_cli(checkpoint, out, target=target, psi=psi, simplify=simplify, overwrite=overwrite)
 
 
-app.command()(dream)
+@app.command()
+def verify(
+    bundle: Path = typer.Argument(..., help="Bundle folder."),
+    engine: str = typer.Option("auto", help="auto | cpu | cuda, or 'all' for every engine available here."),
+) -> None:
+    """Check a bundle on this machine: golden inputs through each engine vs the PyTorch outputs."""
+    from .report import verify_report
+
+    raise typer.Exit(0 if verify_report(bundle, engine) else 1)
+
+
+@app.command()
+def info(bundle: Path = typer.Argument(..., help="Bundle folder.")) -> None:
+    """Print a bundle's manifest as readable tables."""
+    from .report import info_report
+
+    info_report(bundle)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

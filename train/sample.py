@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gen.runtime.errors import GenError
-from gen.runtime.files import check_output_path
-from gen.runtime.images import save_image
-from gen.runtime.latents import parse_seeds
+from gen.runtime.images import nchw_to_images
+from gen.runtime.latents import seeds_to_z
 
 from . import checkpoint as ckpt
 from .config import model_from_json
 from .stylegan import NOISE_MODES, Generator
-from .trainer import render_grid, resolve_device
+from .trainer import resolve_device
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", which: str = "G_ema") -> Generator:
@@ -25,17 +25,19 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", which: 
     return G.eval().requires_grad_(False)
 
 
-def sample_grid_to_file(checkpoint: str | Path, out: str | Path, seeds: str = "0-15", psi: float = 0.7,
-                        cutoff: int | None = None, noise_mode: str = "const", cols: int | None = None,
-                        device: str = "cpu") -> Path:
-    out = check_output_path(out)
+@torch.no_grad()
+def generate(G: Generator, seeds: list[int], psi: float = 1.0, cutoff: int | None = None,
+             noise_mode: str = "const", batch: int = 16) -> np.ndarray:
+    """Seeds (z drawn with NumPy, as the runtime does) -> uint8 pictures [N, R, R, 3]."""
     if noise_mode not in NOISE_MODES:
         raise GenError(f"unknown noise mode '{noise_mode}'; choose one of {', '.join(NOISE_MODES)}")
-    try:
-        seed_list = parse_seeds(seeds)
-    except ValueError as e:
-        raise GenError(f"cannot read seeds '{seeds}': {e}") from None
-    dev = resolve_device(device)
-    G = load_generator(checkpoint, dev)
-    grid = render_grid(G, seed_list, dev, psi=psi, noise_mode=noise_mode, cutoff=cutoff, cols=cols)
-    return save_image(out, grid)
+    device = next(G.parameters()).device
+    z = torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim)).to(device)
+    imgs = [G(z[i : i + batch], psi=psi, cutoff=cutoff, noise_mode=noise_mode).float().cpu().numpy()
+            for i in range(0, len(seeds), batch)]
+    return nchw_to_images(np.concatenate(imgs))
+
+
+def sample_images(checkpoint: str | Path, seeds: list[int], psi: float = 0.7, cutoff: int | None = None,
+                  noise_mode: str = "const", device: str = "cpu") -> np.ndarray:
+    return generate(load_generator(checkpoint, resolve_device(device)), seeds, psi, cutoff, noise_mode)

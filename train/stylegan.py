@@ -70,11 +70,15 @@ class MappingNetwork(nn.Module):
         """Move the tracked average towards a batch mean of w (the trainer averages it over processes)."""
         self.w_avg.lerp_(w_mean.float(), 1.0 - self.w_avg_beta)
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
+    def w(self, z: torch.Tensor) -> torch.Tensor:
+        """z [N, z_dim] -> one w [N, w_dim] (what the exported mapping graph computes)."""
         x = normalize_2nd_moment(z.float())
         for layer in self.layers:
             x = layer(x)
-        ws = x[:, None, :].repeat(1, self.num_ws, 1)
+        return x
+
+    def forward(self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
+        ws = self.w(z)[:, None, :].repeat(1, self.num_ws, 1)
         if psi != 1.0:
             ws = truncate(ws, self.w_avg, psi, cutoff)
         return ws
@@ -82,7 +86,9 @@ class MappingNetwork(nn.Module):
 
 def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float, cutoff: int | None = None) -> torch.Tensor:
     """Pull styles towards the average w by psi, for the first `cutoff` layers (all when None)."""
-    truncated = w_avg.to(ws.dtype).lerp(ws, psi)
+    # Written out (not torch.lerp, which switches formula at 0.5) so NumPy repeats it bit for bit.
+    w_avg = w_avg.to(ws.dtype)
+    truncated = w_avg + psi * (ws - w_avg)
     if cutoff is None or cutoff >= ws.shape[1]:
         return truncated
     return torch.cat([truncated[:, :cutoff], ws[:, cutoff:]], dim=1)

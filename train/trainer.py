@@ -23,7 +23,6 @@ import torch.distributed as dist
 
 from gen.runtime.errors import GenError, GenWarning
 from gen.runtime.images import make_grid, nchw_to_images, parse_color, save_image
-from gen.runtime.latents import seeds_to_z
 from gen.runtime.progress import progress_bar
 
 from . import checkpoint as ckpt
@@ -265,15 +264,11 @@ def grid_seeds(resolution: int) -> list[int]:
     return list(range(GRID_SEEDS if resolution <= 128 else 16))
 
 
-@torch.no_grad()
-def render_grid(G: Generator, seeds: list[int], device: torch.device, psi: float = 1.0,
-                noise_mode: str = "const", cutoff: int | None = None, cols: int | None = None,
-                batch: int = 16) -> np.ndarray:
-    """Pictures for seeds (z drawn with NumPy, as the runtime does) -> one uint8 grid."""
-    z = torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim)).to(device)
-    imgs = [G(z[i : i + batch], psi=psi, cutoff=cutoff, noise_mode=noise_mode).float().cpu().numpy()
-            for i in range(0, len(seeds), batch)]
-    return make_grid(nchw_to_images(np.concatenate(imgs)), cols=cols or (8 if len(seeds) >= 8 else None))
+def render_grid(G: Generator, seeds: list[int]) -> np.ndarray:
+    """The snapshot grid: fixed seeds, no truncation, const noise."""
+    from .sample import generate
+
+    return make_grid(generate(G, seeds), cols=8 if len(seeds) >= 8 else None)
 
 
 class RunFolder:
@@ -391,7 +386,7 @@ def _agree(procs: Dist, flag: bool) -> bool:
 def _snapshot(state: StyleGANTraining, run: RunFolder, seeds: list[int], extra: dict) -> None:
     if run.enabled:
         tensors, meta = state.state(extra)
-        run.grid(f"grid-{state.nimg / 1000:08.3f}kimg.png", render_grid(state.G_ema, seeds, state.procs.device))
+        run.grid(f"grid-{state.nimg / 1000:08.3f}kimg.png", render_grid(state.G_ema, seeds))
         ckpt.save_checkpoint(run.checkpoint, tensors, meta)
 
 

@@ -1,0 +1,73 @@
+"""PyTorch module -> checked, optionally simplified ONNX file: the one export path every graph takes."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from gen.runtime.bundle import GraphSpec, TensorSpec
+
+OPSET = 18
+_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
+           onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32"}
+
+
+@dataclass
+class GraphReport:
+    nodes_exported: int
+    nodes_final: int
+    simplified: bool
+    seconds: float
+
+
+def export_graph(module: torch.nn.Module | torch.fx.GraphModule, args: tuple, path: Path, input_names: list[str],
+                 output_names: list[str], dynamic_shapes, simplify: bool = True) -> GraphReport:
+    """Export with the dynamo exporter, check it, and keep onnxslim's version when it has fewer nodes."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), dynamo=True, opset_version=OPSET, input_names=input_names,
+                          output_names=output_names, dynamic_shapes=dynamic_shapes, optimize=True,
+                          external_data=False)
+    model = onnx.load(str(path))
+    exported = len(model.graph.node)
+    simplified = False
+    if simplify:
+        model, simplified = _slim(model)
+    # Exporter annotations of intermediate shapes are not needed at run time and have misled
+    # onnxruntime's memory planner with broadcast inputs; the runtimes infer them again.
+    del model.graph.value_info[:]
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return GraphReport(exported, len(model.graph.node), simplified, time.perf_counter() - t0)
+
+
+def _slim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    try:
+        import onnxslim
+    except ImportError:
+        return model, False
+    slim = onnxslim.slim(model)
+    if slim is not None and len(slim.graph.node) < len(model.graph.node):
+        return slim, True
+    return model, False
+
+
+def graph_spec(path: Path) -> GraphSpec:
+    """The manifest entry for an ONNX file, read from the file itself."""
+    model = onnx.load(str(path), load_external_data=False)
+
+    def spec(v) -> TensorSpec:
+        t = v.type.tensor_type
+        dims = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
+        return TensorSpec(name=v.name, dtype=_DTYPES[t.elem_type], shape=dims)
+
+    init = {i.name for i in model.graph.initializer}
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return GraphSpec(file=path.name, opset=opset, inputs=[spec(v) for v in model.graph.input if v.name not in init],
+                     outputs=[spec(v) for v in model.graph.output])

@@ -1,0 +1,120 @@
+"""StyleGAN checkpoint -> bundle: mapping.onnx, synthesis.onnx and golden data from the PyTorch reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gen.runtime.bundle import GoldenCase, GoldenSpec, Preprocessing, StyleGANMeta, Tolerance, write_bundle
+from gen.runtime.latents import seeds_to_z
+from gen.train.sample import load_generator
+from gen.train.stylegan import Generator, truncate
+
+from .golden import save_golden
+from .onnx_graph import export_graph, graph_spec
+
+# Measured: onnxruntime-cpu matches eager fp32 to 1-2e-6 on these graphs (tiny preset); 1e-5 leaves room
+# for larger models while any real error (a wrong op, wrong noise) is off by 1e-3 or more.
+TOLERANCES = {"mapping": Tolerance(max_abs=1e-5), "synthesis": Tolerance(max_abs=1e-5)}
+GOLDEN_SEEDS = [0, 1, 2]  # each at batch 1
+GOLDEN_BATCH_SEEDS = [10, 11, 12, 13]  # and together at batch 4
+LICENSE = "the licence of the training data and of this checkpoint's owner (set by whoever trains it)"
+
+
+class MappingGraph(nn.Module):
+    def __init__(self, G: Generator) -> None:
+        super().__init__()
+        self.mapping = G.mapping
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mapping.w(z)
+
+
+class SynthesisGraph(nn.Module):
+    """Layer noise = noise_i + const_noise * (baked const noise): one graph serves all noise modes."""
+
+    def __init__(self, G: Generator) -> None:
+        super().__init__()
+        self.synthesis = G.synthesis
+
+    def forward(self, ws: torch.Tensor, const_noise: torch.Tensor, noises: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        layers = self.synthesis.layers
+        mixed = [n + const_noise * layer.noise.noise_const for n, layer in zip(noises, layers)]
+        return self.synthesis(ws, noises=mixed)
+
+
+def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = True, overwrite: bool = False,
+                    psi: float = 0.7, license: str = LICENSE):
+    """Write a stylegan bundle for a checkpoint's EMA generator; returns (bundle, per-graph reports)."""
+    G = load_generator(checkpoint, "cpu")
+    reports = {}
+
+    def fill(folder: Path) -> dict:
+        reports.update(export_graphs(G, folder, simplify))
+        cases = golden_cases(G, folder, psi)
+        cfg = G.cfg
+        noise_inputs = [f"noise_{i}" for i in range(len(G.synthesis.layers))]
+        return dict(
+            license=license, kind="stylegan",
+            graphs={name: graph_spec(folder / f"{name}.onnx") for name in ("mapping", "synthesis")},
+            preprocessing=Preprocessing(value_range=(-1.0, 1.0)),
+            stylegan=StyleGANMeta(variant=cfg.variant, resolution=cfg.resolution, z_dim=cfg.z_dim, w_dim=cfg.w_dim,
+                                  num_ws=G.num_ws, w_avg=G.mapping.w_avg.tolist(), default_psi=psi,
+                                  noise_inputs=noise_inputs),
+            golden=GoldenSpec(cases=cases, tolerances=TOLERANCES),
+        )
+
+    return write_bundle(out, fill, overwrite=overwrite), reports
+
+
+def export_graphs(G: Generator, folder: Path, simplify: bool) -> dict:
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    z = torch.randn(2, G.cfg.z_dim)
+    mapping = export_graph(MappingGraph(G), (z,), folder / "mapping.onnx", ["z"], ["w"],
+                           dynamic_shapes=({0: batch},), simplify=simplify)
+    ws = G.mapping(z)
+    noises = tuple(torch.randn(2, *s[1:]) for s in G.synthesis.noise_shapes())
+    names = ["ws", "const_noise"] + [f"noise_{i}" for i in range(len(noises))]
+    synthesis = export_graph(SynthesisGraph(G), (ws, torch.ones(1), noises), folder / "synthesis.onnx", names,
+                             ["img"], dynamic_shapes=({0: batch}, None, tuple({0: batch} for _ in noises)),
+                             simplify=simplify)
+    return {"mapping": mapping, "synthesis": synthesis}
+
+
+@torch.no_grad()
+def golden_cases(G: Generator, folder: Path, psi: float) -> list[GoldenCase]:
+    """Reference inputs/outputs: seeds at batch 1 and a batch of 4; psi 1 and `psi`; const and random noise."""
+    arrays: dict[str, np.ndarray] = {}
+    cases: list[GoldenCase] = []
+    shapes = G.synthesis.noise_shapes()
+    rng = np.random.RandomState(1234)
+    groups = [[s] for s in GOLDEN_SEEDS] + [GOLDEN_BATCH_SEEDS]
+    for gi, seeds in enumerate(groups):
+        z = torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim))
+        w = G.mapping.w(z)
+        key = f"mapping/{gi}"
+        arrays[f"{key}/z"], arrays[f"{key}/w"] = z.numpy(), w.numpy()
+        cases.append(GoldenCase(graph="mapping", inputs={"z": f"{key}/z"}, outputs={"w": f"{key}/w"},
+                                note=f"seeds {seeds}"))
+        for mode in ("const", "random"):
+            p = psi if mode == "const" else 1.0
+            ws = truncate(w[:, None].repeat(1, G.num_ws, 1), G.mapping.w_avg, p)
+            n = len(seeds)
+            if mode == "const":
+                noises = [torch.zeros(n, *s[1:]) for s in shapes]
+                img = G.synthesis(ws, noise_mode="const")
+            else:
+                noises = [torch.from_numpy(rng.randn(n, *s[1:]).astype(np.float32)) for s in shapes]
+                img = G.synthesis(ws, noises=noises)
+            key = f"synthesis/{gi}/{mode}"
+            feeds = {"ws": ws.numpy(), "const_noise": np.array([1.0 if mode == "const" else 0.0], np.float32)}
+            feeds |= {f"noise_{i}": t.numpy() for i, t in enumerate(noises)}
+            arrays |= {f"{key}/{k}": v for k, v in feeds.items()}
+            arrays[f"{key}/img"] = img.numpy()
+            cases.append(GoldenCase(graph="synthesis", inputs={k: f"{key}/{k}" for k in feeds},
+                                    outputs={"img": f"{key}/img"}, note=f"seeds {seeds}, psi {p}, noise {mode}"))
+    save_golden(folder, arrays)
+    return cases

@@ -1,0 +1,62 @@
+"""Readable tables for `gen info` and `gen verify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .bundle import load_bundle
+from .runners import available_engines
+from .verify import verify
+
+out = Console()
+
+
+def info_report(path: Path) -> None:
+    b = load_bundle(path)
+    m = b.manifest
+    head = Table(show_header=False, title=f"bundle {path}")
+    for k, v in [("kind", m.kind), ("format", f"{m.format} v{m.format_version}"),
+                 ("written by", f"gen {m.gen_version}"), ("created", m.created), ("licence", m.license),
+                 ("value range", f"{m.preprocessing.value_range} {m.preprocessing.layout} {m.preprocessing.color}")]:
+        head.add_row(k, str(v))
+    section = m.stylegan or m.dream
+    for k, v in section.model_dump().items():
+        if k == "w_avg":
+            v = f"[{len(v)} values, mean {sum(v) / len(v):+.4f}]"
+        elif k == "noise_inputs":
+            v = f"{len(v)} ({v[0]} ... {v[-1]})"
+        head.add_row(k, str(v))
+    out.print(head)
+    graphs = Table(title="graphs")
+    for col in ("graph", "file", "opset", "inputs", "outputs", "size"):
+        graphs.add_column(col)
+    for name, g in m.graphs.items():
+        ins = ", ".join(f"{t.name} {t.shape}" for t in g.inputs[:3]) + (" ..." if len(g.inputs) > 3 else "")
+        outs = ", ".join(f"{t.name} {t.shape}" for t in g.outputs)
+        graphs.add_row(name, g.file, str(g.opset), ins, outs, f"{m.files[g.file].size / 1e6:.2f} MB")
+    out.print(graphs)
+    tol = ", ".join(f"{g}: " + " ".join(f"{k} {v:g}" for k, v in t.model_dump(exclude_none=True).items())
+                    for g, t in m.golden.tolerances.items())
+    out.print(f"golden: {len(m.golden.cases)} cases in {m.golden.file}; tolerances {tol}")
+
+
+def verify_report(path: Path, engine: str = "auto") -> bool:
+    """Print one row per golden output and engine; True when every row is within tolerance."""
+    b = load_bundle(path)
+    engines = available_engines() if engine == "all" else [engine]
+    table = Table(title=f"verify {path}")
+    for col in ("engine", "graph", "case", "max abs", "rel L2", "tolerance", "ok"):
+        table.add_column(col)
+    all_ok = True
+    for eng in engines:
+        for c in verify(b, eng):
+            tol = " ".join(f"{k} {v:g}" for k, v in (("max_abs", c.tol_max_abs), ("rel_l2", c.tol_rel_l2)) if v)
+            table.add_row(c.engine, f"{c.graph}.{c.output}", c.note, f"{c.max_abs:.2e}", f"{c.rel_l2:.2e}", tol,
+                          "[green]ok[/]" if c.ok else "[red]FAIL[/]")
+            all_ok &= c.ok
+    out.print(table)
+    out.print("[green]all within tolerance[/]" if all_ok else "[red]some outputs are outside tolerance[/]")
+    return all_ok
