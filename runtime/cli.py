@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import GenError, GenWarning, require_extra
 
@@ -102,9 +103,9 @@ def info(bundle: Path = typer.Argument(..., help="Bundle folder.")) -> None:
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, GenWarning):
-        err.print(f"[yellow]warning:[/] {message}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
     else:
-        err.print(f"[yellow]warning:[/] {category.__name__}: {message}", highlight=False)
+        err.print(f"[yellow]warning:[/] {category.__name__}: {escape(str(message))}", highlight=False)
 
 
 def main() -> None:
@@ -112,7 +113,7 @@ def main() -> None:
     try:
         app()
     except GenError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

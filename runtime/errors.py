@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 
 class GenError(Exception):
@@ -11,11 +11,13 @@ class GenError(Exception):
 
 def require_extra(module: str, extra: str = "train") -> None:
     """Fail clearly when a command needs an optional dependency that is not installed."""
-    if importlib.util.find_spec(module) is None:
+    try:
+        importlib.import_module(module)  # (the command imports it next anyway)
+    except ImportError:
         raise GenError(
             f"this command needs '{module}', which is not installed; "
             f"install the '{extra}' extra: pip install 'gen[{extra}]' (or pip install -e '.[{extra}]')"
-        )
+        ) from None
 
 
 class GenWarning(UserWarning):

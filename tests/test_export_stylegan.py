@@ -1,0 +1,161 @@
+"""StyleGAN export: ONNX graphs vs the PyTorch reference, the runtime sampler, `gen verify`, torch-free use."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gen.export.stylegan import export_stylegan
+from gen.runtime.bundle import load_bundle, sha256_file
+from gen.runtime.generator import BundleGenerator
+from gen.runtime.latents import seeds_to_z
+from gen.runtime.verify import verify
+from gen.train import checkpoint as ckpt
+from gen.train.config import ModelConfig, TrainConfig
+from gen.train.sample import generate, load_generator
+from gen.train.trainer import Dist, StyleGANTraining
+
+GEN_MAX_ABS = 1e-4  # the tolerance the bundle states for synthesis (export/stylegan.py)
+
+
+def make_checkpoint(path: Path, model: ModelConfig, steps: int) -> Path:
+    """A checkpoint after a few real training steps on real images, with noise made to matter."""
+    from gen.train.data import SAMPLE_DATA, ImageFolder
+
+    state = StyleGANTraining(model, TrainConfig(batch=4, r1_interval=2, pl_interval=2), Dist("cpu"))
+    data = ImageFolder(SAMPLE_DATA, model.resolution, check=False)
+    for step in range(steps):
+        state.train_step(torch.stack([data[4 * step + i] for i in range(4)]))
+    with torch.no_grad():
+        for layer in state.G_ema.synthesis.layers:  # trained strengths are still ~0 after a few steps
+            layer.noise.strength.fill_(0.5)
+        state.G_ema.mapping.w_avg.add_(0.3)
+    tensors, meta = state.state({"data": "sample"})
+    ckpt.save_checkpoint(path, tensors, meta)
+    return path
+
+
+MODELS = {
+    "sg2-16": ModelConfig(resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channel_base=512, channel_max=32),
+    "sg1-32": ModelConfig(resolution=32, variant="stylegan1", z_dim=24, w_dim=40, mapping_layers=3,
+                          channel_base=512, channel_max=24),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def exported(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    checkpoint = make_checkpoint(folder / "checkpoint.safetensors", MODELS[request.param], steps=3)
+    bundle, reports = export_stylegan(checkpoint, folder / "bundle")
+    return checkpoint, bundle, reports
+
+
+def test_bundle_passes_its_own_golden_data(exported):
+    _, bundle, reports = exported
+    checks = verify(bundle, "cpu")
+    assert len(checks) == 12 and all(c.ok for c in checks)
+    assert max(c.max_abs for c in checks) < GEN_MAX_ABS
+    m = bundle.manifest
+    assert m.graphs["synthesis"].inputs[0].shape[0] == "batch"  # dynamic batch, named
+    assert reports["synthesis"].nodes_final <= reports["synthesis"].nodes_exported
+
+
+@pytest.mark.parametrize("batch", [1, 4, 8])
+@pytest.mark.parametrize("psi", [1.0, 0.7])
+def test_generator_parity_random_latents(exported, batch, psi):
+    checkpoint, bundle, _ = exported
+    G, rt = load_generator(checkpoint), BundleGenerator(bundle, "cpu")
+    z = np.random.RandomState(batch).randn(batch, G.cfg.z_dim).astype(np.float32) * 1.5
+    ws_rt = rt.styles(z, psi)
+    with torch.no_grad():
+        ws_pt = G.mapping(torch.from_numpy(z), psi=psi).numpy()
+        assert np.abs(ws_rt - ws_pt).max() < GEN_MAX_ABS
+        # const noise
+        img_pt = G.synthesis(torch.from_numpy(ws_rt), noise_mode="const").numpy()
+        assert np.abs(rt.synthesize(ws_rt, "const") - img_pt).max() < GEN_MAX_ABS
+        # random noise, passed in explicitly so both sides see the same numbers
+        noises = [np.random.RandomState(i).randn(batch, *s).astype(np.float32) for i, s in enumerate(rt.noise_shapes)]
+        img_pt = G.synthesis(torch.from_numpy(ws_rt), noises=[torch.from_numpy(n) for n in noises]).numpy()
+        assert np.abs(rt.synthesize(ws_rt, noises=noises) - img_pt).max() < GEN_MAX_ABS
+        # no noise
+        img_pt = G.synthesis(torch.from_numpy(ws_rt), noise_mode="none").numpy()
+        assert np.abs(rt.synthesize(ws_rt, "none") - img_pt).max() < GEN_MAX_ABS
+
+
+def test_truncation_cutoff_matches_reference(exported):
+    checkpoint, bundle, _ = exported
+    G, rt = load_generator(checkpoint), BundleGenerator(bundle, "cpu")
+    z = seeds_to_z([5, 6], G.cfg.z_dim)
+    with torch.no_grad():
+        ref = G.mapping(torch.from_numpy(z), psi=0.5, cutoff=2).numpy()
+    assert np.abs(rt.styles(z, 0.5, cutoff=2) - ref).max() < GEN_MAX_ABS
+
+
+def test_same_seed_same_picture_runtime_and_pytorch(exported):
+    checkpoint, bundle, _ = exported
+    seeds = list(range(12))
+    pt = generate(load_generator(checkpoint), seeds, psi=0.7)
+    rt = BundleGenerator(bundle, "cpu").images(seeds, psi=0.7)
+    assert pt.shape == rt.shape and pt.dtype == rt.dtype == np.uint8
+    diff = np.abs(pt.astype(int) - rt.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # only exact .5 rounding ties may differ
+
+
+def test_verify_fails_on_a_wrong_reference(exported, tmp_path):
+    import shutil
+
+    _, bundle, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.path, copy)
+    golden = dict(np.load(copy / "golden.npz"))
+    key = bundle.manifest.golden.cases[1].outputs["img"]
+    golden[key] = golden[key] + 1e-3
+    np.savez(copy / "golden.npz", **golden)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["golden.npz"] = {"sha256": sha256_file(copy / "golden.npz"),
+                                       "size": (copy / "golden.npz").stat().st_size}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    failed = [c for c in verify(load_bundle(copy), "cpu") if not c.ok]
+    assert len(failed) == 1 and failed[0].graph == "synthesis"
+    proc = subprocess.run([sys.executable, "-m", "gen.runtime.cli", "verify", str(copy)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and "FAIL" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "gen.runtime.cli", "verify", str(bundle.path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "all within tolerance" in proc.stdout
+
+
+TORCH_BLOCKED = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'safetensors', 'onnxscript'):
+            raise ImportError('torch is not installed here')
+sys.meta_path.insert(0, Block())
+from gen.runtime.cli import main
+sys.argv = ['gen'] + sys.argv[1:]
+main()
+"""
+
+
+def test_runtime_samples_and_verifies_without_torch(exported, tmp_path):
+    checkpoint, bundle, _ = exported
+    run = lambda *a: subprocess.run([sys.executable, "-c", TORCH_BLOCKED, *a], capture_output=True, text=True,  # noqa: E731
+                                    timeout=120)
+    grid = tmp_path / "grid.png"
+    p = run("sample", str(bundle.path), "--seeds", "0-3", "--trunc", "0.7", "--out", str(grid), "--outdir",
+            str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert grid.exists() and (tmp_path / "seed0003.png").exists()
+    p = run("verify", str(bundle.path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = run("info", str(bundle.path))
+    assert p.returncode == 0 and "stylegan" in p.stdout
+    p = run("sample", str(checkpoint), "--out", str(grid))  # a checkpoint needs the PyTorch reference
+    assert p.returncode == 2 and "pip install 'gen[train]'" in p.stderr
