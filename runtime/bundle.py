@@ -181,8 +181,15 @@ class Bundle:
     def graph_path(self, graph: str) -> Path:
         return self.path / self.manifest.graphs[graph].file
 
-    def golden(self) -> np.lib.npyio.NpzFile:
-        return np.load(self.file(self.manifest.golden.file), allow_pickle=False)
+    def golden(self) -> dict[str, np.ndarray]:
+        """All golden arrays (plain arrays only: allow_pickle=False)."""
+        path = self.file(self.manifest.golden.file)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+        except Exception as e:  # zip, npy-header and pickle refusals all arrive as different types
+            raise BundleError(f"{path} cannot be read ({type(e).__name__}: {e}); copy the bundle again "
+                              "or re-export it") from None
 
 
 # ---------------------------------------------------------------------------------------------
