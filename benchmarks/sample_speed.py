@@ -1,0 +1,74 @@
+"""Sampling speed, side by side in one run: PyTorch eager vs the torch-free runtime (onnxruntime).
+
+    python benchmarks/sample_speed.py CHECKPOINT [--engine cpu] [--batches 1,8]
+
+Exports the checkpoint to a temporary bundle, then times seeds -> images (mapping, truncation,
+synthesis) at each batch size with both, interleaved so that both see the same machine state.
+Appends the results with the machine's description to benchmarks/results/sample_speed.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from machine import describe
+
+from gen.export.stylegan import export_stylegan
+from gen.runtime.generator import BundleGenerator
+from gen.train.sample import generate, load_generator
+
+RESULTS = Path(__file__).parent / "results" / "sample_speed.jsonl"
+
+
+def best_rate(fn, images: int, repeats: int) -> float:
+    """Images per second of the fastest of `repeats` runs (after one warm-up)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return images / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--engine", default="cpu")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    device = "cuda" if args.engine == "cuda" else "cpu"
+    machine = describe(device)
+    print(f"machine: {machine}")
+    G = load_generator(args.checkpoint, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, _ = export_stylegan(args.checkpoint, Path(tmp) / "bundle")
+        rt = BundleGenerator(bundle, args.engine)
+        res = G.cfg.resolution
+        print(f"{'batch':>5} {'torch img/s':>12} {'runtime img/s':>14} {'runtime/torch':>14}   ({res}x{res}, psi 0.7)")
+        for batch in [int(b) for b in args.batches.split(",")]:
+            seeds = list(range(batch))
+            with torch.inference_mode():
+                pt = best_rate(lambda s=seeds, b=batch: generate(G, s, psi=0.7, batch=b), batch, args.repeats)
+            ort = best_rate(lambda s=seeds, b=batch: rt.images(s, psi=0.7, batch=b), batch, args.repeats)
+            print(f"{batch:>5} {pt:>12.1f} {ort:>14.1f} {ort / pt:>13.2f}x")
+            if not args.no_record:
+                RESULTS.parent.mkdir(parents=True, exist_ok=True)
+                with open(RESULTS, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                        "checkpoint": Path(args.checkpoint).name, "resolution": res,
+                                        "engine": rt.engine, "batch": batch, "torch_img_per_s": round(pt, 2),
+                                        "runtime_img_per_s": round(ort, 2), "ratio": round(ort / pt, 3),
+                                        "machine": machine}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
