@@ -108,6 +108,19 @@ def torch_gradient(objective: nn.Module, device: str | torch.device = "cpu") -> 
     return gradient
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda if there is one, else cpu; 'cuda' without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise GenError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GenError(f"device '{device}' asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    return dev
+
+
 def image_tensor(rgb: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> float [1, 3, H, W] in [0, 1]."""
     return torch.from_numpy(rgb.transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
