@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .dream_cli import dream
 from .errors import GenError, GenWarning, require_extra
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -99,6 +100,9 @@ def info(bundle: Path = typer.Argument(..., help="Bundle folder.")) -> None:
     from .report import info_report
 
     info_report(bundle)
+
+
+app.command()(dream)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
