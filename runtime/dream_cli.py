@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .dream import DreamSettings, GradientFn, StepInfo, count_steps, load_mask
@@ -24,7 +25,7 @@ from .images import load_image, save_image
 from .progress import progress_bar, rate_text
 
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 @dataclass
@@ -35,9 +36,14 @@ class Engine:
 
 
 def _torch_engine(backbone: str, weights: Path | None, layers: str | None, class_index: int | None,
-                  guide: Path | None, device: str) -> Engine:
+                  guide: Path | None, device: str, threads: int) -> Engine:
     require_extra("torch")
+    import torch
+
     from gen.train.dream_torch import build_objective, resolve_device, torch_gradient
+
+    if threads:
+        torch.set_num_threads(threads)
 
     objective = build_objective(backbone, layers, class_index, guide, weights)
     dev = resolve_device(device)
@@ -120,6 +126,8 @@ def dream(
     blend: float = typer.Option(0.0, help="Animation: share of the source image mixed into each frame."),
     fps: float = typer.Option(12.0, help="Animation: frames per second."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    threads: int = typer.Option(0, help="CPU threads for the network (0 = all cores). Use 1 when other "
+                                        "programs keep the cores busy: waiting threads can be 100x slower."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing an existing output (or the input)."),
     list_layers: bool = typer.Option(False, "--list-layers", help="Print the backbone's layers and exit."),
 ) -> None:
@@ -135,10 +143,10 @@ def dream(
     rgb = load_image(image, min_size=settings.min_side)
     height, width = rgb.shape[:2]
     mask_array = load_mask(mask, height, width) if mask is not None else None
-    engine = _torch_engine(backbone, weights, layers, class_index, guide, device)
+    engine = _torch_engine(backbone, weights, layers, class_index, guide, device, threads)
     settings = DreamSettings(**{**settings.__dict__, "min_side": engine.min_side}).check()
     total = count_steps(height, width, settings) * (frames or 1)  # also refuses too-small images
-    err.print(f"dreaming {width}x{height} with {engine.description}: {total} steps")
+    err.print(escape(f"dreaming {width}x{height} with {engine.description}: {total} steps"))
 
     start = time.perf_counter()
     with progress_bar("step") as bar:
@@ -157,4 +165,4 @@ def dream(
             written = write_video(out, feedback_frames(rgb, engine.gradient, settings, feedback, mask_array,
                                                        on_step), feedback.fps)
     what = f"{written} frames" if feedback is not None else f"{width}x{height}"
-    err.print(f"wrote {out} ({what}, {time.perf_counter() - start:.1f} s)")
+    err.print(escape(f"wrote {out} ({what}, {time.perf_counter() - start:.1f} s)"))
