@@ -148,3 +148,35 @@ def test_command_line_prints_one_line_and_exits_2(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "not an image" in lines[0]
+
+
+@pytest.mark.slow
+def test_large_photo_dreams_in_tiles_within_bounded_memory(tmp_path):
+    """The 1000x872 Hubble photo, one step in 256-pixel tiles, in a fresh process: peak RSS stays small."""
+    import resource
+
+    photo = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "hubble_deep_field.jpg"
+    if not photo.exists():
+        photo = Path("/work/shared/data/photos/hubble_deep_field.jpg")
+    code = "import sys; from gen.runtime.cli import main; sys.argv = ['gen'] + sys.argv[1:]; main()"
+    out = tmp_path / "hubble.jpg"
+    proc = subprocess.run([sys.executable, "-c", code, "dream", str(photo), "-o", str(out), "--octaves", "1",
+                           "--iterations", "1", "--tile", "256", "--threads", "1"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert iio.imread(out).shape == (872, 1000, 3)
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert peak_mib < 1024, f"peak RSS {peak_mib:.0f} MiB"
+
+
+def test_other_backbone_with_a_weight_file(photo, tmp_path):
+    from safetensors.torch import save_file
+
+    from gen.train.backbones import build_backbone
+
+    state = build_backbone("googlenet", random_weights=True).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "googlenet.safetensors"))
+    out = tmp_path / "g.png"
+    result = gen_dream(photo, "-o", out, "--backbone", "googlenet", "--weights", tmp_path / "googlenet.safetensors",
+                       "--layers", "inception3a:5=2,inception4a", "--octaves", 1, "--iterations", 2)
+    assert result.exit_code == 0, result.output
+    assert iio.imread(out).shape == (48, 56, 3)
