@@ -17,6 +17,7 @@ from gen.runtime.images import load_image, resize_center_crop
 from gen.train.backbones import BACKBONES, build_backbone, layer_table
 from gen.train.dream_torch import (
     DreamObjective,
+    autograd_gradient_and_value,
     build_objective,
     gradient_and_value,
     guide_match,
@@ -208,6 +209,9 @@ def test_objective_module_is_separate_from_the_autograd_call(lite0):
     assert objective(x).shape == ()
     g, v = gradient_and_value(objective, x)
     assert g.shape == x.shape and not x.requires_grad
+    g2, v2 = autograd_gradient_and_value(objective, x)  # what the eager engine runs
+    torch.testing.assert_close(g2, g)
+    torch.testing.assert_close(v2, v)
 
 
 @pytest.mark.slow

@@ -6,9 +6,10 @@ backbone features, then one of
 - a guide image: each location's features matched to the best-matching guide feature, as in the
   original DeepDream notebook (the gradient at a location is that guide feature);
 - a class logit.
-`gradient_and_value(objective, image)` is the one autograd call; it is a plain function of the image
-tensor, so the export can trace it. `torch_gradient(objective)` wraps it for the NumPy driver in
-`gen.runtime.dream`, which does octaves, jitter and tiles for every engine.
+`gradient_and_value(objective, image)` is the one gradient call, a plain function of the image tensor
+that the export can trace; the eager engine computes the same by plain autograd, with less memory.
+`torch_gradient(objective)` wraps that for the NumPy driver in `gen.runtime.dream`, which does
+octaves, jitter and tiles for every engine.
 """
 
 from __future__ import annotations
@@ -92,8 +93,17 @@ class DreamObjective(nn.Module):
 
 
 def gradient_and_value(objective: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(d objective / d image, objective): the single call every engine must reproduce."""
+    """(d objective / d image, objective) with torch.func: the form the export traces (make_fx)."""
     return torch.func.grad_and_value(objective)(image)
+
+
+def autograd_gradient_and_value(objective: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same numbers by plain autograd, which keeps less alive: 361 instead of 562 MiB for a
+    500x436 tile of EfficientNet-Lite0 up to block9. The eager engine uses this one."""
+    x = image.detach().requires_grad_(True)
+    value = objective(x)
+    (grad,) = torch.autograd.grad(value, x)
+    return grad, value.detach()
 
 
 def torch_gradient(objective: nn.Module, device: str | torch.device = "cpu") -> GradientFn:
@@ -102,7 +112,7 @@ def torch_gradient(objective: nn.Module, device: str | torch.device = "cpu") -> 
 
     def gradient(image: np.ndarray) -> tuple[np.ndarray, float]:
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
-        g, value = gradient_and_value(objective, x)
+        g, value = autograd_gradient_and_value(objective, x)
         return g.cpu().numpy(), float(value)
 
     return gradient
