@@ -5,7 +5,10 @@ A bundle is a folder::
     manifest.json        this schema (pydantic models below), format "gen-bundle", version 1
     *.onnx               the graphs named in manifest.graphs
     golden.npz           inputs and PyTorch reference outputs, for `gen verify` (never pickled)
-    *.engine             TensorRT engines, when exported with --target trt (a later format addition)
+    *.engine             TensorRT engines, when exported with --target trt (listed in ``engines``)
+    timing.*.cache       TensorRT's timing cache for one GPU and TensorRT version, reused by later builds
+    trt-cache/           engines built on first use on a device (not listed in files; never trusted
+                         without their record, see gen.runtime.tensorrt)
 
 manifest.json fields:
 
@@ -30,7 +33,15 @@ manifest.json fields:
   Graphs: ``features`` (image -> chosen layers) and ``dream_grad`` (image [1, 3, height, width] ->
   grad of the same shape and the scalar objective).
 - ``golden``: the npz file, ``cases`` (graph, inputs and expected outputs by npz key, a note) and
-  ``tolerances`` per graph (``max_abs`` and/or ``rel_l2``).
+  ``tolerances`` per graph (``max_abs``, ``rel_l2`` and/or ``psnr_db``: PSNR in dB over the reference's
+  own value range). ``<graph>_fp16`` names the tolerance for any FP16 computation of ``<graph>``: the
+  optional ``synthesis_fp16`` graph (FP16 weights and arithmetic, FP32 inputs and outputs, checked on
+  the ``synthesis`` cases) and FP16 TensorRT engines of ``synthesis``.
+- ``engines`` (optional): TensorRT engines, one record each: the graph it was built from and that
+  graph's sha256, file, GPU name, compute capability ("8.7"), TensorRT version, precision, the
+  optimisation profile per dynamic input (min/opt/max shapes), and whether it was built
+  version-compatible or hardware-compatible (Ampere and later). An engine runs only on the GPU and
+  TensorRT it was built for; ``gen.runtime.tensorrt`` picks the one that fits or says why none does.
 
 Validation on load (``load_bundle``) reports one line per problem with what to do about it.
 """
@@ -120,6 +131,7 @@ class DreamMeta(Strict):
 class Tolerance(Strict):
     max_abs: float | None = Field(default=None, gt=0)
     rel_l2: float | None = Field(default=None, gt=0)
+    psnr_db: float | None = Field(default=None, gt=0)  # at least this PSNR (for FP16, where max abs is noisy)
 
 
 class GoldenCase(Strict):
@@ -135,6 +147,32 @@ class GoldenSpec(Strict):
     tolerances: dict[str, Tolerance]
 
 
+class ShapeProfile(Strict):
+    min: list[int]
+    opt: list[int]
+    max: list[int]
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not len(self.min) == len(self.opt) == len(self.max) or not all(
+                1 <= a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
+            raise ValueError(f"profile needs 1 <= min <= opt <= max per axis, got {self.min} {self.opt} {self.max}")
+        return self
+
+
+class EngineRecord(Strict):
+    graph: str
+    file: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.engine$")
+    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    gpu_name: str
+    compute_capability: str = Field(pattern=r"^[0-9]+\.[0-9]+$")
+    tensorrt_version: str = Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+    precision: Literal["fp32", "fp16"]
+    profiles: dict[str, ShapeProfile]
+    version_compatible: bool = False
+    hardware_compatible: bool = False
+
+
 class Manifest(Strict):
     format: Literal["gen-bundle"]
     format_version: int
@@ -148,6 +186,7 @@ class Manifest(Strict):
     stylegan: StyleGANMeta | None = None
     dream: DreamMeta | None = None
     golden: GoldenSpec
+    engines: list[EngineRecord] | None = None  # None, not []: a bundle without engines stays as it was
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -159,6 +198,9 @@ class Manifest(Strict):
         for name, g in self.graphs.items():
             if g.file not in self.files:
                 raise ValueError(f"graph '{name}' file '{g.file}' is not listed in files")
+        for e in self.engines or []:
+            if e.graph not in self.graphs or e.file not in self.files:
+                raise ValueError(f"engine '{e.file}' names graph '{e.graph}' or a file that the bundle does not have")
         if self.golden.file not in self.files:
             raise ValueError(f"golden file '{self.golden.file}' is not listed in files")
         for case in self.golden.cases:
@@ -310,3 +352,15 @@ def write_bundle(out: str | Path, fill: Callable[[Path], dict], overwrite: bool 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return load_bundle(out)
+
+
+def extend_bundle(bundle: Bundle, add: Callable[[Path, dict], dict]) -> Bundle:
+    """Rewrite a bundle with more files: `add(folder, fields)` writes them and returns the new manifest fields."""
+    kept = {"format", "format_version", "gen_version", "created", "files"}
+
+    def fill(folder: Path) -> dict:
+        for name in bundle.manifest.files:
+            shutil.copy2(bundle.file(name), folder / name)
+        return add(folder, bundle.manifest.model_dump(exclude=kept, exclude_none=True))
+
+    return write_bundle(bundle.path, fill, overwrite=True)

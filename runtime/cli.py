@@ -75,18 +75,27 @@ def export(
     psi: float = typer.Option(0.7, help="Default truncation psi recorded in the bundle."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify graphs with onnxslim."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
+    fp16_graph: bool = typer.Option(False, "--fp16-graph", help="Add synthesis_fp16.onnx (FP16 inside, for GPUs)."),
+    fp16: bool = typer.Option(None, "--fp16/--fp32", help="TensorRT precision (default: FP16 where the GPU is fast "
+                                                          "at it; mapping stays FP32)."),
+    trt_batch: str = typer.Option("", help="TensorRT batch MIN,OPT,MAX (default 1,8,32; smaller max above 256 px)."),
+    trt_size: str = typer.Option("", help="TensorRT height/width MIN,OPT,MAX for dream graphs (default 64,512,1024)."),
+    trt_version_compatible: bool = typer.Option(False, help="Build engines later TensorRT versions can run too."),
+    trt_hardware_compatible: bool = typer.Option(False, help="Build engines any Ampere or later GPU can run."),
 ) -> None:
     """Turn a StyleGAN checkpoint into a bundle: ONNX graphs + golden parity data (+ engines)."""
     require_extra("torch")
     from gen.export.cli import export_stylegan_cli
 
-    export_stylegan_cli(checkpoint, out, target=target, psi=psi, simplify=simplify, overwrite=overwrite)
+    export_stylegan_cli(checkpoint, out, target=target, psi=psi, simplify=simplify, overwrite=overwrite,
+                        fp16_graph=fp16_graph, fp16=fp16, trt_batch=trt_batch, trt_size=trt_size,
+                        version_compatible=trt_version_compatible, hardware_compatible=trt_hardware_compatible)
 
 
 @app.command()
 def verify(
     bundle: Path = typer.Argument(..., help="Bundle folder."),
-    engine: str = typer.Option("auto", help="auto | cpu | cuda, or 'all' for every engine available here."),
+    engine: str = typer.Option("auto", help="auto | cpu | cuda | ort-trt | trt, or 'all' for every engine here."),
 ) -> None:
     """Check a bundle on this machine: golden inputs through each engine vs the PyTorch outputs."""
     from .report import verify_report

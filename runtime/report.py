@@ -54,6 +54,7 @@ def verify_report(path: Path, engine: str = "auto") -> bool:
     for eng in engines:
         for c in verify(b, eng):
             tol = " ".join(f"{k} {v:g}" for k, v in (("max_abs", c.tol_max_abs), ("rel_l2", c.tol_rel_l2)) if v)
+            tol += f" PSNR {c.psnr_db:.1f} >= {c.tol_psnr_db:g} dB" if c.tol_psnr_db else ""
             table.add_row(c.engine, f"{c.graph}.{c.output}", c.note, f"{c.max_abs:.2e}", f"{c.rel_l2:.2e}", tol,
                           "[green]ok[/]" if c.ok else "[red]FAIL[/]")
             all_ok &= c.ok

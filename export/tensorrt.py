@@ -1,0 +1,53 @@
+"""`gen export --target trt`: TensorRT engines for this GPU, built into the bundle and listed in its manifest.
+
+The builder itself is gen.runtime.tensorrt.build_engine, which the runtime also uses to build on first
+use; this module only decides what to build and rewrites the bundle with the engines, their records
+and the timing cache (kept in the bundle, so a rebuild here reuses its measurements).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from gen.runtime.bundle import Bundle, extend_bundle
+from gen.runtime.errors import GenError
+from gen.runtime.tensorrt import (
+    build_engine,
+    can_build,
+    graph_precision,
+    import_tensorrt,
+    this_device,
+    timing_cache_name,
+)
+
+out = Console(stderr=True)
+
+
+def engine_graphs(bundle: Bundle) -> list[str]:
+    """Every graph but the FP16 variants, which are build sources of their FP32 graph's FP16 engine."""
+    return [g for g in bundle.manifest.graphs if not g.endswith("_fp16")]
+
+
+def add_engines(bundle: Bundle, fp16: bool | None = None, ranges: dict[str, tuple[int, int, int]] | None = None,
+                version_compatible: bool = False, hardware_compatible: bool = False) -> Bundle:
+    """Build an engine per graph on this GPU and rewrite the bundle with them (replacing same-named ones)."""
+    if not can_build(import_tensorrt()):
+        raise GenError("this TensorRT has no builder (a lean or dispatch runtime); install the full tensorrt")
+    device = this_device()
+
+    def add(folder: Path, fields: dict) -> dict:
+        cache = folder / timing_cache_name(device.compute_capability, device.tensorrt_version)
+        records = fields.get("engines") or []
+        for graph in engine_graphs(bundle):
+            precision = graph_precision(graph, fp16, device.compute_capability)
+            out.print(f"building the TensorRT {precision} engine for '{graph}' on {device.gpu_name} "
+                      f"(compute {device.compute_capability}, TensorRT {device.tensorrt_version}); this takes minutes")
+            rec = build_engine(bundle, graph, folder, device, precision, ranges, cache, version_compatible,
+                               hardware_compatible)
+            records = [r for r in records if r["file"] != rec.file] + [rec.model_dump()]
+        fields["engines"] = records
+        return fields
+
+    return extend_bundle(bundle, add)
