@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib.util import find_spec
 
 import numpy as np
 import onnx
@@ -15,7 +16,7 @@ from gen.export import fp16
 from gen.export.fp16 import KEEP_FP32_OPS, add_fp16_graph
 from gen.export.stylegan import export_stylegan
 from gen.runtime.bundle import load_bundle
-from gen.runtime.errors import GenError
+from gen.runtime.errors import GenError, GenWarning
 from gen.runtime.verify import FP16_PSNR_DB, Check, verify
 
 
@@ -87,3 +88,17 @@ def test_bundle_without_fp16_graph_keeps_its_manifest_shape(bundles):
     raw = json.loads((plain.path / "manifest.json").read_text())
     assert "engines" not in raw and "synthesis_fp16" not in raw["golden"]["tolerances"]
     assert np.isfinite(list(raw["golden"]["tolerances"]["synthesis"].values())).all()
+
+
+@pytest.mark.skipif(find_spec("tensorrt") is not None, reason="TensorRT is installed: export would build engines")
+def test_export_target_trt_without_tensorrt_writes_onnx_and_fp16_and_says_so(bundles, tmp_path):
+    from gen.export.cli import export_stylegan_cli
+
+    checkpoint = bundles[0].path.parent / "ck.safetensors"
+    with pytest.warns(GenWarning, match="TensorRT is not installed here.*builds and caches its engines on first use"):
+        export_stylegan_cli(checkpoint, tmp_path / "b", target="trt", fp16_graph=True, trt_batch="1,2,4")
+    b = load_bundle(tmp_path / "b")
+    assert "synthesis_fp16" in b.manifest.graphs and b.manifest.engines is None
+    with pytest.raises(GenError, match="--trt-size must be MIN,OPT,MAX"):  # refused before any export work
+        export_stylegan_cli(checkpoint, tmp_path / "c", target="trt", trt_size="512,64,1024")
+    assert not (tmp_path / "c").exists()
