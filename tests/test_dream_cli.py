@@ -165,7 +165,7 @@ def test_large_photo_dreams_in_tiles_within_bounded_memory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert iio.imread(out).shape == (872, 1000, 3)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    assert peak_mib < 1024, f"peak RSS {peak_mib:.0f} MiB"
+    assert peak_mib < 800, f"peak RSS {peak_mib:.0f} MiB"  # measured ~510 MiB (torch alone ~320)
 
 
 def test_other_backbone_with_a_weight_file(photo, tmp_path):
