@@ -12,5 +12,6 @@ from gen.runtime.bundle import GOLDEN
 def save_golden(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write arrays (float32 kept as is) to golden.npz; plain arrays only, so loading never unpickles."""
     path = folder / GOLDEN
-    np.savez_compressed(path, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    # np.asarray, not np.ascontiguousarray: that one turns a 0-d scalar (an objective value) into shape (1,).
+    np.savez_compressed(path, **{k: np.asarray(v, order="C") for k, v in arrays.items()})
     return path

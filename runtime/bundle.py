@@ -126,6 +126,7 @@ class DreamMeta(Strict):
     layers: dict[str, float]
     objective: dict[str, object]
     classes: int | None = None
+    min_size: int = Field(default=32, ge=1)  # the smallest image side the backbone takes
 
 
 class Tolerance(Strict):

@@ -1,0 +1,241 @@
+"""DeepDream objective -> bundle: features.onnx, dream_grad.onnx and golden data from the PyTorch reference.
+
+The gradient graph is the hard part: the ONNX exporters cannot export autograd (see shared/FINDINGS.md).
+So the gradient function is traced by `make_fx` over `torch.func.grad_and_value`, which writes the
+backward pass out as plain aten ops; the few backward ops ONNX has no translation for are rewritten
+on the way (`backward_as_forward`) into forward ops it has (transposed convolutions, slices). The
+resulting graph module is then exported like any other module, with height and width dynamic.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._decomp import get_decompositions
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from gen.runtime.bundle import DreamMeta, GoldenCase, GoldenSpec, Preprocessing, Tolerance, write_bundle
+from gen.runtime.errors import GenError
+from gen.runtime.images import load_image, resize
+from gen.train.dream_torch import DreamObjective, build_objective, gradient_and_value, image_tensor
+
+from .golden import save_golden
+from .onnx_graph import GraphReport, export_graph, graph_spec
+
+aten = torch.ops.aten
+# Gradients are compared by relative L2 (FINDINGS.md: ReLU6 kinks make single pixels differ); objective by
+# relative error. Measured on onnxruntime-cpu vs eager fp32 on well-conditioned images (see `condition`):
+# gradient 1-3e-6, objective < 1e-6, features 1-2e-6. A wrong op or crop is off by 1e-1 or more.
+TOLERANCES = {"dream_grad": Tolerance(rel_l2=1e-4), "features": Tolerance(rel_l2=1e-5)}
+CONDITION = 1e-5  # golden images: fp32 gradient this close to fp64 (relative L2); see `condition`
+GOLDEN_SIZES = [(224, 224), (131, 97)]  # (height, width); one odd, neither a multiple of the stride 32
+TRACE_SIZE = (67, 83)  # traced with sizes no golden case has, so no size can be baked in unnoticed
+LICENSE = "the licence of the backbone's weights (EfficientNet-Lite0 ImageNet weights: Apache-2.0)"
+
+
+def _crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x[:, :, : like.shape[2], : like.shape[3]]
+
+
+def _conv_input_grad(grad_out, inp, weight, bias_sizes, stride, padding, dilation, transposed, output_padding,
+                     groups, output_mask):
+    """d conv / d input as the transposed convolution with the same weights. output_padding = stride - 1
+    makes it at least the input's size for every input size; the crop gives exactly that size."""
+    if transposed or output_mask[1] or output_mask[2] or len(stride) != 2:
+        return NotImplemented  # weight gradients never occur (frozen weights); anything else stays an error
+    g = F.conv_transpose2d(grad_out, weight, None, stride, padding, [s - 1 for s in stride], groups, dilation)
+    return _crop_to(g, inp), None, None
+
+
+def _avg_pool_input_grad(grad_out, inp, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                         divisor_override):
+    """d avg_pool / d input as a depthwise transposed convolution with a constant 1/(kh*kw) kernel."""
+    kh, kw = kernel_size if len(kernel_size) == 2 else (kernel_size[0],) * 2
+    stride = stride or (kh, kw)
+    sh, sw = stride if len(stride) == 2 else (stride[0],) * 2
+    padding = padding if len(padding) == 2 else (padding[0],) * 2
+    if divisor_override or (any(padding) and not count_include_pad) or ceil_mode:
+        return NotImplemented  # none of the backbones pools so; the export then fails loudly, never silently
+    c = grad_out.shape[1]
+    kernel = grad_out.new_full((c, 1, kh, kw), 1.0 / (kh * kw))
+    g = F.conv_transpose2d(grad_out, kernel, None, (sh, sw), padding, (sh - 1, sw - 1), c)
+    return _crop_to(g, inp)
+
+
+def backward_as_forward() -> dict:
+    """The decomposition table for make_fx: backward ops -> ops the ONNX exporter translates."""
+    table = get_decompositions([aten.max_pool2d_with_indices_backward, aten.native_batch_norm_backward,
+                                aten._native_batch_norm_legit_no_training, aten.threshold_backward,
+                                aten.hardtanh_backward])
+    table[aten.convolution_backward.default] = _conv_input_grad
+    table[aten.avg_pool2d_backward.default] = _avg_pool_input_grad
+    return table
+
+
+def trace_gradient(objective: nn.Module) -> torch.fx.GraphModule:
+    """image [1, 3, H, W] -> (grad, objective) as a graph of forward ops, H and W symbolic."""
+    objective = objective.eval()
+
+    def grad_fn(image: torch.Tensor):
+        return gradient_and_value(objective, image)
+
+    example = torch.rand(1, 3, *TRACE_SIZE)
+    # The weights are real tensors reached through the closure: they become constants of the graph.
+    return make_fx(grad_fn, decomposition_table=backward_as_forward(), tracing_mode="symbolic",
+                   _allow_non_fake_inputs=True)(example)
+
+
+class FeaturesGraph(nn.Module):
+    """image -> the objective's layers, in forward order."""
+
+    def __init__(self, objective: DreamObjective) -> None:
+        super().__init__()
+        self.backbone, self.layers = objective.backbone, objective.layers
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = self.backbone(image, self.layers)
+        return tuple(feats[name] for name in self.layers)
+
+
+def _dynamic(min_size: int) -> dict:
+    return {0: None, 2: torch.export.Dim("height", min=min_size, max=4096),
+            3: torch.export.Dim("width", min=min_size, max=4096)}
+
+
+def export_graphs(objective: DreamObjective, folder: Path, simplify: bool = True) -> dict[str, GraphReport]:
+    size = objective.backbone.min_size
+    example = torch.rand(1, 3, *TRACE_SIZE)
+    with torch.no_grad():
+        features = export_graph(FeaturesGraph(objective), (example,), folder / "features.onnx", ["image"],
+                                list(objective.layers), dynamic_shapes=(_dynamic(size),), simplify=simplify)
+    grad = export_graph(trace_gradient(objective), (example,), folder / "dream_grad.onnx", ["image"],
+                        ["grad", "objective"], dynamic_shapes=(_dynamic(size),), simplify=simplify)
+    return {"features": features, "dream_grad": grad}
+
+
+def relative_l2(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+
+
+def condition(objective: DreamObjective, image: np.ndarray) -> float:
+    """How far the fp32 reference gradient is from the fp64 one (relative L2) for this image.
+
+    ReLU6 makes the gradient jump where a pre-activation crosses 0 or 6; a unit within ~1e-6 of a kink
+    flips with the last bit of a convolution's sum, and one flip moves the whole gradient by ~1e-3
+    (relative L2) for EfficientNet-Lite0 at 224 px. For such an image no fp32 engine has a reference to
+    1e-4: torch's own fp32 misses its fp64 gradient by that much. Golden images are chosen where it does not.
+    """
+    x = torch.from_numpy(image)
+    grad32, _ = gradient_and_value(objective, x)
+    grad64, _ = gradient_and_value(copy.deepcopy(objective).double(), x.double())
+    return relative_l2(grad32, grad64)
+
+
+def well_conditioned(objective: DreamObjective, candidates: Iterable[np.ndarray], what: str) -> np.ndarray:
+    """The first candidate image whose fp32 reference gradient is reproducible (see `condition`)."""
+    for image in candidates:
+        if condition(objective, image) <= CONDITION:
+            return image
+    raise GenError(f"no {what} image gave a reproducible fp32 gradient (ReLU6 kinks); try another golden image")
+
+
+def crop_resize(photo: np.ndarray, height: int, width: int, shift: int = 0) -> np.ndarray:
+    """The largest centred crop with the target's aspect (moved by `shift` px), resized: [1, 3, H, W] in [0, 1]."""
+    ph, pw = photo.shape[:2]
+    scale = min(ph / height, pw / width)
+    ch, cw = round(height * scale), round(width * scale)
+    y0 = min(max((ph - ch) // 2 + shift, 0), ph - ch)
+    x0 = min(max((pw - cw) // 2 + shift, 0), pw - cw)
+    crop = resize(np.ascontiguousarray(photo[y0:y0 + ch, x0:x0 + cw]), width, height)
+    return np.ascontiguousarray(image_tensor(crop).numpy())
+
+
+def noise_image(height: int, width: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((1, 3, height, width), dtype=np.float32)
+
+
+def golden_images(objective: DreamObjective, photo: np.ndarray) -> dict[str, np.ndarray]:
+    """Float [1, 3, H, W] in [0, 1] at each golden size: the photo and uniform noise, well conditioned."""
+    images = {}
+    for h, w in GOLDEN_SIZES:
+        shifted = (crop_resize(photo, h, w, s) for s in (0, 1, -1, 2, -2, 3, -3, 4))
+        images[f"photo_{h}x{w}"] = well_conditioned(objective, shifted, "photo")
+        images[f"noise_{h}x{w}"] = well_conditioned(objective, (noise_image(h, w, s) for s in range(8)), "noise")
+    return images
+
+
+def golden_cases(objective: DreamObjective, folder: Path, photo: np.ndarray) -> list[GoldenCase]:
+    arrays: dict[str, np.ndarray] = {}
+    cases = []
+    for name, image in golden_images(objective, photo).items():
+        x = torch.from_numpy(image)
+        grad, value = gradient_and_value(objective, x)
+        key = f"dream_grad/{name}"
+        arrays |= {f"{key}/image": image, f"{key}/grad": grad.numpy(), f"{key}/objective": value.numpy()}
+        cases.append(GoldenCase(graph="dream_grad", inputs={"image": f"{key}/image"},
+                                outputs={"grad": f"{key}/grad", "objective": f"{key}/objective"}, note=name))
+        with torch.no_grad():
+            feats = objective.backbone(x, objective.layers)
+        key = f"features/{name}"
+        arrays[f"{key}/image"] = image
+        arrays |= {f"{key}/{layer}": feats[layer].numpy() for layer in objective.layers}
+        cases.append(GoldenCase(graph="features", inputs={"image": f"{key}/image"},
+                                outputs={layer: f"{key}/{layer}" for layer in objective.layers}, note=name))
+    save_golden(folder, arrays)
+    return cases
+
+
+def dream_meta(objective: DreamObjective, guide: str | Path | None) -> DreamMeta:
+    net = objective.backbone
+    terms = [str(t).partition("=")[0] for t in objective.terms]
+    kind = "guide" if objective.guided else ("class" if not terms else "layers")
+    spec: dict[str, object] = {"type": kind, "terms": [str(t) for t in objective.terms]}
+    if kind == "layers":
+        spec["value"] = "sum of weight * mean(activation^2)"
+    if objective.class_index is not None:
+        spec["class"] = objective.class_index
+    if guide is not None:
+        spec["guide"] = Path(guide).name
+    return DreamMeta(backbone=net.name, layers={k: t.weight for k, t in zip(terms, objective.terms)},
+                     objective=spec, classes=net.num_classes if net.has_classifier else None,
+                     min_size=net.min_size)
+
+
+def default_golden_photo() -> np.ndarray:
+    """A picture from the built-in sample set, for exports made without a --golden-image."""
+    from gen.train.data import SAMPLE_DATA
+
+    return load_image(sorted(SAMPLE_DATA.glob("*.png"))[0])
+
+
+def export_dream(out: str | Path, backbone: str = "efficientnet_lite0", layers: str | None = None,
+                 class_index: int | None = None, guide: str | Path | None = None, weights: str | Path | None = None,
+                 golden_image: str | Path | None = None, simplify: bool = True, overwrite: bool = False,
+                 license: str = LICENSE, objective: DreamObjective | None = None):
+    """Write a dream bundle for a backbone and objective; returns (bundle, per-graph reports).
+
+    `objective` (already built) replaces backbone/layers/class/guide/weights, e.g. for random weights in tests.
+    """
+    objective = objective if objective is not None else build_objective(backbone, layers, class_index, guide,
+                                                                        weights)
+    photo = load_image(golden_image) if golden_image is not None else default_golden_photo()
+    if min(photo.shape[:2]) < objective.backbone.min_size:
+        raise GenError(f"golden image '{golden_image}' is smaller than {objective.backbone.min_size} pixels")
+    reports: dict[str, GraphReport] = {}
+
+    def fill(folder: Path) -> dict:
+        reports.update(export_graphs(objective, folder, simplify))
+        cases = golden_cases(objective, folder, photo)
+        return dict(license=license, kind="dream",
+                    graphs={name: graph_spec(folder / f"{name}.onnx") for name in ("features", "dream_grad")},
+                    preprocessing=Preprocessing(value_range=(0.0, 1.0)),
+                    dream=dream_meta(objective, guide), golden=GoldenSpec(cases=cases, tolerances=TOLERANCES))
+
+    return write_bundle(out, fill, overwrite=overwrite), reports

@@ -1,0 +1,64 @@
+"""The bundle engine of DeepDream: a dream bundle's gradient graph as the loop's `gradient(image)`.
+
+Torch-free (NumPy and a runner). The loop works on [0, 1] RGB; the bundle's preprocessing says what
+the graph's image tensor holds instead (a value range, then an optional per-channel mean/std), so
+pixels are mapped on the way in and the gradient is scaled back by the chain rule on the way out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import Bundle, BundleError, load_bundle
+from .dream import GradientFn
+from .errors import GenError
+from .runners import open_runner
+
+GRAPH = "dream_grad"
+
+
+def _affine(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset) per channel, so that graph value = scale * x + offset for x in [0, 1]."""
+    p = bundle.manifest.preprocessing
+    lo, hi = p.value_range
+    mean = np.asarray(p.mean if p.mean is not None else [0.0] * 3, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(p.std if p.std is not None else [1.0] * 3, np.float32).reshape(1, 3, 1, 1)
+    return (hi - lo) / std, (lo - mean) / std
+
+
+def bundle_gradient(bundle: Bundle, engine: str = "auto") -> tuple[GradientFn, str]:
+    """The gradient function of a dream bundle on an engine, and the engine's name."""
+    if bundle.manifest.kind != "dream":
+        raise GenError(f"'{bundle.path}' is a {bundle.manifest.kind} bundle; dreaming needs one made by "
+                       "`gen export-dream`")
+    runner = open_runner(bundle, GRAPH, engine)
+    names = {t.name for t in runner.spec.outputs}
+    if not {"grad", "objective"} <= names or [t.name for t in runner.spec.inputs] != ["image"]:
+        raise BundleError(f"'{bundle.path}': {GRAPH} must map 'image' to 'grad' and 'objective' "
+                          f"(it has {sorted(names)}); re-export the bundle")
+    scale, offset = _affine(bundle)
+
+    def gradient(image: np.ndarray) -> tuple[np.ndarray, float]:
+        x = np.asarray(image, np.float32)
+        if x.ndim != 4 or x.shape[:2] != (1, 3):
+            raise GenError(f"the dream gradient takes one RGB image [1, 3, H, W], got {list(x.shape)}")
+        out = runner.run({"image": x * scale + offset})
+        return out["grad"] * scale, float(out["objective"])  # d/dx = d/d(graph value) * scale
+
+    return gradient, runner.name
+
+
+def describe(bundle: Bundle) -> str:
+    d = bundle.manifest.dream
+    o = d.objective
+    what = ", ".join(str(t) for t in o.get("terms", [])) or f"class {o.get('class')}"
+    return f"{d.backbone} ({what}{', guided' if o.get('guide') else ''})"
+
+
+def open_dream_bundle(path: str | Path, engine: str = "auto") -> tuple[GradientFn, int, str]:
+    """(gradient, smallest image side, description) of the bundle at `path`."""
+    bundle = load_bundle(path)
+    gradient, name = bundle_gradient(bundle, engine)
+    return gradient, bundle.manifest.dream.min_size, f"{describe(bundle)} from {bundle.path} on {name}"
