@@ -7,7 +7,6 @@ a `gradient(image) -> (grad, objective)` function. Today it is the PyTorch one; 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +37,7 @@ class Engine:
 
 def _torch_engine(backbone: str, weights: Path | None, layers: str | None, class_index: int | None,
                   guide: Path | None, device: str, threads: int) -> Engine:
-    # OpenMP threads that spin while waiting make PyTorch 10x slower whenever another program keeps a
-    # core busy (measured: 2.0 s instead of 0.2 s per 500x436 tile on 2 cores); passive waiting costs
-    # nothing on an idle machine. It must be set before torch is first imported; a user's setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    require_extra("torch")
+    require_extra("torch")  # (OMP_WAIT_POLICY is set when gen.runtime.cli is imported)
     import torch
 
     from gen.train.dream_torch import build_objective, resolve_device, torch_gradient
@@ -55,6 +50,16 @@ def _torch_engine(backbone: str, weights: Path | None, layers: str | None, class
     what = ", ".join(map(str, objective.terms)) or f"class {class_index}"
     return Engine(torch_gradient(objective, dev), objective.backbone.min_size,
                   f"{backbone} ({what}{', guided' if guide else ''}) on {dev}")
+
+
+def _bundle_engine(bundle: Path, engine: str, fixed: dict) -> Engine:
+    """The torch-free engine: the bundle's gradient graph. Its objective was fixed at export."""
+    if given := [name for name, value in fixed.items() if value is not None]:
+        raise GenError(f"{', '.join(given)} cannot change a bundle's objective (fixed at export); drop "
+                       f"{'it' if len(given) == 1 else 'them'}, or export another bundle with gen export-dream")
+    from .dream_engine import open_dream_bundle
+
+    return Engine(*open_dream_bundle(bundle, engine))
 
 
 def _list_layers(backbone: str) -> None:
@@ -135,6 +140,10 @@ def dream(
                                         "busy with other work, 1 can be many times faster."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing an existing output (or the input)."),
     list_layers: bool = typer.Option(False, "--list-layers", help="Print the backbone's layers and exit."),
+    bundle: Path = typer.Option(None, show_default=False,
+                                help="Dream with an exported dream bundle instead of PyTorch (torch-free; "
+                                     "its backbone and objective were chosen at export)."),
+    engine_name: str = typer.Option("auto", "--engine", help="With --bundle: auto | cpu | cuda | ort-trt | trt."),
 ) -> None:
     """DeepDream: amplify what a CNN sees in a picture (octaves, jitter, tiles; mask, guide, animation)."""
     if list_layers:
@@ -148,7 +157,11 @@ def dream(
     rgb = load_image(image, min_size=settings.min_side)
     height, width = rgb.shape[:2]
     mask_array = load_mask(mask, height, width) if mask is not None else None
-    engine = _torch_engine(backbone, weights, layers, class_index, guide, device, threads)
+    if bundle is not None:
+        engine = _bundle_engine(bundle, engine_name, {"--layers": layers, "--class": class_index, "--guide": guide,
+                                                      "--weights": weights})
+    else:
+        engine = _torch_engine(backbone, weights, layers, class_index, guide, device, threads)
     settings = DreamSettings(**{**settings.__dict__, "min_side": engine.min_side}).check()
     total = count_steps(height, width, settings) * (frames or 1)  # also refuses too-small images
     err.print(escape(f"dreaming {width}x{height} with {engine.description}: {total} steps"))
