@@ -1,4 +1,7 @@
-"""Run by tests under torchrun: trains a micro StyleGAN, then every rank saves its own weights."""
+"""Run by tests under torchrun: trains (or resumes) a micro StyleGAN, then every rank saves its own weights.
+
+    ddp_worker.py DATA OUT STEPS new|resume
+"""
 
 import os
 import sys
@@ -12,8 +15,9 @@ from test_training import MICRO, micro_train  # noqa: E402
 from gen.train.trainer import train  # noqa: E402
 
 if __name__ == "__main__":
-    data, out = Path(sys.argv[1]), Path(sys.argv[2])
-    state = train(data, out, MICRO, micro_train(steps=4, batch=4), device="cpu", workers=0)
+    data, out, steps, resume = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "resume"
+    cfg = micro_train(steps=steps, batch=4, ada_target=-1.0)  # ADA on from the start: its stats cross ranks
+    state = train(data, out, MICRO, cfg, device="cpu", workers=0, resume=resume)
     rank = int(os.environ["RANK"])
     weights = {f"G.{k}": v for k, v in state.G.state_dict().items()}
     weights |= {f"D.{k}": v for k, v in state.D.state_dict().items()}

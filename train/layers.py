@@ -38,7 +38,12 @@ class EqualLinear(nn.Module):
 
 
 class EqualConv2d(nn.Module):
-    """Conv with equalised learning rate; optional low-pass 2x downsampling before it."""
+    """Conv with equalised learning rate; with `down`, a low-pass 2x downsampling conv.
+
+    A 3x3 downsampling conv low-passes at full resolution and then convolves with stride 2 (as
+    NVlabs does), so the conv still sees full-resolution features; a 1x1 conv commutes with the
+    decimation, so it runs after Downsample2x.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, bias: bool = True, activate: bool = True,
                  down: bool = False) -> None:
@@ -46,14 +51,18 @@ class EqualConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.weight_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
-        self.padding = kernel // 2
         self.activate = activate
-        self.down = Downsample2x() if down else None
+        self.stride, self.padding, self.pre = 1, kernel // 2, None
+        if down and kernel > 1:
+            # (H + 4 - 3) = H + 1 after the filter, then (H + 1 - k) / 2 + 1 = H / 2 for k = 3.
+            self.stride, self.padding, self.pre = 2, 0, LowPass(padding=(kernel + 1) // 2)
+        elif down:
+            self.pre = Downsample2x()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.down is not None:
-            x = self.down(x)
-        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
+        if self.pre is not None:
+            x = self.pre(x)
+        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, stride=self.stride, padding=self.padding)
         return lrelu(x) if self.activate else x
 
 
@@ -77,6 +86,19 @@ class Upsample2x(nn.Module):
         w = self.kernel.to(x.dtype)[None, None].expand(c, 1, 4, 4)
         # (H-1)*2 - 2*1 + 4 = 2H: exactly twice the size.
         return F.conv_transpose2d(x, w, stride=2, padding=1, groups=c)
+
+
+class LowPass(nn.Module):
+    """The low-pass filter alone (stride 1), padded by `padding` on each side."""
+
+    def __init__(self, padding: int) -> None:
+        super().__init__()
+        self.padding = padding
+        self.register_buffer("kernel", lowpass_kernel(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        return F.conv2d(x, self.kernel.to(x.dtype)[None, None].expand(c, 1, 4, 4), padding=self.padding, groups=c)
 
 
 class Downsample2x(nn.Module):

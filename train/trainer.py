@@ -2,8 +2,8 @@
 
 Each step runs the four phases of the paper's lazy-regularised schedule: D main, D R1 (every
 `r1_interval` steps), G main, G path length (every `pl_interval` steps), then the EMA and ADA
-updates. Every random number comes from torch's global RNG (saved in checkpoints) and the data
-order is a pure function of (seed, rank, position), so a resumed run repeats a straight run.
+updates. Every step reseeds torch's RNG from (seed, rank, step) and the data order is a pure
+function of (seed, rank, position), so a resumed run repeats a straight run.
 """
 
 from __future__ import annotations
@@ -123,7 +123,6 @@ class StyleGANTraining:
         self.step = 0
         self.nimg = 0
         self.batch_per_rank = train.batch // procs.world
-        torch.manual_seed(seed + procs.rank)  # ranks draw different latents and noise
 
     # -- one training step ------------------------------------------------------------------
 
@@ -153,6 +152,9 @@ class StyleGANTraining:
 
     def train_step(self, reals: torch.Tensor) -> dict[str, float]:
         cfg, n = self.cfg, self.batch_per_rank
+        # Each step's random numbers are a pure function of (seed, rank, step): ranks draw different
+        # latents, and a resumed run repeats a straight one without carrying RNG state per rank.
+        torch.manual_seed(step_seed(self.seed, self.procs.rank, self.step))
         stats: dict[str, float] = {}
         # D main: reals up, fakes down.
         self.D.requires_grad_(True)
@@ -222,9 +224,6 @@ class StyleGANTraining:
         opt_d, meta_d = ckpt.optimizer_tensors(self.opt_D, "opt_D")
         tensors.update(opt_g, **opt_d)
         tensors["pl_mean"] = self.pl_mean
-        tensors["rng.torch"] = torch.get_rng_state()
-        if self.procs.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.procs.device)
         meta = {
             "model": to_json(self.model_cfg), "train": to_json(self.cfg), "seed": self.seed,
             "counters": {"step": self.step, "nimg": self.nimg, "world": self.procs.world},
@@ -239,15 +238,26 @@ class StyleGANTraining:
         ckpt.load_optimizer(self.opt_D, tensors, "opt_D", meta["opt_D"])
         self.pl_mean.copy_(tensors["pl_mean"])
         self.step, self.nimg = meta["counters"]["step"], meta["counters"]["nimg"]
+        if self.procs.rank != 0:  # the saved ADA statistics are all processes' sums, held by rank 0
+            self.augment.sign_sum.zero_()
+            self.augment.sign_count.zero_()
         saved_world = meta["counters"].get("world", 1)
-        if saved_world == self.procs.world:
-            # Same process layout: continue every random stream exactly.
-            torch.set_rng_state(tensors["rng.torch"].cpu())
-            if "rng.cuda" in tensors and self.procs.device.type == "cuda":
-                torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), self.procs.device)
-        else:
+        if saved_world != self.procs.world:
             warnings.warn(f"the run was saved with {saved_world} process(es) and resumes with {self.procs.world}: "
-                          "training continues, but not bit for bit as it would have", GenWarning, stacklevel=2)
+                          "data shards and random streams differ, so training continues but not bit for bit",
+                          GenWarning, stacklevel=2)
+
+    def gather_ada_stats(self) -> None:
+        """Sum the ADA statistics since the last adjustment onto rank 0, so a checkpoint holds all of them."""
+        if self.procs.world > 1:
+            for t in (self.augment.sign_sum, self.augment.sign_count):
+                self.procs.sum_(t)
+                if self.procs.rank != 0:
+                    t.zero_()
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def lazy_adam(net: torch.nn.Module, lr: float, betas: tuple[float, float], reg_interval: int) -> torch.optim.Adam:
@@ -384,6 +394,7 @@ def _agree(procs: Dist, flag: bool) -> bool:
 
 
 def _snapshot(state: StyleGANTraining, run: RunFolder, seeds: list[int], extra: dict) -> None:
+    state.gather_ada_stats()  # every rank: a collective
     if run.enabled:
         tensors, meta = state.state(extra)
         run.grid(f"grid-{state.nimg / 1000:08.3f}kimg.png", render_grid(state.G_ema, seeds))
