@@ -1,0 +1,194 @@
+"""Dream export: the gradient graph vs PyTorch autograd at several sizes, a full dream torch-free vs the
+PyTorch dream, `gen verify`/`gen info` on a dream bundle, and bad inputs as one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_export_stylegan import TORCH_BLOCKED
+from typer.testing import CliRunner
+
+from conftest import PHOTOS
+from gen.export.dream import (
+    CONDITION,
+    TOLERANCES,
+    _avg_pool_input_grad,
+    _conv_input_grad,
+    condition,
+    crop_resize,
+    dithered,
+    export_dream,
+    noise_image,
+    relative_l2,
+)
+from gen.runtime.bundle import BundleError, load_bundle
+from gen.runtime.cli import app
+from gen.runtime.dream import DreamSettings, dream
+from gen.runtime.dream_engine import bundle_gradient
+from gen.runtime.errors import GenError
+from gen.runtime.images import load_image, save_image
+from gen.runtime.verify import psnr, verify
+from gen.train.dream_torch import build_objective, gradient_and_value, torch_gradient
+
+LAYERS = "block9"  # the default dream layer of EfficientNet-Lite0 (real ImageNet weights)
+GRAD_REL_L2 = TOLERANCES["dream_grad"].rel_l2
+PHOTO = PHOTOS / "chelsea.png"
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a shared 2-core machine are slower than one
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def objective():
+    return build_objective("efficientnet_lite0", LAYERS)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, objective):
+    folder = tmp_path_factory.mktemp("dream")
+    bundle, reports = export_dream(folder / "bundle", golden_image=PHOTO if PHOTO.exists() else None,
+                                   objective=objective)
+    return bundle, reports
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    if not PHOTO.exists():
+        pytest.skip(f"{PHOTO} (../shared beside the checkout) is not here")
+    return load_image(PHOTO)
+
+
+def test_bundle_passes_its_golden_data_and_reads_well(exported):
+    bundle, reports = exported
+    checks = verify(bundle, "cpu")
+    assert len(checks) == 12 and all(c.ok for c in checks), [(c.note, c.output, c.rel_l2) for c in checks]
+    m = bundle.manifest
+    assert m.kind == "dream" and m.dream.backbone == "efficientnet_lite0" and m.dream.layers == {LAYERS: 1.0}
+    grad = m.graphs["dream_grad"]
+    assert grad.inputs[0].shape == [1, 3, "height", "width"] and grad.outputs[0].shape == [1, 3, "height", "width"]
+    assert grad.outputs[1].name == "objective" and grad.outputs[1].shape == []
+    assert [t.name for t in m.graphs["features"].outputs] == [LAYERS]
+    assert reports["dream_grad"].nodes_final <= reports["dream_grad"].nodes_exported
+    result = runner.invoke(app, ["info", str(bundle.path)])
+    assert result.exit_code == 0 and "dream_grad" in result.output and "block9" in result.output
+
+
+@pytest.mark.parametrize("source", ["noise", "photo"])
+@pytest.mark.parametrize("size", [(224, 224), (300, 451), (513, 511)])
+def test_gradient_graph_matches_autograd(exported, objective, request, source, size):
+    """Within 1e-4 (relative L2) where no ReLU kink can sway the gradient (export.dream.condition); elsewhere
+    within what moving the units near a kink by 1e-5 does, which fp32 torch itself needs against fp64."""
+    bundle, _ = exported
+    h, w = size
+    if source == "photo":
+        rgb = request.getfixturevalue("photo")
+        candidates = [dithered(crop_resize(rgb, h, w), s) for s in range(2)]
+    else:
+        candidates = [noise_image(h, w, 100 + s) for s in range(2)]
+    image = next((c for c in candidates if condition(objective, c) <= CONDITION), None)
+    bound = GRAD_REL_L2 if image is not None else max(GRAD_REL_L2, condition(objective, candidates[0], 1e-5))
+    image = candidates[0] if image is None else image
+    gradient, _ = bundle_gradient(bundle, "cpu")
+    got, value = gradient(image)
+    want, want_value = gradient_and_value(objective, torch.from_numpy(image))
+    rel = relative_l2(got, want)
+    print(f"{source} {h}x{w}: grad rel L2 {rel:.2e} (bound {bound:.1e}), max abs "
+          f"{np.abs(got - want.numpy()).max():.2e} (of {np.abs(want.numpy()).max():.2e}), "
+          f"objective rel {abs(value / float(want_value) - 1):.2e}")
+    assert got.shape == (1, 3, h, w) and rel <= bound
+    assert abs(value - float(want_value)) <= GRAD_REL_L2 * abs(float(want_value))
+
+
+def test_runtime_dream_matches_pytorch_dream(exported, objective, photo):
+    """Dreaming drives ReLU6 units to their kink at 6, so dreams of fp32 engines drift apart step by step
+    (measured on this crop, 2 octaves: 66 dB after 2 steps per octave, 40 dB after 4; torch fp32 vs fp64
+    the same): a few steps compare the engines, longer dreams compare the kinks."""
+    bundle, _ = exported
+    crop = np.ascontiguousarray(photo[60:236, 130:330])  # the cat's face, 200x176
+    settings = DreamSettings(octaves=2, iterations=2, tile=0, seed=3)
+    reference = dream(crop, torch_gradient(objective), settings)
+    runtime = dream(crop, bundle_gradient(bundle, "cpu")[0], settings)
+    changed = np.abs(reference.astype(int) - crop.astype(int)).mean()
+    db = psnr(runtime.astype(np.float64), reference.astype(np.float64))
+    print(f"runtime vs PyTorch dream: PSNR {db:.1f} dB (the dream moved pixels by {changed:.1f} levels on average)")
+    assert changed > 1.0 and db >= 45.0
+
+
+def test_dream_verify_info_without_torch(exported, tmp_path):
+    bundle, _ = exported
+    run = lambda *a: subprocess.run([sys.executable, "-c", TORCH_BLOCKED, *a], capture_output=True, text=True,  # noqa: E731
+                                    timeout=180)
+    image = tmp_path / "in.png"
+    save_image(image, np.random.default_rng(0).integers(0, 256, (72, 90, 3), dtype=np.uint8))
+    out = tmp_path / "out.png"
+    p = run("dream", str(image), "--bundle", str(bundle.path), "--engine", "cpu", "--octaves", "2",
+            "--iterations", "2", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert load_image(out).shape == (72, 90, 3) and "onnxruntime-cpu" in p.stderr
+    p = run("verify", str(bundle.path))
+    assert p.returncode == 0 and "all within tolerance" in p.stdout, p.stdout + p.stderr
+    p = run("info", str(bundle.path))
+    assert p.returncode == 0 and "dream" in p.stdout and "efficientnet_lite0" in p.stdout
+    p = run("export-dream", "--out", str(tmp_path / "b"))
+    assert p.returncode == 2 and "pip install 'gen[train]'" in p.stderr
+
+
+def one_line_error(*args) -> str:
+    result = runner.invoke(app, [*map(str, args)])
+    assert isinstance(result.exception, GenError), result.output
+    assert "\n" not in str(result.exception)
+    return str(result.exception)
+
+
+def test_bad_inputs_are_one_line_errors(exported, tmp_path):
+    bundle, _ = exported
+    image = tmp_path / "in.png"
+    save_image(image, np.zeros((64, 64, 3), np.uint8))
+    assert "fixed at export" in one_line_error("dream", image, "--bundle", bundle.path, "--layers", "block3")
+    assert "does not exist" in one_line_error("dream", image, "--bundle", tmp_path / "nope")
+    assert "unknown engine" in one_line_error("dream", image, "--bundle", bundle.path, "--engine", "fast")
+    assert "unknown layer" in one_line_error("export-dream", "--out", tmp_path / "b", "--layers", "block99")
+    assert "already exists" in one_line_error("export-dream", "--out", bundle.path)
+    gradient, _ = bundle_gradient(bundle, "cpu")
+    with pytest.raises(GenError, match=r"\[1, 3, H, W\]"):
+        gradient(np.zeros((3, 64, 64), np.float32))
+    (tmp_path / "fake").mkdir()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        load_bundle(tmp_path / "fake")
+
+
+@pytest.mark.parametrize("stride,kernel,groups,size", [(1, 3, 1, (9, 11)), (2, 3, 4, (10, 13)), (2, 5, 8, (17, 16)),
+                                                       (3, 3, 1, (14, 19)), (2, 1, 1, (7, 8))])
+def test_conv_backward_as_transposed_conv(stride, kernel, groups, size):
+    """The rewrite is exact for every input size, odd or even, that the stride does not divide."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, *size, requires_grad=True)
+    weight = torch.randn(8, 8 // groups, kernel, kernel)
+    y = F.conv2d(x, weight, None, stride, kernel // 2, 1, groups)
+    g = torch.randn_like(y)
+    (want,) = torch.autograd.grad(y, x, g)
+    got, _, _ = _conv_input_grad(g, x, weight, None, [stride] * 2, [kernel // 2] * 2, [1, 1], False, [0, 0], groups,
+                                 [True, False, False])
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", [(3, 1, 1, (9, 11)), (2, 2, 0, (10, 13)), (3, 2, 0, (17, 16))])
+def test_avg_pool_backward_as_transposed_conv(kernel, stride, padding, size):
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, *size, requires_grad=True)
+    y = F.avg_pool2d(x, kernel, stride, padding)
+    g = torch.randn_like(y)
+    (want,) = torch.autograd.grad(y, x, g)
+    got = _avg_pool_input_grad(g, x, [kernel], [stride], [padding], False, True, None)
+    assert torch.allclose(got, want, atol=1e-6)
