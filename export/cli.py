@@ -9,7 +9,6 @@ from rich.console import Console
 
 from gen.runtime.errors import GenError, GenWarning
 from gen.runtime.tensorrt import parse_range, tensorrt_available
-from gen.runtime.verify import verify
 
 from .fp16 import add_fp16_graph
 from .stylegan import export_stylegan
@@ -63,9 +62,5 @@ def report_bundle(bundle, reports: dict) -> None:
     for name, r in reports.items():
         slim = f", onnxslim {r.nodes_exported} -> {r.nodes_final} nodes" if r.simplified else ""
         out.print(f"{name}: {r.nodes_final} nodes{slim} ({r.seconds:.1f} s)")
-    bad = [c for c in verify(bundle, "cpu") if not c.ok]
-    if bad:
-        worst = max(bad, key=lambda c: c.max_abs)
-        raise GenError(f"the exported {worst.graph} graph disagrees with PyTorch (max abs {worst.max_abs:.2e}, "
-                       f"{worst.note}); the bundle at {bundle.path} must not be used")
+    # write_bundle has already held the bundle to its golden data before putting it in place.
     out.print(f"wrote {bundle.path} ({len(bundle.manifest.golden.cases)} golden cases pass on onnxruntime-cpu)")

@@ -120,6 +120,24 @@ class StyleGANMeta(Strict):
             raise ValueError(f"w_avg has {len(self.w_avg)} values but w_dim is {self.w_dim}")
         return self
 
+    def check_graphs(self, graphs: dict[str, GraphSpec]) -> None:
+        """The graph signatures the runtime relies on: names, and the static sizes of z, w and ws."""
+        mapping, synthesis = graphs["mapping"], graphs["synthesis"]
+        ins = {t.name: t.shape for t in synthesis.inputs}
+        want = {"ws", "const_noise", *self.noise_inputs}
+        if set(ins) != want or len(want) != 2 + len(self.noise_inputs):
+            raise ValueError(f"synthesis inputs {sorted(ins)} do not match ws, const_noise and noise_inputs")
+        if ins["ws"][1:] != [self.num_ws, self.w_dim]:
+            raise ValueError(f"synthesis input ws has shape {ins['ws']}, not [batch, {self.num_ws}, {self.w_dim}]")
+        for name in self.noise_inputs:
+            if len(ins[name]) != 4 or not all(isinstance(d, int) for d in ins[name][1:]):
+                raise ValueError(f"noise input {name} must have shape [batch, 1, h, w], not {ins[name]}")
+        z = {t.name: t.shape for t in mapping.inputs}
+        if list(z) != ["z"] or z["z"][1:] != [self.z_dim]:
+            raise ValueError(f"mapping must take z [batch, {self.z_dim}], not {z}")
+        if "w" not in {t.name for t in mapping.outputs} or "img" not in {t.name for t in synthesis.outputs}:
+            raise ValueError("mapping must output w and synthesis must output img")
+
 
 class DreamMeta(Strict):
     backbone: str
@@ -209,6 +227,11 @@ class Manifest(Strict):
                 raise ValueError(f"a golden case names graph '{case.graph}', which the bundle does not have")
             if case.graph not in self.golden.tolerances:
                 raise ValueError(f"golden cases of '{case.graph}' have no tolerance")
+            g = self.graphs[case.graph]
+            if set(case.inputs) != {t.name for t in g.inputs} or not set(case.outputs) <= {t.name for t in g.outputs}:
+                raise ValueError(f"a golden case of '{case.graph}' names inputs/outputs the graph does not have")
+        if self.stylegan is not None:
+            self.stylegan.check_graphs(self.graphs)
         return self
 
 
@@ -240,7 +263,11 @@ class Bundle:
 
 
 def is_bundle(path: str | Path) -> bool:
-    return (Path(path) / MANIFEST).is_file()
+    """A folder whose manifest.json says it is a gen bundle (not any folder with a manifest.json)."""
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_bundle(path: str | Path, check_files: bool = True) -> Bundle:
@@ -322,10 +349,11 @@ def gen_version() -> str:
 
 
 def write_bundle(out: str | Path, fill: Callable[[Path], dict], overwrite: bool = False) -> Bundle:
-    """Build a bundle in a temporary folder beside `out`, then move it into place in one rename.
+    """Build a bundle in a temporary folder beside `out`, check it, then move it into place in one rename.
 
     `fill(folder)` writes the graphs and golden data into `folder` and returns the manifest fields
-    other than format, versions, date and files, which are added here.
+    other than format, versions, date and files, which are added here. The new bundle must pass its
+    own golden data on onnxruntime-cpu before it replaces anything.
     """
     out = Path(out)
     if out.exists() and not (overwrite and is_bundle(out)):
@@ -342,8 +370,11 @@ def write_bundle(out: str | Path, fill: Callable[[Path], dict], overwrite: bool 
         manifest = Manifest(format=FORMAT, format_version=FORMAT_VERSION, gen_version=gen_version(),
                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"), files=files, **fields)
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2, exclude_none=True) + "\n", encoding="utf-8")
+        _check_golden(load_bundle(tmp), out)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
+            if old.exists() and not is_bundle(old):
+                raise GenError(f"'{old}' is in the way of replacing '{out}' and is not a gen bundle; move it away")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(out, old)
             os.replace(tmp, out)
@@ -353,6 +384,16 @@ def write_bundle(out: str | Path, fill: Callable[[Path], dict], overwrite: bool 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return load_bundle(out)
+
+
+def _check_golden(bundle: Bundle, out: Path) -> None:
+    from .verify import verify  # (verify needs runners, which need this module)
+
+    bad = [c for c in verify(bundle, "cpu") if not c.ok]
+    if bad:
+        worst = max(bad, key=lambda c: c.rel_l2)
+        raise GenError(f"the exported {worst.graph} graph disagrees with PyTorch on its golden data (max abs "
+                       f"{worst.max_abs:.2e}, rel L2 {worst.rel_l2:.2e}, {worst.note}); '{out}' was not written")
 
 
 def extend_bundle(bundle: Bundle, add: Callable[[Path, dict], dict]) -> Bundle:

@@ -105,6 +105,10 @@ class OrtRunner:
         if set(got) != set(want):
             raise BundleError(f"'{path.name}' has inputs {sorted(got)} but the manifest says {sorted(want)}; "
                               "re-export the bundle")
+        outs = [o.name for o in self.session.get_outputs()]
+        if not {t.name for t in self.spec.outputs} <= set(outs):
+            raise BundleError(f"'{path.name}' has outputs {outs} but the manifest says "
+                              f"{[t.name for t in self.spec.outputs]}; re-export the bundle")
         for name, t in want.items():
             if len(got[name].shape) != len(t.shape):
                 raise BundleError(f"'{path.name}' input '{name}' has rank {len(got[name].shape)}, "

@@ -191,13 +191,43 @@ def test_missing_file_unknown_kind_and_wrong_shapes(good_bundle, tmp_path):
     m = json.loads((folder / "manifest.json").read_text())
     m["graphs"]["synthesis"]["inputs"][0]["shape"] = ["batch", 5]
     write_manifest(folder, m)
-    with pytest.raises(BundleError, match="input 'ws' has rank 3"):
-        BundleGenerator(load_bundle(folder), "cpu")
+    with pytest.raises(BundleError, match=r"synthesis input ws has shape \['batch', 5\]"):
+        load_bundle(folder)
     gen = BundleGenerator(load_bundle(good_bundle), "cpu")
     from gen.runtime.errors import GenError
 
     with pytest.raises(GenError, match=r"input 'ws' of synthesis.onnx must have shape \['batch', \d+, \d+\]"):
         gen.synthesize(np.zeros((1, 2, 3), np.float32))
+
+
+def test_graph_signature_mismatches_are_caught(good_bundle, tmp_path):
+    cases = {
+        "noise input name": lambda m: m["stylegan"]["noise_inputs"].__setitem__(0, "noise_0x"),
+        "mapping output": lambda m: m["graphs"]["mapping"]["outputs"][0].__setitem__("name", "w2"),
+        "golden output": lambda m: m["golden"]["cases"][0]["outputs"].__setitem__("nope", "mapping/0/w"),
+        "no noise inputs": lambda m: m["stylegan"].__setitem__("noise_inputs", []),
+    }
+    for what, change in cases.items():
+        folder = copy_bundle(good_bundle, tmp_path / "b")
+        m = json.loads((folder / "manifest.json").read_text())
+        change(m)
+        write_manifest(folder, m)
+        with pytest.raises(BundleError):
+            use(folder)
+        assert what
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_bundle(tmp_path):
+    from gen.runtime.bundle import is_bundle, write_bundle
+    from gen.runtime.errors import GenError
+
+    app = tmp_path / "webapp"
+    app.mkdir()
+    (app / "manifest.json").write_text('{"name": "my web app"}')
+    assert not is_bundle(app)
+    with pytest.raises(GenError, match="choose another --out"):
+        write_bundle(app, lambda folder: {}, overwrite=True)
+    assert (app / "manifest.json").read_text() == '{"name": "my web app"}'
 
 
 def test_cli_bad_bundle_is_one_line(good_bundle, tmp_path):
