@@ -43,8 +43,7 @@ class BundleGenerator:
         """ws -> images [N, 3, R, R] in about [-1, 1]. `noises` (explicit per-layer noise) wins over the mode."""
         n, explicit = ws.shape[0], noises is not None
         if not explicit:
-            if noise_mode not in NOISE_MODES:
-                raise GenError(f"unknown noise mode '{noise_mode}'; choose one of {', '.join(NOISE_MODES)}")
+            check_noise_mode(noise_mode)
             if noise_mode == "random":
                 rng = rng or np.random.RandomState()
                 noises = [rng.randn(n, *s).astype(np.float32) for s in self.noise_shapes]
@@ -54,6 +53,15 @@ class BundleGenerator:
         feeds = {"ws": ws, "const_noise": const, **dict(zip(self.meta.noise_inputs, noises))}
         return self.synthesis.run(feeds)["img"]
 
+    def seed_noise(self, seeds: Sequence[int]) -> list[np.ndarray]:
+        """Random-mode noise drawn per seed (after its z), so a seed's picture does not depend on its batch."""
+        per_seed = []
+        for seed in seeds:
+            rng = np.random.RandomState(seed)
+            rng.randn(self.meta.z_dim)  # skip z: the noise continues the seed's stream
+            per_seed.append([rng.randn(1, *s).astype(np.float32) for s in self.noise_shapes])
+        return [np.concatenate(layer) for layer in zip(*per_seed)]
+
     def images(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const",
                batch: int = 8) -> np.ndarray:
         """Seeds -> uint8 pictures [N, R, R, 3]; the same seed gives the PyTorch sampler's picture."""
@@ -61,9 +69,15 @@ class BundleGenerator:
         for i in range(0, len(seeds), batch):
             chunk = list(seeds[i : i + batch])
             ws = self.styles(seeds_to_z(chunk, self.meta.z_dim), psi, cutoff)
-            rng = np.random.RandomState(chunk[0]) if noise_mode == "random" else None
-            out.append(nchw_to_images(self.synthesize(ws, noise_mode, rng)))
+            noises = self.seed_noise(chunk) if noise_mode == "random" else None
+            out.append(nchw_to_images(self.synthesize(ws, noise_mode, noises=noises)))
         return np.concatenate(out)
+
+
+def check_noise_mode(mode: str) -> str:
+    if mode not in NOISE_MODES:
+        raise GenError(f"unknown noise mode '{mode}'; choose one of {', '.join(NOISE_MODES)}")
+    return mode
 
 
 def truncate(ws: np.ndarray, w_avg: np.ndarray, psi: float, cutoff: int | None = None) -> np.ndarray:

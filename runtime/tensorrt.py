@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from .bundle import Bundle, BundleError, EngineRecord, GraphSpec, ShapeProfile, sha256_file
 from .errors import GenError, GenWarning
+from .files import write_bytes_atomic
 
 CACHE_DIR = "trt-cache"
 PRECISIONS = ("fp32", "fp16")
@@ -227,15 +227,7 @@ def known_engines(bundle: Bundle) -> list[tuple[Path, EngineRecord]]:
 
 
 def write_record(folder: Path, record: EngineRecord) -> None:
-    _atomic_write(folder / f"{record.file}.json", (record.model_dump_json(indent=2) + "\n").encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Another process may read the cache while this one writes: never show it half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(folder / f"{record.file}.json", (record.model_dump_json(indent=2) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,9 +354,9 @@ def build_engine(bundle: Bundle, graph: str, folder: Path, device: Device, preci
                           precision=precision, profiles=profiles, version_compatible=version_compatible,
                           hardware_compatible=hardware_compatible)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / record.file, bytes(plan))
+    write_bytes_atomic(folder / record.file, bytes(plan))
     if timing_cache:
-        _atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     return record
 
 

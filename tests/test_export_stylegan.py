@@ -159,3 +159,12 @@ def test_runtime_samples_and_verifies_without_torch(exported, tmp_path):
     assert p.returncode == 0 and "stylegan" in p.stdout
     p = run("sample", str(checkpoint), "--out", str(grid))  # a checkpoint needs the PyTorch reference
     assert p.returncode == 2 and "pip install 'gen[train]'" in p.stderr
+
+
+def test_random_noise_pictures_depend_only_on_their_seed(exported):
+    _, bundle, _ = exported
+    rt = BundleGenerator(bundle, "cpu")
+    together = rt.images([3, 4, 5], noise_mode="random", batch=8)
+    alone = rt.images([5], noise_mode="random")
+    assert np.array_equal(together[2], alone[0])
+    assert not np.array_equal(rt.images([5], noise_mode="const")[0], alone[0])  # the noise does show

@@ -39,11 +39,6 @@ class ModelConfig:
     def log2_res(self) -> int:
         return int(math.log2(self.resolution))
 
-    @property
-    def num_ws(self) -> int:
-        """Style vectors the synthesis network consumes: one per conv plus the last ToRGB."""
-        return 2 * self.log2_res - 2
-
     def channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
 

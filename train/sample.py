@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gen.runtime.errors import GenError
+from gen.runtime.generator import check_noise_mode
 from gen.runtime.images import nchw_to_images
 from gen.runtime.latents import seeds_to_z
 
 from . import checkpoint as ckpt
 from .config import model_from_json
-from .stylegan import NOISE_MODES, Generator
+from .stylegan import Generator
 from .trainer import resolve_device
 
 
@@ -29,8 +29,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", which: 
 def generate(G: Generator, seeds: list[int], psi: float = 1.0, cutoff: int | None = None,
              noise_mode: str = "const", batch: int = 16) -> np.ndarray:
     """Seeds (z drawn with NumPy, as the runtime does) -> uint8 pictures [N, R, R, 3]."""
-    if noise_mode not in NOISE_MODES:
-        raise GenError(f"unknown noise mode '{noise_mode}'; choose one of {', '.join(NOISE_MODES)}")
+    check_noise_mode(noise_mode)
     device = next(G.parameters()).device
     z = torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim)).to(device)
     imgs = [G(z[i : i + batch], psi=psi, cutoff=cutoff, noise_mode=noise_mode).float().cpu().numpy()

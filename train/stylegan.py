@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.runtime.generator import NOISE_MODES
+
 from .config import ModelConfig
 from .layers import EqualConv2d, EqualLinear, Upsample2x, lrelu, normalize_2nd_moment
-
-NOISE_MODES = ("const", "random", "none")
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
