@@ -91,11 +91,12 @@ def test_gradient_graph_matches_autograd(exported, objective, request, source, s
     within what moving the units near a kink by 1e-5 does, which fp32 torch itself needs against fp64."""
     bundle, _ = exported
     h, w = size
+    tries = 2  # about 1 in 8 images qualifies at 224 px, fewer at larger sizes: the golden cases are strict
     if source == "photo":
         rgb = request.getfixturevalue("photo")
-        candidates = [dithered(crop_resize(rgb, h, w), s) for s in range(2)]
+        candidates = [dithered(crop_resize(rgb, h, w), s) for s in range(tries)]
     else:
-        candidates = [noise_image(h, w, 100 + s) for s in range(2)]
+        candidates = [noise_image(h, w, 100 + s) for s in range(tries)]
     image = next((c for c in candidates if condition(objective, c) <= CONDITION), None)
     bound = GRAD_REL_L2 if image is not None else max(GRAD_REL_L2, condition(objective, candidates[0], 1e-5))
     image = candidates[0] if image is None else image
