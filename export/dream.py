@@ -294,11 +294,17 @@ def dream_meta(objective: DreamObjective, guide: str | Path | None) -> DreamMeta
                      min_size=net.min_size)
 
 
-def default_golden_photo() -> np.ndarray:
-    """A picture from the built-in sample set, for exports made without a --golden-image."""
-    from gen.train.data import SAMPLE_DATA
-
-    return load_image(sorted(SAMPLE_DATA.glob("*.png"))[0])
+def default_golden_photo(size: int = 320) -> np.ndarray:
+    """Without --golden-image: a picture with a photo's 1/f spectrum (seeded), uint8 [size, size, 3]. The
+    built-in emoji are no stand-in: upscaled, their flat areas saturate ReLU6 units, and no fp32 engine
+    reproduces another's gradient there."""
+    rng = np.random.default_rng(0)
+    fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
+    spectrum = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / size)
+    planes = [np.fft.ifft2(spectrum * np.exp(2j * np.pi * rng.random((size, size)))).real for _ in range(3)]
+    rgb = np.stack(planes, axis=-1)
+    rgb = (rgb - rgb.mean()) / (4 * rgb.std()) + 0.5
+    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
 
 
 def export_dream(out: str | Path, backbone: str = "efficientnet_lite0", layers: str | None = None,

@@ -109,7 +109,7 @@ def export_dream(
     guide: Path = typer.Option(None, show_default=False, help="Guide image (its features are baked in)."),
     weights: Path = typer.Option(None, show_default=False, help="Weight file (default: bundled, efficientnet_lite0)."),
     golden_image: Path = typer.Option(None, show_default=False,
-                                      help="Photo for the golden data (default: a built-in sample picture)."),
+                                      help="Photo for the golden data (default: a seeded 1/f-noise picture)."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify graphs with onnxslim."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
 ) -> None:
