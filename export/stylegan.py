@@ -81,7 +81,8 @@ def export_graphs(G: Generator, folder: Path, simplify: bool) -> dict:
     noises = tuple(torch.randn(2, *s[1:]) for s in G.synthesis.noise_shapes())
     names = ["ws", "const_noise"] + [f"noise_{i}" for i in range(len(noises))]
     synthesis = export_graph(SynthesisGraph(G), (ws, torch.ones(1), noises), folder / "synthesis.onnx", names,
-                             ["img"], dynamic_shapes=({0: batch}, None, tuple({0: batch} for _ in noises)),
+                             ["img"], dynamic_shapes=({0: batch}, {0: torch.export.Dim.STATIC},
+                                                     tuple({0: batch} for _ in noises)),
                              simplify=simplify)
     return {"mapping": mapping, "synthesis": synthesis}
 
