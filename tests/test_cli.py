@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 import torch
 
 from gen.runtime.errors import GenError, require_extra
@@ -21,6 +20,7 @@ def gen(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def test_runtime_install_does_not_pull_torch():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert not [d for d in project["dependencies"] if d.lower().startswith("torch")]
     assert "torch==2.13.0" in project["optional-dependencies"]["train"]
