@@ -29,7 +29,8 @@ def train(
     data: Path = typer.Argument(None, help="Folder of images (PNG/JPEG/WebP, searched recursively). "
                                            "Default: the small built-in emoji sample."),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, grids, log."),
-    preset: str = typer.Option("small", help="tiny | small | paper256 (see gen.train.config)."),
+    preset: str = typer.Option(None, help="tiny | small | paper256 (see gen.train.config); default: small, "
+                                          "or the run's own when resuming."),
     kimg: float = typer.Option(None, help="Train until this many thousand real images were shown."),
     resume: Path = typer.Option(None, help="Continue the run in this folder exactly where it stopped."),
     variant: str = typer.Option(None, help="stylegan2 (default) or stylegan1 (AdaIN)."),

@@ -84,3 +84,14 @@ def test_train_then_sample_from_the_command_line(tmp_path):
 def test_short_cuda_run_with_mixed_precision(tmp_path):
     p = gen("train", "--out", str(tmp_path / "run"), "--preset", "tiny", "--kimg", "0.1", "--device", "cuda")
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.slow
+def test_resume_from_the_command_line_keeps_the_runs_preset(tmp_path):
+    run = tmp_path / "run"
+    assert gen("train", "--out", str(run), "--preset", "tiny", "--kimg", "0.016", "--workers", "0").returncode == 0
+    p = gen("train", "--resume", str(run), "--kimg", "0.032", "--workers", "0")
+    assert p.returncode == 0, p.stderr
+    assert "0.032 kimg" in p.stdout
+    p = gen("train", "--resume", str(run), "--preset", "small", "--kimg", "0.048")
+    assert p.returncode == 2 and "another model config" in p.stderr
