@@ -76,6 +76,53 @@ def sample(
 
 
 @app.command()
+def walk(
+    bundle: Path = typer.Argument(..., help="A stylegan bundle folder."),
+    seeds: str = typer.Option("3,17,42", help="Seeds the loop passes through, in order, back to the first."),
+    out: Path = typer.Option(Path("walk.mp4"), "--out", "-o", help="Video to write: .mp4 (H.264) or .gif."),
+    seconds: float = typer.Option(None, show_default=False, help="Length of the loop (default: 4 s per seed)."),
+    fps: float = typer.Option(30.0, help="Frames per second."),
+    psi: float = typer.Option(None, "--psi", "--trunc", show_default=False,
+                              help="Truncation psi (default: the bundle's, usually 0.7: varied yet clean)."),
+    cutoff: int = typer.Option(None, show_default=False, help="Truncate only the first N style layers."),
+    space: str = typer.Option("z", help="z: great-circle slerp between the seeds' latents (keeps them typical); "
+                                        "w: straight lines between their styles (shorter, can look flatter)."),
+    ease: bool = typer.Option(True, "--ease/--no-ease", help="Slow in and out of each seed, so it lingers there."),
+    size: int = typer.Option(None, show_default=False, help="Upscale frames to this many pixels a side (Lanczos)."),
+    noise_mode: str = typer.Option("const", help="const | none (random noise would flicker)."),
+    engine: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Render a seamless looping walk through seeds, torch-free; the frames at the seeds are gen sample's."""
+    from .walk import WalkSettings, walk_to_file
+
+    settings = WalkSettings(fps=fps, psi=psi, cutoff=cutoff, space=space, ease=ease, noise_mode=noise_mode, size=size)
+    written, frames = walk_to_file(bundle, out, seeds, seconds, settings, engine)
+    err.print(f"wrote {written} ({frames} frames, {frames / fps:.1f} s loop)")
+
+
+@app.command()
+def mix(
+    bundle: Path = typer.Argument(..., help="A stylegan bundle folder."),
+    rows: str = typer.Option("1,2,3", help="Row seeds: their pictures run down the left; they give the other styles."),
+    cols: str = typer.Option("4,5,6", help="Column seeds: their pictures run along the top; they give --styles."),
+    styles: str = typer.Option("fine", help="Styles taken from the column seeds: coarse (pose, shape), middle "
+                                            "(features), fine (colour, texture) or ws indices A-B."),
+    out: Path = typer.Option(Path("mix.png"), "--out", "-o", help="Grid image to write."),
+    psi: float = typer.Option(None, "--psi", "--trunc", show_default=False,
+                              help="Truncation psi (default: the bundle's, usually 0.7)."),
+    size: int = typer.Option(None, show_default=False, help="Upscale each cell to this many pixels (Lanczos)."),
+    noise_mode: str = typer.Option("const", help="const | none."),
+    engine: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Draw the StyleGAN style-mixing grid: each cell is its row seed with its column seed's --styles."""
+    from .mix import mix_to_file
+
+    written = mix_to_file(bundle, out, rows, cols, styles=styles, psi=psi, noise_mode=noise_mode, size=size,
+                          engine=engine)
+    err.print(f"wrote {written}")
+
+
+@app.command()
 def export(
     checkpoint: Path = typer.Argument(..., help="A training run folder or checkpoint .safetensors."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to create."),

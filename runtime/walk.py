@@ -1,0 +1,148 @@
+"""Latent walks: a seamless loop through seeds, torch-free.
+
+The path visits each seed's latent in turn and returns to the first. Time t runs over [0, S) for S
+seeds; at whole t the latent is exactly that seed's, so those frames are `gen sample`'s pictures.
+Frame k of n sits at t = k * S / n, and frame n would be frame 0 again: the video loops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GenError
+from .latents import seeds_to_z
+
+SPACES = ("z", "w")
+WALK_NOISE_MODES = ("const", "none")  # random noise would flicker from frame to frame
+
+
+@dataclass(frozen=True)
+class WalkSettings:
+    seconds_per_seed: float = 4.0
+    fps: float = 30.0
+    psi: float | None = None  # None: the bundle's default
+    cutoff: int | None = None
+    space: str = "z"  # z: slerp between Gaussian latents; w: lerp between (truncated) styles
+    ease: bool = True  # ease in and out of each seed, so the walk lingers on it
+    noise_mode: str = "const"
+    size: int | None = None  # upscale frames to this many pixels a side (Lanczos)
+
+    @property
+    def frames_per_seed(self) -> int:
+        return max(1, round(self.seconds_per_seed * self.fps))
+
+    def check(self) -> WalkSettings:
+        if not self.fps > 0:
+            raise GenError(f"fps must be positive (got {self.fps})")
+        if not self.seconds_per_seed > 0:
+            raise GenError(f"seconds must be positive (got {self.seconds_per_seed})")
+        if self.space not in SPACES:
+            raise GenError(f"unknown walk space '{self.space}'; choose z or w")
+        if self.noise_mode not in WALK_NOISE_MODES:
+            raise GenError(f"a walk takes noise mode const or none, not '{self.noise_mode}' (random would flicker)")
+        if self.size is not None and not 8 <= self.size <= 4096:
+            raise GenError(f"size must be between 8 and 4096 pixels (got {self.size})")
+        return self
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray | float) -> np.ndarray:
+    """Spherical interpolation between rows of a and b (t broadcast per row); exactly a at t=0, b at t=1.
+
+    Gaussian latents live near a sphere; a straight line between two of them dips towards the
+    centre, where pictures go bland, while the great circle keeps their norm.
+    """
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    t = np.asarray(t, np.float64).reshape(-1, *([1] * (a64.ndim - 1)))
+    unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)  # noqa: E731
+    omega = np.arccos(np.clip(np.sum(unit(a64) * unit(b64), axis=-1, keepdims=True), -1.0, 1.0))
+    sin = np.sin(omega)
+    parallel = sin < 1e-6  # (nearly) the same direction: a straight line is the same path
+    safe = np.where(parallel, 1.0, sin)
+    wa = np.where(parallel, 1.0 - t, np.sin((1.0 - t) * omega) / safe)
+    wb = np.where(parallel, t, np.sin(t * omega) / safe)
+    return (wa * a64 + wb * b64).astype(np.asarray(a).dtype)
+
+
+def ease(t: np.ndarray | float) -> np.ndarray:
+    """Cosine ease-in-out on [0, 1]: still at both ends, so the loop never jerks at a seed."""
+    return 0.5 - 0.5 * np.cos(np.pi * np.asarray(t, np.float64))
+
+
+def frame_times(num_seeds: int, frames: int) -> np.ndarray:
+    """Loop times of frames 0..frames-1 over [0, num_seeds)."""
+    return np.arange(frames, dtype=np.float64) * num_seeds / frames
+
+
+def path_at(keys: np.ndarray, times: np.ndarray, space: str = "z", eased: bool = True) -> np.ndarray:
+    """Latents at loop times: between key i and key i+1 (wrapping to 0) by slerp (z) or lerp (w)."""
+    n = keys.shape[0]
+    times = np.mod(np.asarray(times, np.float64), n)
+    i = np.floor(times).astype(int)
+    frac = times - i
+    frac = ease(frac) if eased else frac
+    a, b = keys[i], keys[(i + 1) % n]
+    if space == "z":
+        return slerp(a, b, frac)
+    f = frac.reshape(-1, *([1] * (a.ndim - 1)))
+    return (a + (b - a) * f).astype(keys.dtype)  # exact at f = 0: the keyframe is the seed's own ws
+
+
+def walk_frames(gen, seeds: Sequence[int], settings: WalkSettings, batch: int = 8,
+                on_frame: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+    """Yield the loop's uint8 frames [H, W, 3], one at a time, computed `batch` at a time.
+
+    `gen` is a BundleGenerator; frame k * frames_per_seed is seed k's `gen sample` picture.
+    """
+    from .images import nchw_to_images, resize
+
+    settings.check()
+    if len(seeds) < 2:
+        raise GenError("a walk needs at least 2 seeds, e.g. --seeds 3,17,42")
+    psi = gen.meta.default_psi if settings.psi is None else settings.psi
+    z = seeds_to_z(seeds, gen.meta.z_dim)
+    keys = z if settings.space == "z" else gen.styles(z, psi, settings.cutoff)
+    times = frame_times(len(seeds), settings.frames_per_seed * len(seeds))
+    for start in range(0, len(times), batch):
+        latents = path_at(keys, times[start : start + batch], settings.space, settings.ease)
+        ws = gen.styles(latents, psi, settings.cutoff) if settings.space == "z" else latents
+        for k, frame in enumerate(nchw_to_images(gen.synthesize(ws, settings.noise_mode))):
+            if settings.size is not None and settings.size != frame.shape[0]:
+                frame = resize(frame, settings.size, settings.size)
+            if on_frame is not None:
+                on_frame(start + k)
+            yield frame
+
+
+def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, settings: WalkSettings,
+                 engine: str = "auto", show_progress: bool = True) -> tuple[Path, int]:
+    """Render the loop to a .mp4 or .gif; returns the path and the number of frames."""
+    from .bundle import load_bundle
+    from .dream_video import check_video_path, write_video
+    from .files import check_output_path
+    from .generator import BundleGenerator
+    from .latents import parse_seeds
+    from .progress import progress_bar, rate_text
+
+    out = check_video_path(check_output_path(out))
+    try:
+        seed_list = parse_seeds(seeds)
+    except ValueError as e:
+        raise GenError(f"cannot read seeds '{seeds}': {e}") from None
+    if seconds is not None:
+        if not seconds > 0:
+            raise GenError(f"--seconds must be positive (got {seconds})")
+        settings = replace(settings, seconds_per_seed=seconds / len(seed_list))
+    settings.check()
+    gen = BundleGenerator(load_bundle(bundle), engine)
+    total = settings.frames_per_seed * len(seed_list)
+    start = time.perf_counter()
+    with progress_bar(disable=not show_progress) as bar:
+        task = bar.add_task("walk", total=total, rate="", info=f"{len(seed_list)} seeds, {settings.space}")
+        tick = lambda k: bar.update(task, advance=1, rate=rate_text(k + 1, time.perf_counter() - start, "frame"))  # noqa: E731
+        count = write_video(out, walk_frames(gen, seed_list, settings, on_frame=tick), settings.fps)
+    return out, count
