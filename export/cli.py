@@ -20,11 +20,13 @@ out = Console()
 def export_stylegan_cli(checkpoint: Path, bundle_dir: Path, target: str = "onnx", psi: float = 0.7,
                         simplify: bool = True, overwrite: bool = False, fp16_graph: bool = False,
                         fp16: bool | None = None, trt_batch: str = "", trt_size: str = "",
-                        version_compatible: bool = False, hardware_compatible: bool = False) -> None:
+                        version_compatible: bool = False, hardware_compatible: bool = False,
+                        license: str | None = None) -> None:
     if target not in TARGETS:
         raise GenError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
     ranges = trt_ranges(trt_batch, trt_size)  # refuse a bad range before minutes of export
-    bundle, reports = export_stylegan(checkpoint, bundle_dir, simplify=simplify, overwrite=overwrite, psi=psi)
+    extra = {"license": license} if license else {}
+    bundle, reports = export_stylegan(checkpoint, bundle_dir, simplify=simplify, overwrite=overwrite, psi=psi, **extra)
     report_bundle(bundle, reports)
     if fp16_graph:
         bundle, worst = add_fp16_graph(bundle)

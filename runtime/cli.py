@@ -137,6 +137,8 @@ def export(
     trt_size: str = typer.Option("", help="TensorRT height/width MIN,OPT,MAX for dream graphs (default 64,512,1024)."),
     trt_version_compatible: bool = typer.Option(False, help="Build engines later TensorRT versions can run too."),
     trt_hardware_compatible: bool = typer.Option(False, help="Build engines any Ampere or later GPU can run."),
+    license: str = typer.Option(None, "--license", show_default=False,
+                                help="Licence of the weights, recorded in the manifest (credit the training data)."),
 ) -> None:
     """Turn a StyleGAN checkpoint into a bundle: ONNX graphs + golden parity data (+ engines)."""
     require_extra("torch")
@@ -144,7 +146,8 @@ def export(
 
     export_stylegan_cli(checkpoint, out, target=target, psi=psi, simplify=simplify, overwrite=overwrite,
                         fp16_graph=fp16_graph, fp16=fp16, trt_batch=trt_batch, trt_size=trt_size,
-                        version_compatible=trt_version_compatible, hardware_compatible=trt_hardware_compatible)
+                        version_compatible=trt_version_compatible, hardware_compatible=trt_hardware_compatible,
+                        license=license)
 
 
 @app.command("export-dream")
