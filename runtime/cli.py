@@ -192,6 +192,56 @@ def info(bundle: Path = typer.Argument(..., help="Bundle folder.")) -> None:
     info_report(bundle)
 
 
+@app.command()
+def metrics(
+    source: Path = typer.Argument(None, show_default=False,
+                                  help="A training run, checkpoint or stylegan bundle (leave out with --real-floor "
+                                       "to measure only the floor)."),
+    data: Path = typer.Option(..., "--data", help="Folder of real images (composited and resized as for training)."),
+    num: int = typer.Option(1000, help="Generated pictures (seeds 0..N-1), and real pictures per set."),
+    psi: float = typer.Option(1.0, "--psi", "--trunc", help="Truncation psi (1 = none, as FID is usually measured)."),
+    real_floor: bool = typer.Option(False, "--real-floor", help="Also measure N reals against N other reals."),
+    out: Path = typer.Option(None, "--out", "-o", show_default=False, help="Also write the results to this JSON."),
+    noise_mode: str = typer.Option("random", help="random (per seed, as gen sample draws it) | const | none."),
+    resolution: int = typer.Option(None, show_default=False,
+                                   help="Reals' size without a generator (default: the first image's)."),
+    background: str = typer.Option("white", help="Colour that transparent pixels are composited on."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (features, and a checkpoint's generator)."),
+    seed: int = typer.Option(0, help="Seed for choosing the real pictures."),
+) -> None:
+    """fid_lite0 and kid_lite0: FID/KID on EfficientNet-Lite0 features (not comparable to published FID)."""
+    require_extra("torch")
+    from gen.train.metrics import metrics_from_cli
+
+    metrics_from_cli(source, data, num, psi, real_floor, out, noise_mode, resolution, background, device, seed)
+
+
+@app.command()
+def project(
+    photo: Path = typer.Argument(..., help="The photo to match (centre-cropped to the generator's size)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A training run folder or checkpoint .safetensors."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for projected.png, w.npy, compare.png, target.png."),
+    steps: int = typer.Option(500, help="Optimisation steps."),
+    w_plus: bool = typer.Option(False, "--w-plus", help="One w per style layer (closer, less editable); "
+                                                        "w.npy is then [num_ws, w_dim], else [1, w_dim]."),
+    optimize_noise: bool = typer.Option(False, "--optimize-noise",
+                                        help="Also fit the noise maps (saved in noise.npz; w alone no longer "
+                                             "reproduces the picture)."),
+    video: Path = typer.Option(None, show_default=False, help="Write the search as a video (.mp4 or .gif)."),
+    background: str = typer.Option("white", help="Colour that transparent pixels are composited on."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    seed: int = typer.Option(0, help="Seed for the noise added to w."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier projection in --out."),
+) -> None:
+    """Find the w whose picture matches a photo (PyTorch): writes the picture, w.npy and target|projection."""
+    require_extra("torch")
+    from gen.train.projector import project_from_cli
+
+    result = project_from_cli(photo, checkpoint, out, steps, w_plus, optimize_noise, video, background, device,
+                              seed, overwrite)
+    err.print(f"wrote {out}/projected.png, w.npy, compare.png (PSNR {result.psnr:.2f} dB against the target)")
+
+
 app.command()(dream)
 
 

