@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from .dream_cli import dream
 from .errors import GenError, GenWarning, require_extra
+from .kiosk_cli import kiosk
 
 # OpenMP threads that spin while waiting make PyTorch ~10x slower whenever another program keeps a core
 # busy (measured on 2 cores: 2.0 s instead of 0.2 s per dream tile, and the same on training steps);
@@ -243,6 +244,7 @@ def project(
 
 
 app.command()(dream)
+app.command()(kiosk)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -98,24 +98,38 @@ def walk_frames(gen, seeds: Sequence[int], settings: WalkSettings, batch: int = 
 
     `gen` is a BundleGenerator; frame k * frames_per_seed is seed k's `gen sample` picture.
     """
-    from .images import nchw_to_images, resize
-
     settings.check()
     if len(seeds) < 2:
         raise GenError("a walk needs at least 2 seeds, e.g. --seeds 3,17,42")
-    psi = gen.meta.default_psi if settings.psi is None else settings.psi
-    z = seeds_to_z(seeds, gen.meta.z_dim)
-    keys = z if settings.space == "z" else gen.styles(z, psi, settings.cutoff)
+    keys = walk_keys(gen, seeds, settings)
     times = frame_times(len(seeds), settings.frames_per_seed * len(seeds))
     for start in range(0, len(times), batch):
-        latents = path_at(keys, times[start : start + batch], settings.space, settings.ease)
-        ws = gen.styles(latents, psi, settings.cutoff) if settings.space == "z" else latents
-        for k, frame in enumerate(nchw_to_images(gen.synthesize(ws, settings.noise_mode))):
-            if settings.size is not None and settings.size != frame.shape[0]:
-                frame = resize(frame, settings.size, settings.size)
+        for k, frame in enumerate(path_images(gen, keys, times[start : start + batch], settings)):
             if on_frame is not None:
                 on_frame(start + k)
             yield frame
+
+
+def walk_psi(gen, settings: WalkSettings) -> float:
+    return gen.meta.default_psi if settings.psi is None else settings.psi
+
+
+def walk_keys(gen, seeds: Sequence[int], settings: WalkSettings) -> np.ndarray:
+    """The keyframes' latents: the seeds' z, or their truncated styles for a walk in w."""
+    z = seeds_to_z(seeds, gen.meta.z_dim)
+    return z if settings.space == "z" else gen.styles(z, walk_psi(gen, settings), settings.cutoff)
+
+
+def path_images(gen, keys: np.ndarray, times: np.ndarray, settings: WalkSettings) -> np.ndarray:
+    """uint8 frames [N, H, W, 3] at loop `times` along `keys`, in one batch (gen walk and gen kiosk share it)."""
+    from .images import nchw_to_images, resize
+
+    latents = path_at(keys, times, settings.space, settings.ease)
+    ws = gen.styles(latents, walk_psi(gen, settings), settings.cutoff) if settings.space == "z" else latents
+    frames = nchw_to_images(gen.synthesize(ws, settings.noise_mode))
+    if settings.size is not None and settings.size != frames.shape[1]:
+        frames = np.stack([resize(f, settings.size, settings.size) for f in frames])
+    return frames
 
 
 def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, settings: WalkSettings,
