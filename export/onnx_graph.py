@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ import torch
 from gen.runtime.bundle import GraphSpec, TensorSpec
 
 OPSET = 18
+# The exporter logs that torchvision's ops are not registered; we never use them, and no CPU torchvision exists.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 _DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
            onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32"}
 
@@ -31,7 +34,8 @@ def export_graph(module: torch.nn.Module | torch.fx.GraphModule, args: tuple, pa
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=True, opset_version=OPSET, input_names=input_names,
+        torch.onnx.export(module, args, str(path), dynamo=True, verbose=False, opset_version=OPSET,
+                          input_names=input_names,
                           output_names=output_names, dynamic_shapes=dynamic_shapes, optimize=True,
                           external_data=False)
     model = onnx.load(str(path))
