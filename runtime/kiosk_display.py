@@ -62,6 +62,8 @@ def show(player: Player, fps: float = 30.0, windowed: bool = False, display: int
                     player.press(keys[event.key])
                 elif event.type in (pg.VIDEORESIZE, pg.WINDOWEXPOSED, pg.WINDOWSIZECHANGED):
                     dirty = picture is not None
+            if player.quit:
+                break
             new = player.tick()
             if new:  # scale once per new frame, not once per tick
                 frame = player.frame

@@ -163,12 +163,13 @@ class FrameProducer:
         self.open_model, self.new_scene = open_model, new_scene
         self.crossfade_frames = max(0, crossfade_frames)
         self.retry_min, self.retry_max = retry_min, retry_max
-        self.queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=max(1, ahead))
+        self.queue: queue.Queue[tuple[int, np.ndarray]] = queue.Queue(maxsize=max(1, ahead))  # (scene number, frame)
         self.model: object | None = None
         self.scene: Scene | None = None
         self.shown: np.ndarray | None = None  # the frame the viewer sees now: crossfades start from it
         self.opened = self.errors = self.produced = 0
-        self._stop, self._switch = threading.Event(), threading.Event()
+        self._stop = threading.Event()
+        self._wanted = self._making = 0  # scene numbers: the one the viewer asked for (n), the one being made
         self._fade_from: np.ndarray | None = None
         self._fade_left = 0
         self._thread = threading.Thread(target=self._run, name="kiosk-frames", daemon=True)
@@ -183,14 +184,17 @@ class FrameProducer:
 
     def get(self) -> np.ndarray | None:
         """The next frame if one is ready, else None (the caller shows its current frame again)."""
-        try:
-            self.shown = self.queue.get_nowait()
-        except queue.Empty:
-            return None
-        return self.shown
+        while True:
+            try:
+                scene, frame = self.queue.get_nowait()
+            except queue.Empty:
+                return None
+            if scene == self._wanted:  # frames of a scene left with n are dropped, however far ahead they were
+                self.shown = frame
+                return frame
 
     def next_scene(self) -> None:
-        self._switch.set()
+        self._wanted += 1
 
     def _run(self) -> None:
         delay = self.retry_min
@@ -199,7 +203,7 @@ class FrameProducer:
                 if self.model is None:
                     self.model = self.open_model()
                     self.opened += 1
-                if self.scene is None or self.scene.done or self._switch.is_set():
+                if self.scene is None or self.scene.done or self._making != self._wanted:
                     self._start_scene()
                 frames = self.scene.render(self.model)
             except Exception as e:  # an engine error must not freeze the screen: log, re-open, go on
@@ -216,12 +220,7 @@ class FrameProducer:
                     break  # a new scene was asked for (or stop): the rest of this batch is dropped
 
     def _start_scene(self) -> None:
-        self._switch.clear()
-        while True:  # what is queued belongs to the old scene
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                break
+        self._making = self._wanted
         self.scene = None  # (if new_scene fails, the next try makes a scene again)
         self.scene = self.new_scene()
         self._fade_from = self.shown  # None before the first frame was shown: nothing to fade from
@@ -236,9 +235,9 @@ class FrameProducer:
         return blend(self._fade_from, frame, t)
 
     def _put(self, frame: np.ndarray) -> bool:
-        while not (self._stop.is_set() or self._switch.is_set()):
+        while not self._stop.is_set() and self._making == self._wanted:
             try:
-                self.queue.put(frame, timeout=0.1)
+                self.queue.put((self._making, frame), timeout=0.1)
             except queue.Full:
                 continue
             self.produced += 1
@@ -308,6 +307,7 @@ def make_producer(bundle, settings: KioskSettings, pool: Sequence[int], engine: 
 
         walk = replace(settings.walk, fps=fps, seconds_per_seed=settings.speed)
         rng = random.Random(settings.seed)
+        WalkScene(pool, walk, random.Random(), settings.order)  # refuses a bad pool here, not in the thread
         scenes = 0
 
         def new_walk() -> WalkScene:

@@ -159,7 +159,10 @@ class FrameServer:
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
                 if body:
-                    self.wfile.write(body)
+                    try:
+                        self.wfile.write(body)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the page moved on (reloaded, closed): nothing to tell anyone
 
             def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's name)
                 log.debug("%s %s", self.address_string(), format % args)
@@ -169,5 +172,6 @@ class FrameServer:
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=quality)
+    # 4:4:4: halving the colour resolution smears a small generated picture's colours, then the page enlarges it
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=quality, subsampling=0)
     return buf.getvalue()

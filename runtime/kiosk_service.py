@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def unit_text(args: list[str], serve: bool, user_unit: bool, enable: str, cwd: P
 
 def enable_command(user_unit: bool, unit: str = "gen-kiosk.service") -> str:
     """`unit` is a name in systemd's search path, or an absolute path (systemctl enable links it)."""
+    unit = shlex.quote(unit)
     if user_unit:
         return f"systemctl --user daemon-reload && systemctl --user enable --now {unit}"
     return f"sudo systemctl daemon-reload && sudo systemctl enable --now {unit}"

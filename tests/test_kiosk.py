@@ -1,0 +1,327 @@
+"""gen kiosk: the producer's walk is gen walk's (and gen sample's at the seeds), the window shows it, keys work,
+an engine fault is survived, the served page renders in headless Chromium, the CLI and its systemd unit run."""
+
+from __future__ import annotations
+
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gen.runtime.bundle import load_bundle
+from gen.runtime.dream import DreamSettings
+from gen.runtime.dream_video import FeedbackSettings, feedback_frames
+from gen.runtime.generator import BundleGenerator
+from gen.runtime.images import load_image
+from gen.runtime.kiosk_frames import (
+    DreamScene,
+    FrameProducer,
+    KioskSettings,
+    Player,
+    WalkScene,
+    blend,
+    fit_long_side,
+    make_producer,
+    wait_frames,
+)
+from gen.runtime.walk import WalkSettings, walk_frames
+
+SEEDS = [3, 17, 42]
+WALK = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)  # 6 frames per seed
+MODELS = Path(__file__).resolve().parents[1] / "models"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from test_export_stylegan import MODELS as CONFIGS
+    from test_export_stylegan import make_checkpoint
+
+    from gen.export.stylegan import export_stylegan
+
+    folder = tmp_path_factory.mktemp("kiosk")
+    checkpoint = make_checkpoint(folder / "c.safetensors", CONFIGS["sg2-16"], steps=0)  # untrained: seeds differ
+    made, _ = export_stylegan(checkpoint, folder / "bundle")
+    return load_bundle(made.path)
+
+
+@pytest.fixture(scope="module")
+def gen(bundle) -> BundleGenerator:
+    return BundleGenerator(bundle, "cpu")
+
+
+@pytest.fixture(scope="module")
+def loop_frames(gen) -> np.ndarray:
+    """gen walk's loop through SEEDS, 18 frames."""
+    return np.stack(list(walk_frames(gen, SEEDS, WALK)))
+
+
+@pytest.fixture
+def producers():
+    made: list[FrameProducer] = []
+    yield made
+    for p in made:
+        p.stop()
+
+
+def loop_producer(bundle, producers, **options) -> FrameProducer:
+    settings = KioskSettings(fps=6, speed=1.0, order="loop", crossfade=0, walk=WalkSettings(psi=0.7), **options)
+    producers.append(make_producer(bundle, settings, SEEDS, "cpu").start())
+    return producers[-1]
+
+
+def close(a: np.ndarray, b: np.ndarray, tol: int = 1) -> bool:
+    return a.shape == b.shape and int(np.abs(a.astype(int) - b).max()) <= tol
+
+
+def test_loop_is_gen_walk_and_closes(bundle, gen, producers, loop_frames):
+    frames = wait_frames(loop_producer(bundle, producers), 2 * 18 + 1)
+    assert all(close(f, r) for f, r in zip(frames, loop_frames))  # (two-seed batches: at most rounding)
+    assert all(np.array_equal(frames[k], frames[k + 18]) for k in range(19))  # round and round, seamless
+    assert close(np.stack(frames[:18:6]), gen.images(SEEDS, psi=0.7, noise_mode="const"))  # gen sample's pictures
+
+
+def test_random_walk_never_ends_and_starts_each_leg_at_its_seed(gen):
+    pool = list(range(10, 20))
+
+    def walk(rng_seed: int, legs: int = 6) -> tuple[list[int], np.ndarray]:
+        scene = WalkScene(pool, WALK, random.Random(rng_seed), "random", start=12)
+        visited, frames = [], []
+        for _ in range(legs):
+            a, b = scene.seeds
+            leg = scene.render(gen)  # one batch (8) covers a leg (6 frames), then the scene moves on
+            assert len(leg) == 6 and scene.seeds[0] == b and a != b and b in pool
+            visited.append(a)
+            frames.append(leg)
+        return visited, np.concatenate(frames)
+
+    visited, frames = walk(5)
+    assert visited[0] == 12 and close(frames[::6], gen.images(visited, psi=0.7))  # each leg starts at gen sample's
+    steps = np.abs(np.diff(frames.astype(int), axis=0)).mean(axis=(1, 2, 3))
+    joins, within = steps[5::6], np.delete(steps, np.s_[5::6])
+    assert steps.min() > 0 and joins.max() <= within.max()  # legs join without a jump or a stall
+    assert walk(5)[0] == visited and walk(6)[0] != visited  # the RNG seed decides the walk
+
+
+def test_window_shows_the_frames_and_keys_work(bundle, producers, loop_frames, tmp_path, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    pygame = pytest.importorskip("pygame")
+    from gen.runtime.kiosk_display import show
+
+    player = Player(loop_producer(bundle, producers), save_dir=tmp_path)
+    shown, screens = [], []
+
+    def on_frame(frame, screen):
+        shown.append(frame.copy())
+        screens.append(pygame.surfarray.array3d(screen).transpose(1, 0, 2).copy())
+        if len(shown) == 4:
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_s))
+        if len(shown) == 10:
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_q))
+
+    count = show(player, fps=60, windowed=True, window_size=(96, 64), on_frame=on_frame)
+    assert count == len(shown) == 10  # q stopped it
+    assert all(close(f, r) for f, r in zip(shown, loop_frames))  # the runner's frames, in order, none dropped
+    assert all(not np.array_equal(shown[k], shown[k + 1]) for k in range(9))
+    for frame, screen in zip(shown, screens):  # 16x16 scaled with smoothing into the middle 64x64, black bars
+        assert screen.shape == (64, 96, 3) and screen[:, :16].max() == 0 and screen[:, 80:].max() == 0
+        picture = screen[:, 16:80].astype(int)
+        smooth = pygame.transform.smoothscale(pygame.image.frombuffer(frame.tobytes(), (16, 16), "RGB"), (64, 64))
+        assert np.array_equal(picture, pygame.surfarray.array3d(smooth).transpose(1, 0, 2))
+        blocky = frame.repeat(4, axis=0).repeat(4, axis=1)
+        assert np.abs(picture - blocky).mean() > 5  # smoothed, not blown-up pixels
+        means = picture.reshape(16, 4, 16, 4, 3).mean(axis=(1, 3))
+        assert np.corrcoef(means.ravel(), frame.ravel())[0, 1] > 0.8  # upright, not mirrored or transposed
+        assert np.corrcoef(means.ravel(), frame.transpose(1, 0, 2).ravel())[0, 1] < 0.6
+    saved = list(tmp_path.glob("kiosk-*.png"))
+    assert len(saved) == 1 and np.array_equal(load_image(saved[0]), shown[3])  # s saved the frame on screen
+
+
+def test_pause_and_next_scene_crossfade(bundle, gen, producers):
+    settings = KioskSettings(fps=6, speed=1.0, crossfade=0.5, seed=1, walk=WalkSettings(psi=0.7))  # 3 fade frames
+    producer = make_producer(bundle, settings, list(range(100)), "cpu").start()
+    producers.append(producer)
+    player = Player(producer)
+    wait_frames(producer, 4)
+    before = player.frame
+    player.press("space")
+    time.sleep(0.3)
+    assert not any(player.tick() for _ in range(20)) and player.frame is before  # paused: the frame stays
+    first_scene = producer.scene
+    player.press("n")
+    player.press("space")
+    fresh = wait_frames(producer, 4)
+    start = producer.scene.start
+    assert producer.scene is not first_scene
+    picture = gen.images([start], psi=0.7)[0]
+    assert close(fresh[0], blend(before, picture, 1 / 4))  # the crossfade starts from the frame on screen
+    weights = [np.abs(f.astype(int) - before).mean() for f in fresh]
+    assert weights[0] < weights[1] < weights[2]
+
+
+class FailOnce:
+    """The real runner, except that its `at`-th run raises, as an engine can (a lost GPU, a driver reset)."""
+
+    def __init__(self, runner, at: int) -> None:
+        self.runner, self.at, self.calls = runner, at, 0
+        self.name, self.spec = runner.name, runner.spec
+
+    def run(self, feeds):
+        self.calls += 1
+        if self.calls == self.at:
+            raise RuntimeError("injected engine fault")
+        return self.runner.run(feeds)
+
+
+def test_engine_fault_is_logged_and_the_runner_reopened(bundle, producers, loop_frames, caplog):
+    opened = []
+
+    def open_model():
+        gen = BundleGenerator(bundle, "cpu")
+        if not opened:
+            gen.synthesis = FailOnce(gen.synthesis, at=2)  # the second leg fails once
+        opened.append(gen)
+        return gen
+
+    walk = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)
+    producer = FrameProducer(open_model, lambda: WalkScene(SEEDS, walk, random.Random(0), "loop", start=3),
+                             retry_min=0.01)
+    producers.append(producer.start())
+    frames = wait_frames(producer, 30)
+    assert producer.errors == 1 and producer.opened == 2 and "injected engine fault" in caplog.text
+    assert all(close(f, loop_frames[k % 18]) for k, f in enumerate(frames))  # carried on from the same frame
+
+
+def test_dream_zoom_frames_and_fault(producers, caplog):
+    from gen.runtime.dream_engine import open_dream_bundle
+
+    if not (MODELS / "dream-lite0").is_dir():
+        pytest.skip("the shipped dream bundle models/dream-lite0 is not here")
+    gradient, min_side, _ = open_dream_bundle(MODELS / "dream-lite0", "cpu")
+    photo = fit_long_side(load_image(MODELS / "photos" / "chelsea.jpg"), 64, min_side)
+    settings = DreamSettings(octaves=1, iterations=2, min_side=min_side)
+    feedback = FeedbackSettings(frames=3, zoom=1.1)
+    scene = DreamScene(photo, settings, feedback, tween=4)
+    frames = np.concatenate([scene.render(gradient), scene.render(gradient)])
+    keys = list(feedback_frames(photo, gradient, settings, feedback))
+    assert scene.done and len(frames) == 8
+    assert close(frames[0], keys[0]) and close(frames[4], keys[1])  # keyframes: gen dream --frames' frames
+    jump = np.abs(keys[1].astype(int) - keys[0]).mean()
+    steps = np.abs(np.diff(frames[:5].astype(int), axis=0)).mean(axis=(1, 2, 3))
+    assert steps.max() < 0.6 * jump  # in-between frames split the jump into smaller moves
+
+    calls = []
+
+    def open_gradient():
+        calls.append(1)
+
+        def flaky(image):
+            flaky.n += 1
+            if len(calls) == 1 and flaky.n == 3:
+                raise RuntimeError("injected engine fault")
+            return gradient(image)
+
+        flaky.n = 0
+        return flaky
+
+    producer = FrameProducer(open_gradient, lambda: DreamScene(photo, settings, FeedbackSettings(frames=1000,
+                             zoom=1.1), tween=2), retry_min=0.01)
+    producers.append(producer.start())
+    frames = wait_frames(producer, 12)
+    assert producer.errors == 1 and len(calls) == 2 and "injected engine fault" in caplog.text
+    assert all(f.shape == photo.shape for f in frames) and not np.array_equal(frames[0], frames[-1])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs Debian's chromium)")
+def test_served_page_renders_in_headless_chromium(bundle, producers, loop_frames, tmp_path):
+    from gen.runtime.kiosk_serve import FrameServer
+
+    server = FrameServer(Player(loop_producer(bundle, producers)), fps=6, port=0)
+    threading.Thread(target=server.serve, daemon=True).start()
+    try:
+        with urllib.request.urlopen(server.url, timeout=10) as r:
+            assert "frame.jpg" in r.read().decode()
+        with urllib.request.urlopen(server.url + "frame.jpg", timeout=10) as r:
+            assert r.headers["Content-Type"] == "image/jpeg"
+            served = np.asarray(Image.open(r).convert("RGB")).astype(int)
+        assert min(np.abs(served - f).mean() for f in loop_frames) < 12  # a frame of the walk (JPEG-coded)
+        request = lambda key: urllib.request.urlopen(urllib.request.Request(server.url + f"key/{key}", method="POST"),  # noqa: E731
+                                                     timeout=10)
+        assert request("space").status == 204 and server.player.paused
+        assert request("space").status == 204 and not server.player.paused
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            request("q")  # a visitor cannot stop the kiosk
+        shot = tmp_path / "shot.png"
+        p = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                            "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                            "--window-size=320,240", server.url], capture_output=True, text=True, timeout=60)
+        assert shot.exists(), p.stderr[-2000:]
+    finally:
+        server.close()
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape == (240, 320, 3) and pixels.std() > 20  # not blank
+    assert pixels[:, :30].max() < 16 and pixels[:, 290:].max() < 16  # black bars: the picture is contained
+    picture = pixels[:, 40:280].reshape(16, 15, 16, 15, 3).mean(axis=(1, 3))  # back to 16x16
+    likeness = max(np.corrcoef(picture.ravel(), f.ravel())[0, 1] for f in loop_frames)
+    assert likeness > 0.8  # and it is a frame of the walk, enlarged with smoothing
+
+
+def test_serving_beyond_localhost_warns(bundle, producers):
+    from gen.runtime.errors import GenWarning
+    from gen.runtime.kiosk_serve import FrameServer
+
+    with pytest.warns(GenWarning, match="anyone who can reach"):
+        FrameServer(Player(loop_producer(bundle, producers)), host="0.0.0.0", port=0).close()
+
+
+NO_PYGAME = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'pygame'):
+            raise ImportError(name + ' is not installed here')
+sys.meta_path.insert(0, Block())
+from gen.runtime.cli import main
+sys.argv = ['gen'] + sys.argv[1:]
+main()
+"""
+
+
+def test_cli_window_service_unit_and_missing_extra(bundle, tmp_path, monkeypatch):
+    from test_export_stylegan import TORCH_BLOCKED
+
+    pytest.importorskip("pygame")
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    run = lambda script, *a, **kw: subprocess.run([sys.executable, "-c", script, *a], capture_output=True,  # noqa: E731
+                                                  text=True, timeout=120, **kw)
+    args = ["kiosk", str(bundle.path), "--windowed", "--frames", "5", "--fps", "60", "--seeds", "1-9", "--engine",
+            "cpu", "--save-dir", str(tmp_path)]
+    p = run(TORCH_BLOCKED, *args)
+    assert p.returncode == 0, p.stderr
+
+    unit = tmp_path / "gen kiosk.service"  # a space, to check the quoting
+    p = run(TORCH_BLOCKED, *args, "--install-service", "--unit", str(unit), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "systemctl --user daemon-reload && systemctl --user enable --now" in p.stderr and "not enabled" in p.stderr
+    text = unit.read_text()
+    assert "Restart=on-failure" in text and f"enable --now {shlex.quote(str(unit))}" in text
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    command = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert command[:4] == [sys.executable, "-m", "gen.runtime.cli", "kiosk"] and command[4:] == args[1:]
+    p = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)  # the unit's command runs
+    assert p.returncode == 0, p.stderr
+
+    p = run(NO_PYGAME, *args)
+    assert p.returncode == 2 and "pip install 'gen[kiosk]'" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = run(TORCH_BLOCKED, "kiosk", str(bundle.path), "--seeds", "5", "--windowed")
+    assert p.returncode == 2 and "at least 2 different seeds" in p.stderr
