@@ -158,7 +158,7 @@ def project(G: Generator, target: np.ndarray, settings: ProjectSettings = Projec
         if noises is not None:  # keep each map unit white noise in scale: only its pattern is free
             with torch.no_grad():
                 for n in noises:
-                    n.sub_(n.mean()).div_(n.std() + 1e-8)
+                    n.sub_(n.mean()).div_(n.std(correction=0) + 1e-8)
         if on_step is not None:
             on_step(step, loss.item(), img.detach())
     with torch.no_grad():

@@ -1,0 +1,120 @@
+"""The projector: it recovers a generated picture, its w reproduces the picture in the runtime, `gen project`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gen.train.projector import ProjectSettings, learning_rate, noise_regularisation, project, psnr
+from gen.train.sample import generate, load_generator
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+PHOTO = MODELS / "photos" / "chelsea.jpg"
+
+
+def gen_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gen.runtime.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A few-step sg2-16 checkpoint (noise made to matter), its generator, and its bundle."""
+    from test_export_stylegan import MODELS as TINY
+    from test_export_stylegan import make_checkpoint
+
+    from gen.export.stylegan import export_stylegan
+
+    folder = tmp_path_factory.mktemp("project")
+    checkpoint = make_checkpoint(folder / "checkpoint.safetensors", TINY["sg2-16"], steps=3)
+    bundle, _ = export_stylegan(checkpoint, folder / "bundle")
+    return checkpoint, load_generator(checkpoint), bundle
+
+
+def test_learning_rate_ramps_up_then_eases_to_zero():
+    s = ProjectSettings()
+    assert learning_rate(s, 0.0) == 0.0
+    assert learning_rate(s, 0.5) == pytest.approx(s.lr)
+    assert 0 < learning_rate(s, 0.9) < learning_rate(s, 0.8) < s.lr and learning_rate(s, 1.0) == pytest.approx(0)
+
+
+def test_noise_regularisation_tells_white_noise_from_smooth():
+    gen = torch.Generator().manual_seed(0)
+    white = [torch.randn(1, 1, 32, 32, generator=gen)]
+    smooth = [torch.nn.functional.interpolate(torch.randn(1, 1, 8, 8, generator=gen), size=32, mode="bilinear")]
+    smooth = [(s - s.mean()) / s.std() for s in smooth]
+    assert noise_regularisation(white) < 0.01 * noise_regularisation(smooth)
+
+
+@pytest.mark.parametrize("w_plus, steps", [(False, 100), (True, 150)])
+def test_projection_recovers_a_generated_picture(tiny, w_plus, steps):
+    _, G, _ = tiny
+    target = generate(G, [7], psi=1.0)[0]
+    start = generate(G, [7], psi=0.0)[0]  # the picture of w_avg, where the search begins
+    assert psnr(start, target) < 15
+    result = project(G, target, ProjectSettings(steps=steps, w_plus=w_plus))
+    assert result.ws.shape == ((G.num_ws if w_plus else 1), G.cfg.w_dim)
+    assert result.psnr >= 25, result.psnr
+    assert result.noises is None
+
+
+def test_projected_w_reproduces_the_picture_in_the_runtime(tiny):
+    """What makes a projection usable torch-free: the bundle's synthesis of w.npy is projected.png."""
+    from gen.runtime.generator import BundleGenerator
+    from gen.runtime.images import nchw_to_images
+
+    _, G, bundle = tiny
+    result = project(G, generate(G, [11], psi=1.0)[0], ProjectSettings(steps=20))
+    rt = BundleGenerator(bundle, "cpu")
+    ws = np.broadcast_to(result.ws, (1, rt.meta.num_ws, rt.meta.w_dim)).astype(np.float32)
+    runtime_image = nchw_to_images(rt.synthesize(np.ascontiguousarray(ws), "const"))[0]
+    assert np.abs(runtime_image.astype(int) - result.image.astype(int)).max() <= 1
+
+
+def test_optimised_noise_stays_unit_white_noise(tiny):
+    _, G, _ = tiny
+    result = project(G, generate(G, [5], psi=1.0)[0], ProjectSettings(steps=15, optimize_noise=True))
+    assert len(result.noises) == len(G.synthesis.layers)
+    for n in result.noises:
+        assert abs(n.mean()) < 1e-4 and abs(n.std() - 1) < 1e-2
+
+
+def test_gen_project_writes_picture_w_comparison_and_video(tiny, tmp_path):
+    checkpoint, G, _ = tiny
+    out, video = tmp_path / "proj", tmp_path / "search.gif"
+    p = gen_cli("project", str(PHOTO), "--checkpoint", str(checkpoint), "--out", str(out), "--steps", "12",
+                "--w-plus", "--video", str(video), "--device", "cpu")
+    assert p.returncode == 0, p.stderr
+    assert "PSNR" in p.stderr
+    assert np.load(out / "w.npy").shape == (G.num_ws, G.cfg.w_dim)
+    assert Image.open(out / "projected.png").size == Image.open(out / "target.png").size == (16, 16)
+    assert Image.open(out / "compare.png").size == (2 * 256 + 6, 256 + 4)  # target | projection, 16x up, padded
+    assert Image.open(video).n_frames == 12
+    again = gen_cli("project", str(PHOTO), "--checkpoint", str(checkpoint), "--out", str(out), "--steps", "2")
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # an earlier projection is kept
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing photo", "does not exist"),
+    ("bundle", "is a bundle; projecting needs gradients"),
+    ("no checkpoint", "no checkpoint at"),
+    ("zero steps", "--steps must be at least 1"),
+    ("bad video", ".mp4"),
+])
+def test_gen_project_refuses_bad_input_in_one_line(tiny, tmp_path, case, message):
+    checkpoint, _, bundle = tiny
+    args = {"missing photo": [str(tmp_path / "nope.jpg"), "--checkpoint", str(checkpoint)],
+            "bundle": [str(PHOTO), "--checkpoint", str(bundle.path)],
+            "no checkpoint": [str(PHOTO), "--checkpoint", str(tmp_path)],
+            "zero steps": [str(PHOTO), "--checkpoint", str(checkpoint), "--steps", "0"],
+            "bad video": [str(PHOTO), "--checkpoint", str(checkpoint), "--video", str(tmp_path / "v.avi")]}[case]
+    p = gen_cli("project", *args, "--out", str(tmp_path / "out"), "--device", "cpu")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert message in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "out" / "w.npy").exists()
