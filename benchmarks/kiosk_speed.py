@@ -1,0 +1,142 @@
+"""Kiosk speed and memory: how fast frames are made, how steadily they are shown, whether memory stays flat.
+
+    python benchmarks/kiosk_speed.py [BUNDLE] [--engine cpu] [--fps 30] [--soak-minutes 2] [--size 1920x1080]
+
+BUNDLE defaults to the shipped models/emoji (stylegan) bundle. Three measurements, in one process:
+- render: the scene's frames rendered one batch at a time in this thread (no display): frames/s;
+- display: gen kiosk's window (SDL's dummy video driver, so no screen is needed, but smoothscale to the
+  window size is real work) at --fps for --soak-minutes: the fps held, frame-time percentiles (time between
+  new frames on the screen), late frames, and the process's RSS at the start and the end of the soak;
+- uncapped: the same window with no fps limit for 10 s: the most frames/s the producer and display give.
+Appends the results with the machine's description to benchmarks/results/kiosk_speed.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from machine import describe
+
+from gen.runtime.bundle import load_bundle
+from gen.runtime.kiosk_frames import KioskSettings, Player, WalkScene, make_producer
+
+RESULTS = Path(__file__).parent / "results" / "kiosk_speed.jsonl"
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "emoji"
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status", encoding="utf-8") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kib / 1024
+
+
+def percentiles_ms(intervals: np.ndarray) -> dict:
+    p50, p95, p99 = (float(v) for v in np.percentile(intervals, [50, 95, 99]) * 1000)
+    return {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "p99_ms": round(p99, 2),
+            "max_ms": round(float(intervals.max()) * 1000, 2)}
+
+
+def render_rate(bundle, settings: KioskSettings, engine: str, seconds: float = 5.0) -> dict:
+    """Frames/s of the walk's rendering alone, batch by batch, in this thread."""
+    from gen.runtime.generator import BundleGenerator
+
+    gen = BundleGenerator(bundle, engine)
+    walk = replace(settings.walk, fps=settings.fps, seconds_per_seed=settings.speed)
+    scene = WalkScene(list(range(100)), walk, random.Random(0))
+    scene.render(gen)  # warm-up
+    frames, batches, start = 0, [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        frames += len(scene.render(gen))
+        batches.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    return {"frames_per_s": round(frames / elapsed, 1), "batch_ms_p50": round(float(np.median(batches)) * 1000, 2),
+            "engine": gen.engine, "resolution": gen.meta.resolution}
+
+
+def display_run(bundle, settings: KioskSettings, engine: str, fps: float, seconds: float, size: tuple[int, int],
+                rss_every: float = 5.0) -> dict:
+    """Show the kiosk window for `seconds`; time every new frame (preallocated: the soak itself stays flat)."""
+    os.environ["SDL_VIDEODRIVER"] = "dummy"
+    from gen.runtime.kiosk_display import show
+
+    producer = make_producer(bundle, settings, list(range(100)), engine).start()
+    player = Player(producer)
+    stamps = np.zeros(int(seconds * min(fps, 2000) * 1.5) + 100)
+    rss: list[float] = []  # one sample per rss_every seconds: a few dozen numbers
+    state = {"n": 0, "start": None, "next_rss": 0.0}
+
+    def on_frame(frame, screen) -> None:
+        now = time.perf_counter()
+        if state["start"] is None:
+            state["start"] = now
+        if now - state["start"] >= seconds or state["n"] >= len(stamps):
+            player.press("q")
+            return
+        stamps[state["n"]] = now
+        state["n"] += 1
+        if now - state["start"] >= state["next_rss"]:
+            rss.append(rss_mib())
+            state["next_rss"] += rss_every
+
+    try:
+        show(player, fps=fps, windowed=True, window_size=size, on_frame=on_frame)
+    finally:
+        producer.stop()
+    times = stamps[: state["n"]]
+    warm = times[times >= times[0] + 1.0]  # the first second fills the queue and warms the engine
+    intervals = np.diff(warm)
+    out = {"target_fps": fps, "seconds": seconds, "frames": int(len(times)),
+           "fps": round(float((len(warm) - 1) / (warm[-1] - warm[0])), 2), **percentiles_ms(intervals),
+           "late_frames": int((intervals > 1.5 / fps).sum()) if fps < 1000 else None,
+           "producer_errors": producer.errors}
+    if len(rss) > 1:
+        out.update({"rss_start_mib": round(rss[1], 1), "rss_end_mib": round(rss[-1], 1),
+                    "rss_max_mib": round(max(rss[1:]), 1), "rss_samples": len(rss) - 1})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", nargs="?", default=str(DEFAULT_BUNDLE))
+    ap.add_argument("--engine", default="cpu")
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--speed", type=float, default=4.0, help="seconds per seed")
+    ap.add_argument("--soak-minutes", type=float, default=2.0)
+    ap.add_argument("--size", default="1920x1080", help="window size (SDL dummy driver)")
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    if not Path(args.bundle).is_dir():
+        ap.error(f"no bundle at {args.bundle}: give a stylegan bundle folder")
+    bundle = load_bundle(args.bundle)
+    if bundle.manifest.kind != "stylegan":
+        ap.error("this benchmark plays a stylegan bundle (an endless walk)")
+    size = tuple(int(v) for v in args.size.split("x"))
+    machine = describe()
+    print(f"machine: {machine}; load average {os.getloadavg()}")
+    settings = KioskSettings(fps=args.fps, speed=args.speed)
+    render = render_rate(bundle, settings, args.engine)
+    print(f"render: {render}")
+    soak = display_run(bundle, settings, args.engine, args.fps, args.soak_minutes * 60, size)
+    print(f"display at {args.fps:g} fps for {args.soak_minutes:g} min: {soak}")
+    uncapped = display_run(bundle, replace(settings, fps=1000.0), args.engine, 1000.0, 10.0, size)
+    print(f"uncapped: {uncapped}")
+    if not args.no_record:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with open(RESULTS, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                "bundle": Path(args.bundle).name, "window": args.size, "render": render,
+                                "display": soak, "uncapped": uncapped, "load_average": os.getloadavg(),
+                                "machine": machine}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
