@@ -56,7 +56,8 @@ def kiosk(
     display: int = typer.Option(0, help="Which display the fullscreen window goes on (0 = the first)."),
     windowed: bool = typer.Option(False, "--windowed", help="A window instead of fullscreen (testing)."),
     window_size: str = typer.Option("960x540", help="With --windowed: WIDTHxHEIGHT."),
-    frames: int = typer.Option(0, help="Quit after showing this many frames (tests, benchmarks); 0: run until q."),
+    frames: int = typer.Option(0, help="Window: quit after showing this many frames (tests, benchmarks); "
+                                       "0: run until q."),
     save_dir: Path = typer.Option(Path("."), help="Where the s key saves the frame shown (kiosk-DATE-TIME.png)."),
     seed: int = typer.Option(0, help="Seed of the walk's seed choices and the dream's jitter."),
     serve: bool = typer.Option(False, "--serve", help="Serve a fullscreen web page with the frames instead of "
