@@ -43,6 +43,10 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     workers: int = typer.Option(2, help="DataLoader worker processes that decode images."),
     seed: int = typer.Option(0, help="Seed for weights, latents and data order."),
+    metrics_kimg: float = typer.Option(None, show_default=False,
+                                       help="Every N kimg, log fid_lite0/kid_lite0 of G_ema (as gen metrics) into "
+                                            "log.jsonl and plot metrics.png."),
+    metrics_num: int = typer.Option(1000, help="Pictures per set for --metrics-kimg."),
 ) -> None:
     """Train a StyleGAN on a folder of images (one process, or several under torchrun)."""
     require_extra("torch")
@@ -51,7 +55,7 @@ def train(
     train_from_cli(
         data=data, out=out, preset=preset, kimg=kimg, resume=resume, variant=variant,
         resolution=resolution, batch=batch, snapshot_kimg=snapshot_kimg, background=background,
-        xflip=xflip, device=device, workers=workers, seed=seed,
+        xflip=xflip, device=device, workers=workers, seed=seed, metrics_kimg=metrics_kimg, metrics_num=metrics_num,
     )
 
 

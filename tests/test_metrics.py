@@ -158,3 +158,21 @@ def test_gen_metrics_cli_refuses_bad_input_in_one_line(args, message, emoji_subs
     p = gen_cli("metrics", *[a.format(**fill) for a in args])
     assert p.returncode == 2, p.stdout + p.stderr
     assert message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_training_logs_the_metrics_and_plots_their_curve(emoji_subset, tmp_path):
+    from test_training import MICRO, micro_train
+
+    from gen.train.trainer import train
+
+    out = tmp_path / "run"
+    train(emoji_subset, out, MICRO, micro_train(steps=6), device="cpu", workers=0, metrics_kimg=0.012,
+          metrics_num=8)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    measured = [r for r in records if "fid_lite0" in r]
+    assert [r["kimg"] for r in measured] == [0.012, 0.024]
+    assert all(r["fid_lite0"] > 0 and np.isfinite(r["kid_lite0"]) for r in measured)
+    assert [r["step"] for r in records if "loss_G" in r] == [6]  # the training log is unchanged
+    curve = np.asarray(Image.open(out / "metrics.png"))
+    red = (curve[..., 0] > 150) & (curve[..., 1] < 100)
+    assert curve.shape == (240, 480, 3) and red.sum() > 50  # the line and its points are drawn

@@ -102,9 +102,10 @@ def kid_from_features(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_s
                       seed: int = 0) -> tuple[float, float]:
     """Unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, mean and std over random subsets."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    m = min(subset_size, len(a), len(b))
-    if m < 2:
+    if min(len(a), len(b)) < 2:
         raise GenError(f"KID needs at least 2 feature vectors per set, got {len(a)} and {len(b)}")
+    # Subsets of at most half of each set, so that they differ and their spread says how sure the mean is.
+    m = max(2, min(subset_size, len(a) // 2, len(b) // 2))
     d = a.shape[1]
     rng = np.random.RandomState(seed)
     kernel = lambda x, y: (x @ y.T / d + 1.0) ** 3  # noqa: E731
@@ -128,14 +129,18 @@ def metrics_from_features(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 # Pictures: real ones from a data folder, generated ones from a checkpoint or a bundle
 
 
-def real_images(data: Path, resolution: int, count: int, background=WHITE, seed: int = 0) -> np.ndarray:
-    """`count` real pictures, uint8 [N, R, R, 3], composited and resized exactly as for training.
+def real_images(data: Path, resolution: int, count: int, background=WHITE, seed: int = 0,
+                at_most: bool = False) -> np.ndarray:
+    """`count` real pictures (`at_most`: fewer if there are fewer), uint8 [N, R, R, 3], composited and
+    resized exactly as for training.
 
     They are taken in a seeded random order, not by file name, which would cluster similar files.
     """
     from .data import ImageFolder
 
     dataset = ImageFolder(data, resolution, background=background)
+    if at_most:
+        count = min(count, len(dataset))
     if count > len(dataset):
         raise GenError(f"'{data}' has {len(dataset)} readable images; {count} are needed (lower --num)")
     order = np.random.RandomState(seed).permutation(len(dataset))[:count]
@@ -177,20 +182,31 @@ class ImageSource:
             self.bundle_gen, self.G = None, load_generator(self.source, device)
             self.resolution = self.G.cfg.resolution
 
-    @torch.no_grad()
     def images(self, seeds: list[int], psi: float, noise_mode: str) -> np.ndarray:
         if self.bundle_gen is not None:
             return self.bundle_gen.images(seeds, psi=psi, noise_mode=noise_mode)
-        from gen.runtime.latents import seeds_to_z
+        return generator_images(self.G, seeds, psi, noise_mode)
 
-        G = self.G
-        device = next(G.parameters()).device
-        ws = G.mapping(torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim)).to(device), psi=psi)
-        noises = None
-        if noise_mode == "random":  # per seed, as the runtime draws it, so both give the same pictures
-            shapes = G.synthesis.noise_shapes()
-            noises = [torch.from_numpy(n).to(device) for n in seed_noises(seeds, G.cfg.z_dim, shapes)]
-        return nchw_to_images(G.synthesis(ws, noise_mode, noises).float().cpu().numpy())
+
+@torch.no_grad()
+def generator_images(G, seeds: list[int], psi: float = 1.0, noise_mode: str = "random") -> np.ndarray:
+    """Seeds -> uint8 pictures from a PyTorch generator, with random noise drawn per seed as the runtime does."""
+    from gen.runtime.latents import seeds_to_z
+
+    device = G.mapping.w_avg.device
+    ws = G.mapping(torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim)).to(device), psi=psi)
+    noises = None
+    if noise_mode == "random":  # per seed, as the runtime draws it, so both give the same pictures
+        shapes = G.synthesis.noise_shapes()
+        noises = [torch.from_numpy(n).to(device) for n in seed_noises(seeds, G.cfg.z_dim, shapes)]
+    return nchw_to_images(G.synthesis(ws, noise_mode, noises).float().cpu().numpy())
+
+
+def generated_features(features: Lite0Features, images: Callable[[list[int]], np.ndarray], num: int,
+                       on_batch: Callable[[int], None] | None = None, chunk: int = 64) -> np.ndarray:
+    """Features of the pictures of seeds 0..num-1, generated `chunk` at a time."""
+    return np.concatenate([features(images(list(range(i, min(i + chunk, num)))), on_batch)
+                           for i in range(0, num, chunk)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,11 +250,50 @@ def compute_metrics(source: Path | None, data: Path, num: int = 1000, psi: float
             result["real_floor"] = metrics_from_features(real_a, features(reals[num:], tick))
         if gen is not None:
             bar.update(task, info="generated pictures")
-            fake = np.concatenate([features(gen.images(list(range(i, min(i + 64, num))), psi, noise_mode), tick)
-                                   for i in range(0, num, 64)])
+            fake = generated_features(features, lambda seeds: gen.images(seeds, psi, noise_mode), num, tick)
             result.update(psi=psi, noise_mode=noise_mode, **metrics_from_features(fake, real_a))
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
+
+
+class TrainingMetrics:
+    """fid_lite0 / kid_lite0 of a generator during training: the reals' features once, fakes each time."""
+
+    def __init__(self, data: Path, resolution: int, background, num: int, device: torch.device) -> None:
+        self.features = Lite0Features(device)
+        self.real = self.features(real_images(data, resolution, num, background, at_most=True))
+        self.num = len(self.real)
+
+    def __call__(self, G) -> dict[str, float]:
+        fake = generated_features(self.features, lambda seeds: generator_images(G, seeds), self.num)
+        return metrics_from_features(fake, self.real)
+
+
+def draw_curve(points: list[tuple[float, float]], label: str, size: tuple[int, int] = (480, 240)) -> np.ndarray:
+    """A small line chart (x: kimg) as uint8 RGB, drawn with Pillow: no plotting library needed."""
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    left, right, top, bottom = 56, w - 12, 22, h - 24
+    im = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(im)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(max(xs), min(xs) + 1e-9)
+    y0, y1 = min(0.0, min(ys)), max(max(ys), 1e-9)
+    to_px = lambda x, y: (left + (x - x0) / (x1 - x0) * (right - left),  # noqa: E731
+                          bottom - (y - y0) / (y1 - y0) * (bottom - top))
+    draw.rectangle([left, top, right, bottom], outline=(160, 160, 160))
+    if len(points) > 1:
+        draw.line([to_px(x, y) for x, y in points], fill=(200, 40, 40), width=2)
+    for x, y in points:
+        px, py = to_px(x, y)
+        draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=(200, 40, 40))
+    draw.text((left, 4), f"{label} (last {ys[-1]:.4g}, best {min(ys):.4g})", fill="black")
+    draw.text((4, top), f"{y1:.3g}", fill="black")
+    draw.text((4, bottom - 10), f"{y0:.3g}", fill="black")
+    draw.text((left, bottom + 6), f"{x0:g} kimg", fill="black")
+    draw.text((right - 60, bottom + 6), f"{x1:g} kimg", fill="black")
+    return np.asarray(im)
 
 
 def format_metrics(result: dict) -> list[str]:
@@ -247,10 +302,11 @@ def format_metrics(result: dict) -> list[str]:
     lines = []
     for name, fmt in (("fid_lite0", "{:.3f}"), ("kid_lite0", "{:.5f}")):
         text = fmt.format(result[name]) if name in result else "-"
-        if name == "kid_lite0" and name in result:
-            text += f" ± {result['kid_lite0_std']:.5f}"
+        std = lambda r: f" ± {r['kid_lite0_std']:.5f}" if name == "kid_lite0" else ""  # noqa: E731
+        if name in result:
+            text += std(result)
         if floor is not None:
-            text += f"   (real vs real floor: {fmt.format(floor[name])})"
+            text += f"   (real vs real floor: {fmt.format(floor[name])}{std(floor)})"
         lines.append(f"{name}: {text}")
     lines.append(f"{result['num']} images per set at {result['resolution']} px; features: {result['features']}; "
                  "not comparable to published FID/KID")

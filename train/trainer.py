@@ -326,8 +326,12 @@ class StopFlag:
 
 
 def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *, device: str = "auto",
-          workers: int = 2, seed: int = 0, background=(255, 255, 255), resume: bool = False) -> StyleGANTraining:
-    """Train until cfg.kimg thousand images were shown (or a stop signal); returns the final state."""
+          workers: int = 2, seed: int = 0, background=(255, 255, 255), resume: bool = False,
+          metrics_kimg: float | None = None, metrics_num: int = 1000) -> StyleGANTraining:
+    """Train until cfg.kimg thousand images were shown (or a stop signal); returns the final state.
+
+    With `metrics_kimg`, rank 0 measures fid_lite0 / kid_lite0 of G_ema every that many kimg (see metrics.py).
+    """
     procs = Dist(device)
     try:
         if cfg.batch % procs.world:
@@ -345,15 +349,22 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
                              start=state.nimg // procs.world, workers=workers,
                              pin_memory=procs.device.type == "cuda")
         extra = {"data": str(data), "background": list(background)}
-        _loop(state, loader, dataset, run, extra)
+        measure = None
+        if metrics_kimg and procs.is_main:
+            from .metrics import TrainingMetrics
+
+            measure = TrainingMetrics(data, model.resolution, background, metrics_num, procs.device)
+        _loop(state, loader, dataset, run, extra, measure, metrics_kimg)
         return state
     finally:
         procs.close()
 
 
-def _loop(state: StyleGANTraining, loader, dataset, run: RunFolder, extra: dict) -> None:
+def _loop(state: StyleGANTraining, loader, dataset, run: RunFolder, extra: dict, measure=None,
+          metrics_kimg: float | None = None) -> None:
     cfg, procs = state.cfg, state.procs
     total, snap_every = round(cfg.kimg * 1000), max(round(cfg.snapshot_kimg * 1000), 1)
+    measure_every = max(round((metrics_kimg or 0) * 1000), 1)
     seeds = grid_seeds(state.model_cfg.resolution)
     if state.nimg == 0:
         spread = np.linspace(0, len(dataset) - 1, min(len(seeds), len(dataset))).round().astype(int)
@@ -382,6 +393,8 @@ def _loop(state: StyleGANTraining, loader, dataset, run: RunFolder, extra: dict)
             crossed = state.nimg // snap_every != before // snap_every
             if crossed or stopping or finished:
                 _snapshot(state, run, seeds, extra)
+            if measure is not None and (state.nimg // measure_every != before // measure_every or finished):
+                _measure(state, run, measure)
             if stopping:
                 break
 
@@ -401,6 +414,16 @@ def _snapshot(state: StyleGANTraining, run: RunFolder, seeds: list[int], extra: 
         ckpt.save_checkpoint(run.checkpoint, tensors, meta)
 
 
+def _measure(state: StyleGANTraining, run: RunFolder, measure) -> None:
+    """Log fid_lite0 / kid_lite0 of G_ema into log.jsonl and redraw the curve so far as metrics.png."""
+    from .metrics import draw_curve
+
+    run.log({"step": state.step, "kimg": state.nimg / 1000, **measure(state.G_ema)})
+    records = [json.loads(line) for line in (run.path / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    points = [(r["kimg"], r["fid_lite0"]) for r in records if "fid_lite0" in r]  # a resumed run's too
+    run.grid("metrics.png", draw_curve(points, f"fid_lite0 ({measure.num} images)"))
+
+
 def builtin_sample() -> Path:
     """The small emoji sample shipped inside the package, for the quick start."""
     return SAMPLE_DATA
@@ -411,7 +434,7 @@ def builtin_sample() -> Path:
 
 
 def train_from_cli(*, data, out, preset, kimg, resume, variant, resolution, batch, snapshot_kimg, background,
-                   xflip, device, workers, seed) -> None:
+                   xflip, device, workers, seed, metrics_kimg=None, metrics_num=1000) -> None:
     overrides_model = {k: v for k, v in {"variant": variant, "resolution": resolution}.items() if v is not None}
     overrides_train = {k: v for k, v in {"kimg": kimg, "batch": batch, "snapshot_kimg": snapshot_kimg,
                                          "xflip": xflip}.items() if v is not None}
@@ -434,7 +457,8 @@ def train_from_cli(*, data, out, preset, kimg, resume, variant, resolution, batc
         model = replace(p.model, **overrides_model)
         cfg = replace(p.train, **overrides_train)
     state = train(data, Path(out), model, cfg, device=device, workers=workers, seed=seed,
-                  background=parse_color(background), resume=resume is not None)
+                  background=parse_color(background), resume=resume is not None, metrics_kimg=metrics_kimg,
+                  metrics_num=metrics_num)
     if state.procs.is_main:
         grids = sorted(Path(out).glob("grid-*.png"))
         print(f"{state.nimg / 1000:.3f} kimg in {state.step} steps; latest grid: {grids[-1] if grids else '-'}; "
