@@ -83,7 +83,8 @@ def sample(
 @app.command()
 def walk(
     bundle: Path = typer.Argument(..., help="A stylegan bundle folder."),
-    seeds: str = typer.Option("3,17,42", help="Seeds the loop passes through, in order, back to the first."),
+    seeds: str = typer.Option("3,17,42", help="Seeds the loop passes through, in order, back to the first; "
+                                              "with --space w also w.npy files from gen project."),
     out: Path = typer.Option(Path("walk.mp4"), "--out", "-o", help="Video to write: .mp4 (H.264) or .gif."),
     seconds: float = typer.Option(None, show_default=False, help="Length of the loop (default: 4 s per seed)."),
     fps: float = typer.Option(30.0, help="Frames per second."),

@@ -114,10 +114,45 @@ def walk_psi(gen, settings: WalkSettings) -> float:
     return gen.meta.default_psi if settings.psi is None else settings.psi
 
 
-def walk_keys(gen, seeds: Sequence[int], settings: WalkSettings) -> np.ndarray:
-    """The keyframes' latents: the seeds' z, or their truncated styles for a walk in w."""
-    z = seeds_to_z(seeds, gen.meta.z_dim)
-    return z if settings.space == "z" else gen.styles(z, walk_psi(gen, settings), settings.cutoff)
+def walk_keys(gen, seeds: Sequence[int | np.ndarray], settings: WalkSettings) -> np.ndarray:
+    """The keyframes' latents: the seeds' z, or their truncated styles for a walk in w.
+
+    A waypoint may also be an array: a w from `gen project` ([1, w_dim] or [num_ws, w_dim]), used as it
+    is (no truncation: it already is that picture's style), so only a walk in w can pass through it.
+    """
+    if not any(isinstance(s, np.ndarray) for s in seeds):
+        z = seeds_to_z(seeds, gen.meta.z_dim)
+        return z if settings.space == "z" else gen.styles(z, walk_psi(gen, settings), settings.cutoff)
+    if settings.space != "w":
+        raise GenError("a .npy waypoint is a w (from gen project), not a z: walk with --space w")
+    shape = (gen.meta.num_ws, gen.meta.w_dim)
+    keys = []
+    for s in seeds:
+        if not isinstance(s, np.ndarray):
+            s = gen.styles(seeds_to_z([s], gen.meta.z_dim), walk_psi(gen, settings), settings.cutoff)[0]
+        elif s.ndim != 2 or s.shape[0] not in (1, shape[0]) or s.shape[1] != shape[1]:
+            raise GenError(f"a w waypoint must be [1, {shape[1]}] or {list(shape)} for this bundle, "
+                           f"got {list(s.shape)}")
+        keys.append(np.broadcast_to(s, shape))
+    return np.stack(keys).astype(np.float32)
+
+
+def parse_waypoints(text: str) -> list[int | np.ndarray]:
+    """'3,proj/w.npy,17-19' -> seeds, and the ws saved by `gen project` for the .npy items."""
+    from .latents import parse_seeds
+
+    points: list[int | np.ndarray] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part.lower().endswith(".npy"):
+            try:
+                points.append(np.load(part, allow_pickle=False).astype(np.float32))
+            except (OSError, ValueError) as e:
+                raise GenError(f"cannot read the w in '{part}' ({e})") from None
+        elif part:
+            points.extend(parse_seeds(part))
+    if not points:
+        raise ValueError("no seeds given")
+    return points
 
 
 def path_images(gen, keys: np.ndarray, times: np.ndarray, settings: WalkSettings) -> np.ndarray:
@@ -139,12 +174,11 @@ def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, set
     from .dream_video import check_video_path, write_video
     from .files import check_output_path
     from .generator import BundleGenerator
-    from .latents import parse_seeds
     from .progress import progress_bar, rate_text
 
     out = check_video_path(check_output_path(out))
     try:
-        seed_list = parse_seeds(seeds)
+        seed_list = parse_waypoints(seeds)
     except ValueError as e:
         raise GenError(f"cannot read seeds '{seeds}': {e}") from None
     if seconds is not None:

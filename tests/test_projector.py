@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from gen.runtime.errors import GenError
+from gen.runtime.walk import WalkSettings, walk_frames
 from gen.train.projector import ProjectSettings, learning_rate, noise_regularisation, project, psnr
 from gen.train.sample import generate, load_generator
 
@@ -75,6 +77,14 @@ def test_projected_w_reproduces_the_picture_in_the_runtime(tiny):
     ws = np.broadcast_to(result.ws, (1, rt.meta.num_ws, rt.meta.w_dim)).astype(np.float32)
     runtime_image = nchw_to_images(rt.synthesize(np.ascontiguousarray(ws), "const"))[0]
     assert np.abs(runtime_image.astype(int) - result.image.astype(int)).max() <= 1
+    # gen walk --space w passes through it: the keyframe at the projected w is the projection.
+    settings = WalkSettings(space="w", seconds_per_seed=1, fps=4)
+    frames = list(walk_frames(rt, [3, result.ws, 9], settings))
+    assert len(frames) == 12 and np.abs(frames[4].astype(int) - result.image.astype(int)).max() <= 1
+    with pytest.raises(GenError, match="--space w"):
+        list(walk_frames(rt, [3, result.ws], WalkSettings(space="z")))
+    with pytest.raises(GenError, match="must be"):
+        list(walk_frames(rt, [3, result.ws[:, :-1]], settings))
 
 
 def test_optimised_noise_stays_unit_white_noise(tiny):
@@ -86,7 +96,7 @@ def test_optimised_noise_stays_unit_white_noise(tiny):
 
 
 def test_gen_project_writes_picture_w_comparison_and_video(tiny, tmp_path):
-    checkpoint, G, _ = tiny
+    checkpoint, G, bundle = tiny
     out, video = tmp_path / "proj", tmp_path / "search.gif"
     p = gen_cli("project", str(PHOTO), "--checkpoint", str(checkpoint), "--out", str(out), "--steps", "12",
                 "--w-plus", "--video", str(video), "--device", "cpu")
@@ -98,6 +108,10 @@ def test_gen_project_writes_picture_w_comparison_and_video(tiny, tmp_path):
     assert Image.open(video).n_frames == 12
     again = gen_cli("project", str(PHOTO), "--checkpoint", str(checkpoint), "--out", str(out), "--steps", "2")
     assert again.returncode == 2 and "--overwrite" in again.stderr  # an earlier projection is kept
+    walk = gen_cli("walk", str(bundle.path), "--seeds", f"3,{out / 'w.npy'}", "--space", "w", "--fps", "4",
+                   "--seconds", "2", "--out", str(tmp_path / "walk.gif"))
+    assert walk.returncode == 0, walk.stderr
+    assert Image.open(tmp_path / "walk.gif").n_frames == 8
 
 
 @pytest.mark.parametrize("case, message", [
