@@ -174,7 +174,7 @@ class ImageSource:
         if is_bundle(self.source):
             from gen.runtime.generator import BundleGenerator
 
-            self.bundle_gen = BundleGenerator(load_bundle(self.source), "cuda" if device.type == "cuda" else "cpu")
+            self.bundle_gen = BundleGenerator(load_bundle(self.source), "auto" if device.type == "cuda" else "cpu")
             self.resolution = self.bundle_gen.meta.resolution
         else:
             from .sample import load_generator
@@ -298,16 +298,16 @@ def draw_curve(points: list[tuple[float, float]], label: str, size: tuple[int, i
 
 def format_metrics(result: dict) -> list[str]:
     """Human-readable lines: each metric, with the real-vs-real floor beside it when measured."""
+
+    def fid(r: dict) -> str:
+        return f"{r['fid_lite0']:.3f}" if "fid_lite0" in r else "-"
+
+    def kid(r: dict) -> str:
+        return f"{r['kid_lite0']:.5f} ± {r['kid_lite0_std']:.5f}" if "kid_lite0" in r else "-"
+
     floor = result.get("real_floor")
-    lines = []
-    for name, fmt in (("fid_lite0", "{:.3f}"), ("kid_lite0", "{:.5f}")):
-        text = fmt.format(result[name]) if name in result else "-"
-        std = lambda r: f" ± {r['kid_lite0_std']:.5f}" if name == "kid_lite0" else ""  # noqa: E731
-        if name in result:
-            text += std(result)
-        if floor is not None:
-            text += f"   (real vs real floor: {fmt.format(floor[name])}{std(floor)})"
-        lines.append(f"{name}: {text}")
+    lines = [f"{name}: {show(result)}" + (f"   (real vs real floor: {show(floor)})" if floor else "")
+             for name, show in (("fid_lite0", fid), ("kid_lite0", kid))]
     lines.append(f"{result['num']} images per set at {result['resolution']} px; features: {result['features']}; "
                  "not comparable to published FID/KID")
     return lines
