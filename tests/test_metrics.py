@@ -62,6 +62,18 @@ def test_fid_of_samples_approaches_the_distance_of_their_gaussians():
     assert fid_from_features(a, b) == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=0.03)
 
 
+@pytest.mark.parametrize("n1, n2", [(30, 50), (50, 30), (70, 70)])
+def test_fid_from_few_samples_equals_the_covariance_route(n1, n2):
+    """Fewer samples than dimensions (d = 64) take the sample-space route; it must equal the d x d one."""
+    from gen.train.metrics import gaussian_fit
+
+    rng = np.random.RandomState(n1)
+    a, b = rng.rand(n1, 64) ** 2, rng.rand(n2, 64) + 0.1
+    covariance_route = frechet_distance(*gaussian_fit(a), *gaussian_fit(b))
+    assert fid_from_features(a, b) == pytest.approx(covariance_route, rel=1e-6)  # sqrt of ~1e-16 eigenvalues
+    assert fid_from_features(a, a) == pytest.approx(0, abs=1e-9)
+
+
 def test_kid_is_unbiased_near_zero_for_one_distribution_and_grows_with_the_shift():
     rng = np.random.RandomState(3)
     draw = lambda shift: rng.randn(600, 32) + shift  # noqa: E731

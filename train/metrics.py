@@ -95,7 +95,22 @@ def gaussian_fit(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
-    return frechet_distance(*gaussian_fit(a), *gaussian_fit(b))
+    """FID of two feature sets [N, d].
+
+    With fewer pictures than dimensions (1000 < 1280 is the usual case), the trace term comes from the
+    samples: S = A^T A with A the centred features / sqrt(N - 1), and tr((S1 S2)^(1/2)) is the sum of the
+    singular values of A1 A2^T (same non-zero eigenvalues), an N1 x N2 matrix instead of d x d ones.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if min(len(a), len(b)) >= a.shape[1]:
+        return frechet_distance(*gaussian_fit(a), *gaussian_fit(b))
+    if min(len(a), len(b)) < 2:
+        raise GenError(f"FID needs at least 2 feature vectors per set, got {len(a)} and {len(b)}")
+    mu1, mu2 = a.mean(axis=0), b.mean(axis=0)
+    a1, a2 = (a - mu1) / np.sqrt(len(a) - 1), (b - mu2) / np.sqrt(len(b) - 1)
+    trace_sqrt = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()
+    fid = np.sum((mu1 - mu2) ** 2) + np.sum(a1**2) + np.sum(a2**2) - 2 * trace_sqrt
+    return float(max(fid, 0.0))
 
 
 def kid_from_features(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
