@@ -208,7 +208,7 @@ def metrics(
     psi: float = typer.Option(1.0, "--psi", "--trunc", help="Truncation psi (1 = none, as FID is usually measured)."),
     real_floor: bool = typer.Option(False, "--real-floor", help="Also measure N reals against N other reals."),
     out: Path = typer.Option(None, "--out", "-o", show_default=False, help="Also write the results to this JSON."),
-    noise_mode: str = typer.Option("random", help="random (per seed, as gen sample draws it) | const | none."),
+    noise_mode: str = typer.Option("random", help="random (per seed: bundle = checkpoint) | const | none."),
     resolution: int = typer.Option(None, show_default=False,
                                    help="Reals' size without a generator (default: the first image's)."),
     background: str = typer.Option("white", help="Colour that transparent pixels are composited on."),
