@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from gen.runtime.bundle import is_bundle, load_bundle
 from gen.runtime.verify import verify
@@ -14,7 +18,23 @@ SHIPPED = sorted(p for p in MODELS.iterdir() if is_bundle(p))
 
 
 def test_there_are_shipped_bundles():
-    assert any(load_bundle(p).manifest.kind == "dream" for p in SHIPPED)
+    kinds = {load_bundle(p).manifest.kind for p in SHIPPED}
+    assert kinds == {"dream", "stylegan"}
+    assert "Noto Emoji" in load_bundle(MODELS / "emoji").manifest.license  # the training data is credited
+
+
+def test_shipped_stylegan_bundle_samples_a_grid_without_torch(tmp_path):
+    """The README's first command, in a process where importing torch fails."""
+    out = tmp_path / "grid.png"
+    code = ("import sys; sys.modules['torch'] = None; sys.argv = ['gen', 'sample', sys.argv[1], '--seeds', '0-15', "
+            "'--out', sys.argv[2]]; from gen.runtime.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", code, str(MODELS / "emoji"), str(out)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    grid = np.asarray(Image.open(out))
+    res = load_bundle(MODELS / "emoji").manifest.stylegan.resolution
+    assert grid.shape[0] >= 4 * res and grid.shape[1] >= 4 * res
+    assert grid.std() > 20  # pictures, not a flat field
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
