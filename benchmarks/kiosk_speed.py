@@ -26,7 +26,8 @@ import numpy as np
 from machine import describe
 
 from gen.runtime.bundle import load_bundle
-from gen.runtime.kiosk_frames import KioskSettings, Player, WalkScene, make_producer
+from gen.runtime.kiosk_frames import KioskSettings, Player, make_producer
+from gen.runtime.kiosk_scenes import WalkScene
 
 RESULTS = Path(__file__).parent / "results" / "kiosk_speed.jsonl"
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "emoji"

@@ -265,7 +265,7 @@ def main() -> None:
         app()
     except GenError as e:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
-        sys.exit(2)
+        sys.exit(getattr(e, "status", 2))  # 2: a problem to fix; 1: a kiosk that gave up (a service restarts it)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -130,6 +130,13 @@ def encode_image(rgb: np.ndarray, suffix: str) -> bytes:
     return buf.getvalue()
 
 
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG with full colour resolution (4:4:4): halving it smears a small picture's colours once enlarged."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=quality, subsampling=0)
+    return buf.getvalue()
+
+
 def save_image(path: str | Path, rgb: np.ndarray) -> Path:
     """Write uint8 RGB atomically; the format follows the file's suffix."""
     path = Path(path)

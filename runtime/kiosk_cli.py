@@ -51,6 +51,10 @@ def kiosk(
     zoom: float = typer.Option(1.03, help="Dream: zoom per keyframe."),
     rotate: float = typer.Option(0.0, help="Dream: degrees per keyframe, counter-clockwise."),
     scene_seconds: float = typer.Option(60.0, help="Dream: seconds on one photo before the next."),
+    max_failures: int = typer.Option(10, help="Exit with status 1 (a service restarts the kiosk) after this many "
+                                              "failed tries in a row to make frames (engine errors, photos)."),
+    watchdog: float = typer.Option(300.0, help="Exit with status 1 after this many seconds without a new frame "
+                                               "(a hung engine); 0: never."),
     fps: float = typer.Option(30.0, help="Frames per second shown."),
     engine: str = typer.Option("auto", help="auto | cpu | cuda | ort-trt | trt."),
     display: int = typer.Option(0, help="Which display the fullscreen window goes on (0 = the first)."),
@@ -78,21 +82,18 @@ def kiosk(
     """
     from .bundle import load_bundle
     from .kiosk_frames import KioskSettings, Player, make_producer
-    from .latents import parse_seeds
     from .walk import WalkSettings
 
     settings = KioskSettings(fps=fps, speed=speed, crossfade=crossfade, seed=seed, order=order,
                              walk=WalkSettings(psi=psi, space=space), photos=tuple(photos or _default_photos()),
-                             size=size, zoom=zoom, rotate=rotate, scene_seconds=scene_seconds)
+                             size=size, zoom=zoom, rotate=rotate, scene_seconds=scene_seconds,
+                             max_failures=max_failures, watchdog=watchdog)
     settings = settings.check()
     size_px = _window_size(window_size)
     loaded = load_bundle(bundle)
     pool: list[int] = []
     if loaded.manifest.kind == "stylegan":
-        try:
-            pool = parse_seeds(seeds)
-        except ValueError as e:
-            raise GenError(f"cannot read seeds '{seeds}': {e}") from None
+        pool = seed_pool(seeds)
     if not save_dir.is_dir():
         raise GenError(f"--save-dir '{save_dir}' is not a folder; create it first")
     if install_service:
@@ -117,6 +118,23 @@ def kiosk(
             show(player, fps, windowed=windowed, display=display, window_size=size_px, frames=frames)
     finally:
         producer.stop()
+
+
+def seed_pool(text: str) -> list[int]:
+    """The walk's pool from '0-99' or '3,17,42'; refuses more than MAX_POOL seeds before making the list."""
+    from .kiosk_frames import MAX_POOL
+    from .latents import parse_seeds
+
+    count = 0
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        count += int(hi) - int(lo) + 1 if dash and lo.isdigit() and hi.isdigit() else 1
+    if count > MAX_POOL:
+        raise GenError(f"--seeds '{text}' gives {count:,} seeds; a kiosk's pool holds at most {MAX_POOL:,}")
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise GenError(f"cannot read seeds '{text}': {e}") from None
 
 
 def _serve(player, fps: float, host: str, port: int) -> None:

@@ -3,6 +3,10 @@
 Each tick of a clock held at the target fps takes the next frame if one is ready (it never waits for
 one: the producer works ahead in its own thread) and scales it to the screen with smoothing, letterboxed
 to keep its shape. Keys: q or Esc quit, space pauses, s saves the frame shown, n starts the next scene.
+
+Without a display (no DISPLAY or WAYLAND_DISPLAY: a service started before the desktop) pygame-ce
+would quietly draw into memory ('offscreen'), a kiosk that runs and shows nothing; that is an error
+here, so the process exits and systemd tries again, unless SDL_VIDEODRIVER was set on purpose.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import numpy as np
 
 from .errors import GenError, require_extra
 from .kiosk_frames import Player
+
+HEADLESS_DRIVERS = ("offscreen", "dummy")
 
 
 def import_pygame():
@@ -40,8 +46,21 @@ def show(player: Player, fps: float = 30.0, windowed: bool = False, display: int
     `on_frame(frame, screen)` is called after each new frame is on the screen (tests, benchmarks).
     """
     pg = import_pygame()
+    try:
+        return _show(pg, player, fps, windowed, display, window_size, frames, on_frame)
+    except pg.error as e:
+        raise GenError(f"the kiosk window failed: {e}") from None
+
+
+def _show(pg, player: Player, fps: float, windowed: bool, display: int, window_size: tuple[int, int], frames: int,
+          on_frame: Callable[[np.ndarray, object], None] | None) -> int:
+    chosen = os.environ.get("SDL_VIDEODRIVER")  # (read before init: pygame may set its own fallback)
     pg.display.init()
     try:
+        driver = pg.display.get_driver()
+        if driver in HEADLESS_DRIVERS and not chosen:
+            raise GenError(f"no display: SDL fell back to its '{driver}' driver, so the window would show nothing; "
+                           "set DISPLAY (e.g. DISPLAY=:0) or run under a desktop session, or use --serve")
         displays = pg.display.get_num_displays()
         if not 0 <= display < displays:
             raise GenError(f"display {display} does not exist; this machine has {displays} (0-{displays - 1})")

@@ -1,14 +1,17 @@
 """The kiosk in a browser: a small local HTTP server with a fullscreen page and the same frames.
 
-A pacer thread takes frames at the target fps (like the window's clock) and keeps the newest as a
-JPEG; the page fetches /frame.jpg again as soon as it has drawn the last one, so a slow browser skips
-frames instead of queueing them. Keys on the page reach the same player: space, s, n (not q: a visitor
-cannot stop the kiosk). Run Chromium with --kiosk --app=URL for a fullscreen screen without a browser frame.
+A pacer thread takes frames at the target fps (like the window's clock) while a page is watching (it
+asked for a frame in the last `idle_after` seconds; with nobody watching, the walk waits and nothing is
+rendered or encoded). The page fetches /frame.jpg again as soon as it has drawn the last one, so a slow
+browser skips frames instead of queueing them; each frame is encoded as JPEG once, when first asked for.
+Keys on the page reach the same player: space, s, n (not q: a visitor cannot stop the kiosk), and only
+from the page itself: a POST whose Origin or Host is another site's is refused (any web page open on
+the machine could otherwise press keys). Run Chromium with --kiosk --app=URL for a fullscreen screen
+without a browser frame.
 """
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import json
 import logging
@@ -17,11 +20,10 @@ import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
-from PIL import Image
-
 from .errors import GenError, GenWarning
+from .images import encode_jpeg
 from .kiosk_frames import Player
+from .kiosk_producer import KioskFailure
 
 log = logging.getLogger("gen.kiosk")
 WEB_KEYS = {" ": "space", "s": "s", "n": "n"}
@@ -78,13 +80,17 @@ class FrameServer:
     """Serves the page and the player's newest frame as JPEG; call `serve()` (blocks) and `close()`."""
 
     def __init__(self, player: Player, fps: float = 30.0, host: str = "127.0.0.1", port: int = 8765,
-                 quality: int = 90) -> None:
+                 quality: int = 90, idle_after: float = 5.0) -> None:
         if not is_loopback(host):
             warnings.warn(f"serving on {host}: anyone who can reach this machine on port {port} can watch and "
                           "press keys (space, s, n); bind to 127.0.0.1 unless that is meant", GenWarning, stacklevel=2)
-        self.player, self.fps, self.quality = player, fps, quality
-        self.jpeg: bytes | None = None
-        self.frames = 0
+        self.player, self.fps, self.quality, self.idle_after = player, fps, quality, idle_after
+        self.loopback = is_loopback(host)
+        self.frames = 0  # frames taken from the player
+        self.encoded = 0  # JPEGs made (at most one per frame, and only for frames asked for)
+        self.failure: KioskFailure | None = None
+        self._jpeg: tuple[int, bytes] | None = None  # (frame number, JPEG)
+        self._asked = -float("inf")  # when a page last asked for a frame
         self._new = threading.Condition()
         self._stop, self._serving = threading.Event(), threading.Event()
         try:
@@ -99,10 +105,17 @@ class FrameServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
     def serve(self) -> None:
+        """Serve until close(); raises KioskFailure when the producer's watchdog stops the kiosk."""
         self._pacer.start()
         self._serving.set()
         self.httpd.serve_forever(poll_interval=0.2)
+        if self.failure is not None:
+            raise self.failure
 
     def close(self) -> None:
         self._stop.set()
@@ -110,27 +123,54 @@ class FrameServer:
             self.httpd.shutdown()
         self.httpd.server_close()
 
+    def watched(self) -> bool:
+        return time.monotonic() - self._asked < self.idle_after
+
     def _pace(self) -> None:
         period, deadline = 1.0 / self.fps, time.monotonic()
         while not self._stop.is_set():
-            if self.player.tick():
-                jpeg = encode_jpeg(self.player.frame, self.quality)
-                with self._new:
-                    self.jpeg, self.frames = jpeg, self.frames + 1
-                    self._new.notify_all()
+            try:
+                if self.watched():
+                    if self.player.tick():
+                        with self._new:
+                            self.frames += 1
+                            self._new.notify_all()
+                else:
+                    self.player.producer.check()  # nobody watching: the walk waits, the watchdog does not
+            except KioskFailure as e:
+                self.failure = e
+                self.httpd.shutdown()  # serve() returns and raises it
+                return
             deadline = max(deadline + period, time.monotonic() - period)  # hold the rate; never catch up in bursts
             self._stop.wait(max(0.0, deadline - time.monotonic()))
 
     def latest(self, timeout: float = 10.0) -> bytes | None:
+        """The newest frame as JPEG (encoded now if nobody asked for it yet); None if none came in `timeout` s."""
+        self._asked = time.monotonic()
         with self._new:
-            self._new.wait_for(lambda: self.jpeg is not None, timeout)
-            return self.jpeg
+            if not self._new.wait_for(lambda: self.frames > 0, timeout):
+                return None
+            if self._jpeg is None or self._jpeg[0] != self.frames:
+                self._jpeg = (self.frames, encode_jpeg(self.player.frame, self.quality))
+                self.encoded += 1
+            return self._jpeg[1]
+
+    def own_host(self, host: str) -> bool:
+        """Whether a request's Host header names this server (a loopback server: a loopback name and its port)."""
+        name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if not name or not port.isdigit():
+            name, port = host, "80"
+        if int(port) != self.port:
+            return False
+        return not self.loopback or is_loopback(name.strip("[]"))
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
         page = PAGE.replace("__FPS__", f"{self.fps:g}").replace("__KEYS__", json.dumps(WEB_KEYS))
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: the page fetches a frame 30 times a second
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
@@ -145,8 +185,13 @@ class FrameServer:
                     self._send(404, "text/plain", b"not found\n")
 
             def do_POST(self) -> None:  # noqa: N802
-                key = self.path.removeprefix("/key/")
-                if key in WEB_KEYS.values():
+                length = self.headers.get("Content-Length", "0")
+                self.rfile.read(int(length) if length.isdigit() else 0)  # (the connection is kept alive)
+                host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
+                if not server.own_host(host) or (origin is not None and origin != f"http://{host}"):
+                    log.warning("refused a key from %s (Host %s, Origin %s)", self.address_string(), host, origin)
+                    self._send(403, "text/plain", b"keys are taken from this kiosk's own page only\n")
+                elif (key := self.path.removeprefix("/key/")) in WEB_KEYS.values():
                     server.player.press(key)
                     self._send(204, "text/plain", b"")
                 else:
@@ -162,16 +207,10 @@ class FrameServer:
                     try:
                         self.wfile.write(body)
                     except (BrokenPipeError, ConnectionResetError):
-                        pass  # the page moved on (reloaded, closed): nothing to tell anyone
+                        self.close_connection = True  # the page moved on (reloaded, closed): nothing to tell anyone
 
             def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's name)
                 log.debug("%s %s", self.address_string(), format % args)
 
         return Handler
 
-
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    # 4:4:4: halving the colour resolution smears a small generated picture's colours, then the page enlarges it
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=quality, subsampling=0)
-    return buf.getvalue()

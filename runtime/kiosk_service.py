@@ -94,7 +94,14 @@ def install_service(path: Path | None, argv: list[str], serve: bool) -> tuple[Pa
     if path.parent == USER_UNITS:
         path.parent.mkdir(parents=True, exist_ok=True)
     check_output_path(path)
+    refused = f"cannot write '{path}'"
+    advice = "run the same command with sudo, or give --unit a path in a folder you can write"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise GenError(f"{refused}: no permission to write in '{path.parent}'; {advice}")
     known = path.parent == USER_UNITS or not user_unit
     enable = enable_command(user_unit, path.name if known else str(path))
-    write_text_atomic(path, unit_text(kiosk_args(argv), serve, user_unit, enable))
+    try:
+        write_text_atomic(path, unit_text(kiosk_args(argv), serve, user_unit, enable))
+    except OSError as e:  # (root is refused too, on a read-only file system or in /proc)
+        raise GenError(f"{refused} ({e.strerror or e}); {advice}") from None
     return path, enable
