@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from PIL import Image
 from gen.runtime.bundle import load_bundle
 from gen.runtime.dream import DreamSettings
 from gen.runtime.dream_video import FeedbackSettings, feedback_frames
+from gen.runtime.errors import GenError
 from gen.runtime.generator import BundleGenerator
 from gen.runtime.images import load_image
 from gen.runtime.kiosk_frames import KioskSettings, Player, make_producer, wait_frames
@@ -324,3 +326,235 @@ def test_cli_window_service_unit_and_missing_extra(bundle, tmp_path, monkeypatch
     assert p.returncode == 2 and "pip install 'gen[kiosk]'" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = run(TORCH_BLOCKED, "kiosk", str(bundle.path), "--seeds", "5", "--windowed")
     assert p.returncode == 2 and "at least 2 different seeds" in p.stderr
+
+
+def smooth_picture(h: int = 72, w: int = 96) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    return (np.stack([np.sin(7 * x + 2 * y), np.cos(5 * y - 3 * x), np.sin(4 * (x + y))], -1) * 110 + 128
+            ).astype(np.uint8)
+
+
+@pytest.mark.parametrize("zoom", [1.03, 1.5, 0.97, 0.8])
+def test_zoom_without_a_turn_is_the_turned_zoom_at_no_angle(zoom):
+    from gen.runtime.dream_video import zoom_rotate
+
+    picture = smooth_picture()
+    crop = zoom_rotate(picture, zoom, 0.0)  # a crop, resized
+    affine = zoom_rotate(picture, zoom, 1e-9)  # the general affine path, mirrored borders, turned by ~nothing
+    assert crop.shape == affine.shape == picture.shape
+    assert np.abs(crop.astype(int) - affine).max() <= 3  # the same view: same centre, same scale, same borders
+    assert np.abs(crop.astype(int) - picture).mean() > 2  # (and a view that moved)
+
+
+def test_dream_segments_come_a_few_frames_at_a_time():
+    from gen.runtime.dream_engine import open_dream_bundle
+
+    if not (MODELS / "dream-lite0").is_dir():
+        pytest.skip("the shipped dream bundle models/dream-lite0 is not here")
+    gradient, min_side, _ = open_dream_bundle(MODELS / "dream-lite0", "cpu")
+    photo = fit_long_side(load_image(MODELS / "photos" / "chelsea.jpg"), 48, min_side)
+    settings, feedback = DreamSettings(octaves=1, iterations=1, min_side=min_side), FeedbackSettings(frames=3, zoom=1.1)
+    whole = DreamScene(photo, settings, feedback, tween=10, batch=10)
+    chunked = DreamScene(photo, settings, feedback, tween=10, batch=4)
+    expected = np.concatenate([whole.render(gradient) for _ in range(2)])
+    sizes, got = [], []
+    while not chunked.done:
+        got.append(chunked.render(gradient))
+        sizes.append(len(got[-1]))
+    assert sizes == [4, 4, 2, 4, 4, 2] and whole.done  # 2 segments of 10 frames, 4 at a time
+    assert np.array_equal(np.concatenate(got), expected)  # the same frames as all at once
+
+
+def test_make_producer_dreams_the_photos_and_skips_a_bad_one(tmp_path, producers, caplog):
+    from gen.runtime.dream_engine import open_dream_bundle
+
+    if not (MODELS / "dream-lite0").is_dir():
+        pytest.skip("the shipped dream bundle models/dream-lite0 is not here")
+    dream_bundle = load_bundle(MODELS / "dream-lite0")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(MODELS / "photos" / "chelsea.jpg", photos / "a.jpg")
+    (photos / "b.jpg").write_bytes(b"not a picture")  # skipped at start-up, with a warning
+    dream = DreamSettings(octaves=1, iterations=1)
+    settings = KioskSettings(fps=4, speed=1.0, crossfade=0, photos=(photos,), size=48, scene_seconds=2, dream=dream)
+    producer = make_producer(dream_bundle, settings, [], "cpu").start()
+    producers.append(producer)
+    frames = wait_frames(producer, 6)
+    assert "skipping 1 photo" in caplog.text and "b.jpg" in caplog.text
+    gradient, min_side, _ = open_dream_bundle(MODELS / "dream-lite0", "cpu")
+    photo = fit_long_side(load_image(photos / "a.jpg"), 48, min_side)
+    first = next(feedback_frames(photo, gradient, replace(dream, min_side=min_side, seed=0),
+                                 FeedbackSettings(frames=2, zoom=1.03)))
+    assert close(frames[0], first)  # gen dream --frames' first keyframe of the photo
+    assert all(f.shape == photo.shape for f in frames) and not np.array_equal(frames[1], frames[0])
+    assert producer.errors == producer.scene_errors == 0
+
+    (photos / "a.jpg").write_bytes(b"gone bad")
+    with pytest.raises(GenError, match="none of the 2 photo"):
+        make_producer(dream_bundle, settings, [], "cpu")
+
+
+class Broken:
+    """The real runner, except that every run raises from the `at`-th on, as an engine that is gone does."""
+
+    def __init__(self, runner, at: int = 1) -> None:
+        self.runner, self.at, self.calls = runner, at, 0
+        self.name, self.spec = runner.name, runner.spec
+
+    def run(self, feeds):
+        self.calls += 1
+        if self.calls >= self.at:
+            raise RuntimeError("injected engine fault")
+        return self.runner.run(feeds)
+
+
+def test_a_persistent_engine_fault_stops_the_window_with_status_1(bundle, producers, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    pygame = pytest.importorskip("pygame")
+    from gen.runtime.kiosk_display import show
+
+    def open_model():
+        gen = BundleGenerator(bundle, "cpu")
+        gen.synthesis = Broken(gen.synthesis)
+        return gen
+
+    walk = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)
+    producer = FrameProducer(open_model, lambda: WalkScene(SEEDS, walk, random.Random(0), "loop", start=3),
+                             retry_min=0.01, max_failures=4)
+    producers.append(producer.start())
+    start = time.monotonic()
+    give_up = threading.Timer(30, lambda: pygame.event.post(pygame.event.Event(pygame.QUIT)))  # (fail, not hang)
+    give_up.start()
+    with pytest.raises(KioskFailure) as failure:
+        show(Player(producer), fps=60, windowed=True, window_size=(32, 32))
+    give_up.cancel()
+    assert time.monotonic() - start < 30 and producer.errors == producer.opened == 4
+    message = str(failure.value)
+    assert "injected engine fault" in message and "4 failures in a row" in message and "\n" not in message
+    assert failure.value.status == 1
+
+
+class Dies(BaseException):
+    """Not an Exception: what no handler in the producer's loop expects."""
+
+
+def test_watchdog_sees_a_dead_or_stalled_producer(bundle, producers):
+    walk = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)
+
+    class Scene:
+        done = False
+
+        def __init__(self, action) -> None:
+            self.action = action
+
+        def render(self, model):
+            self.action()
+            return WalkScene(SEEDS, walk, random.Random(0), "loop").render(model)
+
+    def die():
+        raise Dies("out of the blue")
+
+    hang = threading.Event()
+    gen = BundleGenerator(bundle, "cpu")
+    dead = FrameProducer(lambda: gen, lambda: Scene(die)).start()
+    stalled = FrameProducer(lambda: gen, lambda: Scene(lambda: hang.wait(30)), stall_seconds=0.5).start()
+    healthy = FrameProducer(lambda: gen, lambda: Scene(lambda: None), stall_seconds=0.5, ahead=2).start()
+    producers.extend([dead, stalled, healthy])
+    try:
+        time.sleep(1.5)  # (healthy: its queue full and nobody taking frames, like a paused kiosk)
+        with pytest.raises(KioskFailure, match="stopped: Dies: out of the blue"):
+            dead.check()
+        with pytest.raises(KioskFailure, match="no new frame for"):
+            stalled.check()
+        healthy.check()
+        assert healthy.queue.full()
+    finally:
+        hang.set()
+
+
+def test_s_key_survives_a_failed_save_and_is_rate_limited(bundle, producers, tmp_path, caplog):
+    producer = loop_producer(bundle, producers)
+    wait_frames(producer, 2)
+    player = Player(producer, save_dir=tmp_path / "gone", save_every=0.5)
+    assert player.press("s") is None and "cannot save the frame" in caplog.text  # logged; the kiosk goes on
+    time.sleep(0.6)
+    player.save_dir = tmp_path
+    first = player.press("s")
+    assert first is not None and first.exists()
+    assert player.press("s") is None  # a second s within save_every: ignored
+    time.sleep(0.6)
+    assert player.press("s") is not None and len(list(tmp_path.glob("kiosk-*.png"))) == 2
+
+
+def test_server_keeps_alive_encodes_only_when_watched_and_refuses_other_sites(bundle, producers):
+    import http.client
+
+    from gen.runtime.kiosk_serve import FrameServer
+
+    server = FrameServer(Player(loop_producer(bundle, producers)), fps=30, port=0, idle_after=1.0)
+    threading.Thread(target=server.serve, daemon=True).start()
+    try:
+        time.sleep(0.5)
+        assert server.frames == server.encoded == 0  # nobody watching: no frame taken, none encoded
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        for _ in range(3):
+            conn.request("GET", "/frame.jpg")
+            r = conn.getresponse()
+            assert r.status == 200 and r.read()[:2] == b"\xff\xd8" and r.version == 11 and not r.will_close
+        sock = conn.sock
+        own = f"127.0.0.1:{server.port}"
+
+        def post(key: str, **headers) -> int:
+            conn.request("POST", f"/key/{key}", body=b"", headers=headers)
+            r = conn.getresponse()
+            r.read()
+            return r.status
+
+        assert post("space", Origin="http://evil.example") == 403 and not server.player.paused  # another site
+        assert post("space", Host=f"evil.example:{server.port}") == 403  # DNS rebinding: a name not ours
+        assert post("space", Host=f"localhost:{server.port + 1}") == 403
+        assert post("space", Origin=f"http://{own}") == 204 and server.player.paused  # the page itself
+        assert post("space") == 204 and not server.player.paused  # no Origin: not a browser's cross-site POST
+        assert post("q", Origin=f"http://{own}") == 404 and not server.player.quit
+        assert conn.sock is sock  # one connection throughout: kept alive
+        conn.close()
+        assert 1 <= server.encoded <= server.frames
+        time.sleep(1.5)
+        taken = server.frames
+        time.sleep(0.5)
+        assert server.frames == taken  # the page went away: the walk waits
+    finally:
+        server.close()
+
+
+def test_cli_failures_are_one_line_errors(bundle, tmp_path):
+    from test_export_stylegan import TORCH_BLOCKED
+
+    pytest.importorskip("pygame")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+    run = lambda *a, env=env: subprocess.run([sys.executable, "-c", TORCH_BLOCKED, "kiosk", str(bundle.path), *a],  # noqa: E731
+                                             capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    def error(p) -> str:
+        lines = p.stderr.strip().splitlines()
+        assert lines and lines[-1].startswith("error: ") and "Traceback" not in p.stderr, p.stderr
+        return lines[-1]
+
+    p = run("--windowed", "--frames", "3", "--engine", "cpu")  # no display: not a black screen that looks fine
+    assert p.returncode == 2 and "no display" in error(p) and "--serve" in error(p)
+    p = run("--install-service", "--unit", "/proc/gen-kiosk.service")  # a folder no one can write in
+    assert p.returncode == 2 and "sudo" in error(p) and not Path("/proc/gen-kiosk.service").exists()
+    start = time.monotonic()
+    p = run("--seeds", "0-999999999999", "--windowed")
+    assert p.returncode == 2 and "at most 1,000,000" in error(p) and time.monotonic() - start < 60
+
+    broken = TORCH_BLOCKED.replace("from gen.runtime.cli import main", """import onnxruntime as ort
+def run(self, *args, **kwargs):
+    raise RuntimeError("injected engine fault")
+ort.InferenceSession.run = run
+from gen.runtime.cli import main""")
+    assert broken != TORCH_BLOCKED
+    p = subprocess.run([sys.executable, "-c", broken, "kiosk", str(bundle.path), "--windowed", "--engine", "cpu",
+                        "--max-failures", "2"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**env, "SDL_VIDEODRIVER": "dummy"})
+    assert p.returncode == 1 and "2 failures in a row" in error(p)  # systemd's Restart=on-failure takes over
