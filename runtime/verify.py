@@ -43,13 +43,15 @@ def errors(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
     return float(np.abs(diff).max(initial=0.0)), float(np.linalg.norm(diff) / max(np.linalg.norm(want), 1e-30))
 
 
-def psnr(got: np.ndarray, want: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB, the peak being the reference's own value range (inf when equal)."""
+def psnr(got: np.ndarray, want: np.ndarray, peak: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB (inf when equal, -inf when the shapes differ). The peak is `peak`
+    (255 for 8-bit pictures), or by default the reference's own value range."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     if got.shape != want.shape:
         return float("-inf")
     mse = float(np.mean((got - want) ** 2))
-    peak = float(want.max(initial=0.0) - want.min(initial=0.0)) or 1.0
+    if peak is None:
+        peak = float(want.max(initial=0.0) - want.min(initial=0.0)) or 1.0
     return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
 
 

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from gen.runtime.errors import GenError
+from gen.runtime.verify import psnr
 from gen.runtime.walk import WalkSettings, walk_frames
-from gen.train.projector import ProjectSettings, learning_rate, noise_regularisation, project, psnr
+from gen.train.projector import ProjectSettings, learning_rate, noise_regularisation, project
 from gen.train.sample import generate, load_generator
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -54,12 +55,31 @@ def test_noise_regularisation_tells_white_noise_from_smooth():
     assert noise_regularisation(white) < 0.01 * noise_regularisation(smooth)
 
 
+def test_psnr_of_8_bit_pictures_uses_the_8_bit_peak():
+    a = np.full((4, 4, 3), 100, np.uint8)
+    assert psnr(a + 1, a, peak=255) == pytest.approx(20 * np.log10(255))
+    assert psnr(a, a, peak=255) == float("inf")
+
+
+def test_projection_depends_on_its_seed_and_leaves_the_callers_rng_alone(tiny):
+    _, G, _ = tiny
+    target = generate(G, [7], psi=1.0)[0]
+    settings = ProjectSettings(steps=3)
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    a = project(G, target, settings, seed=4)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(2)
+    assert np.array_equal(project(G, target, settings, seed=4).ws, a.ws)
+    assert not np.array_equal(project(G, target, settings, seed=5).ws, a.ws)
+
+
 @pytest.mark.parametrize("w_plus, steps", [(False, 100), (True, 150)])
 def test_projection_recovers_a_generated_picture(tiny, w_plus, steps):
     _, G, _ = tiny
     target = generate(G, [7], psi=1.0)[0]
     start = generate(G, [7], psi=0.0)[0]  # the picture of w_avg, where the search begins
-    assert psnr(start, target) < 15
+    assert psnr(start, target, peak=255) < 15
     result = project(G, target, ProjectSettings(steps=steps, w_plus=w_plus))
     assert result.ws.shape == ((G.num_ws if w_plus else 1), G.cfg.w_dim)
     assert result.psnr >= 25, result.psnr

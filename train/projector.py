@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from gen.runtime.errors import GenError
 from gen.runtime.images import make_grid, nchw_to_images
+from gen.runtime.verify import psnr
 
 from .stylegan import Generator
 
@@ -63,11 +64,6 @@ def learning_rate(settings: ProjectSettings, t: float) -> float:
     return settings.lr * (0.5 - 0.5 * math.cos(math.pi * down)) * min(1.0, t / settings.lr_rampup)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
 def noise_regularisation(noises: list[torch.Tensor]) -> torch.Tensor:
     """Squared autocorrelation of each noise map with its 1-pixel shifts, at every scale down to 8 px.
 
@@ -98,7 +94,8 @@ class Perceptual:
     def __init__(self, layers: tuple[str, ...], device: torch.device) -> None:
         from .backbones import build_backbone
 
-        self.net, self.layers = build_backbone("efficientnet_lite0").to(device), layers
+        with torch.random.fork_rng(devices=[]):  # the random init (replaced by the weights) uses a copy of the RNG
+            self.net, self.layers = build_backbone("efficientnet_lite0").to(device), layers
         self.net.check_layers(layers)
 
     def features(self, img: torch.Tensor) -> list[torch.Tensor]:
@@ -129,7 +126,7 @@ def project(G: Generator, target: np.ndarray, settings: ProjectSettings = Projec
     if target.shape != (res, res, 3):
         raise GenError(f"the target must be {res}x{res} RGB for this generator, got {list(target.shape)}")
     device = G.mapping.w_avg.device
-    torch.manual_seed(seed)
+    gen = torch.Generator(device).manual_seed(seed)  # its own: the caller's RNG is left as it was
     perceptual = Perceptual(settings.perceptual_layers, device)
     target_t = torch.tensor(target).to(device).permute(2, 0, 1)[None].float() / 127.5 - 1
     with torch.no_grad():
@@ -146,7 +143,7 @@ def project(G: Generator, target: np.ndarray, settings: ProjectSettings = Projec
         for group in opt.param_groups:
             group["lr"] = learning_rate(settings, t)
         noise_scale = spread * settings.w_noise * max(0.0, 1.0 - t / settings.w_noise_ramp) ** 2
-        ws = (w + torch.randn_like(w) * noise_scale).expand(1, G.num_ws, -1)
+        ws = (w + torch.randn(w.shape, generator=gen, device=device) * noise_scale).expand(1, G.num_ws, -1)
         img = as_written(G.synthesis(ws, noise_mode="const", noises=noises), target_t)
         loss = perceptual.distance(perceptual.features(img), target_feats)
         loss = loss + settings.pixel_weight * (img - target_t).square().mean()
@@ -164,8 +161,9 @@ def project(G: Generator, target: np.ndarray, settings: ProjectSettings = Projec
     with torch.no_grad():
         image = nchw_to_images(G.synthesis(w.expand(1, G.num_ws, -1), noise_mode="const",
                                            noises=noises).float().cpu().numpy())[0]
-    return Projection(ws=w[0].detach().cpu().numpy(), image=image, psnr=psnr(image, target), loss=float(loss.detach()),
-                      noises=None if noises is None else [n.detach().cpu().numpy() for n in noises])
+    fitted = None if noises is None else [n.detach().cpu().numpy() for n in noises]
+    return Projection(ws=w[0].detach().cpu().numpy(), image=image, noises=fitted, psnr=psnr(image, target, peak=255),
+                      loss=float(loss.detach()))
 
 
 def side_by_side(target: np.ndarray, image: np.ndarray, min_size: int = 256) -> np.ndarray:
