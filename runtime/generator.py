@@ -9,7 +9,7 @@ import numpy as np
 from .bundle import Bundle, BundleError
 from .errors import GenError
 from .images import nchw_to_images
-from .latents import seeds_to_z
+from .latents import seed_noise, seeds_to_z
 from .runners import open_runner
 
 NOISE_MODES = ("const", "random", "none")
@@ -53,15 +53,6 @@ class BundleGenerator:
         feeds = {"ws": ws, "const_noise": const, **dict(zip(self.meta.noise_inputs, noises))}
         return self.synthesis.run(feeds)["img"]
 
-    def seed_noise(self, seeds: Sequence[int]) -> list[np.ndarray]:
-        """Random-mode noise drawn per seed (after its z), so a seed's picture does not depend on its batch."""
-        per_seed = []
-        for seed in seeds:
-            rng = np.random.RandomState(seed)
-            rng.randn(self.meta.z_dim)  # skip z: the noise continues the seed's stream
-            per_seed.append([rng.randn(1, *s).astype(np.float32) for s in self.noise_shapes])
-        return [np.concatenate(layer) for layer in zip(*per_seed)]
-
     def images(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const",
                batch: int = 8) -> np.ndarray:
         """Seeds -> uint8 pictures [N, R, R, 3]; the same seed gives the PyTorch sampler's picture."""
@@ -69,7 +60,7 @@ class BundleGenerator:
         for i in range(0, len(seeds), batch):
             chunk = list(seeds[i : i + batch])
             ws = self.styles(seeds_to_z(chunk, self.meta.z_dim), psi, cutoff)
-            noises = self.seed_noise(chunk) if noise_mode == "random" else None
+            noises = seed_noise(chunk, self.meta.z_dim, self.noise_shapes) if noise_mode == "random" else None
             out.append(nchw_to_images(self.synthesize(ws, noise_mode, noises=noises)))
         return np.concatenate(out)
 

@@ -107,6 +107,20 @@ def test_same_seed_same_picture_runtime_and_pytorch(exported):
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # only exact .5 rounding ties may differ
 
 
+def test_same_seed_same_random_noise_picture_checkpoint_and_bundle(exported):
+    """`gen sample RUN --noise-mode random` and `gen sample BUNDLE --noise-mode random` draw the same pictures."""
+    from gen.runtime.sampling import sample_images
+
+    checkpoint, bundle, _ = exported
+    seeds = [0, 5, 9, 2**32 - 1]
+    pt = sample_images(checkpoint, seeds, 0.7, None, "random", "cpu")
+    rt = sample_images(bundle.path, seeds, 0.7, None, "random", "cpu")
+    diff = np.abs(pt.astype(int) - rt.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # only exact .5 rounding ties may differ
+    assert not np.array_equal(pt, sample_images(checkpoint, seeds, 0.7, None, "const", "cpu"))  # the noise shows
+    assert np.array_equal(generate(load_generator(checkpoint), seeds[2:3], 0.7, noise_mode="random")[0], pt[2])
+
+
 def test_verify_fails_on_a_wrong_reference(exported, tmp_path):
     import shutil
 

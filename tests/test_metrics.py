@@ -12,15 +12,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from conftest import EMOJI
-from gen.train.metrics import (
-    FEATURE_DIM,
-    Lite0Features,
-    compute_metrics,
-    fid_from_features,
-    frechet_distance,
-    kid_from_features,
-    real_images,
-)
+from gen.train.distances import fid_from_features, frechet_distance, gaussian_fit, kid_from_features
+from gen.train.metrics import FEATURE_DIM, Lite0Features, compute_metrics, real_images
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -65,8 +58,6 @@ def test_fid_of_samples_approaches_the_distance_of_their_gaussians():
 @pytest.mark.parametrize("n1, n2", [(30, 50), (50, 30), (70, 70)])
 def test_fid_from_few_samples_equals_the_covariance_route(n1, n2):
     """Fewer samples than dimensions (d = 64) take the sample-space route; it must equal the d x d one."""
-    from gen.train.metrics import gaussian_fit
-
     rng = np.random.RandomState(n1)
     a, b = rng.rand(n1, 64) ** 2, rng.rand(n2, 64) + 0.1
     covariance_route = frechet_distance(*gaussian_fit(a), *gaussian_fit(b))

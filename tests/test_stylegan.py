@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gen.runtime.latents import seeds_to_z
+from gen.runtime.latents import seed_noise, seeds_to_z
 from gen.train.config import PRESETS, ModelConfig
 from gen.train.discriminator import Discriminator
 from gen.train.layers import Upsample2x
@@ -78,6 +78,17 @@ def test_seeds_to_z_matches_nvlabs_convention():
     z = seeds_to_z([0, 42], 8)
     assert np.array_equal(z[1], np.random.RandomState(42).randn(8).astype(np.float32))
     assert z.dtype == np.float32 and z.shape == (2, 8)
+
+
+def test_seed_noise_continues_each_seeds_stream_after_its_z():
+    shapes = [(1, 4, 4), (1, 8, 8)]
+    noise = seed_noise([42, 7], 8, shapes)
+    assert [n.shape for n in noise] == [(2, 1, 4, 4), (2, 1, 8, 8)] and noise[0].dtype == np.float32
+    rng = np.random.RandomState(42)
+    assert np.array_equal(rng.randn(8).astype(np.float32), seeds_to_z([42], 8)[0])
+    assert np.array_equal(noise[0][0], rng.randn(1, 4, 4).astype(np.float32))
+    assert np.array_equal(noise[1][0], rng.randn(1, 8, 8).astype(np.float32))
+    assert np.array_equal(seed_noise([7], 8, shapes)[1][0], noise[1][1])  # whatever the batch
 
 
 @pytest.mark.parametrize("up", [False, True])

@@ -96,6 +96,37 @@ def torchrun(data: Path, out: Path, steps: int, mode: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def _busy_rank0_worker(rank: int, init_file: str, wait: bool) -> None:
+    """Under a 2 s collective timeout, rank 0 works alone for 4 s (as it measures the metrics), then all sum."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from gen.train.trainer import Dist
+
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank))
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=2))
+    procs = Dist("cpu")
+    try:
+        if rank == 0:
+            time.sleep(4)
+        if wait:
+            procs.wait_for_main()
+        assert procs.sum_(torch.ones(1)).item() == 2
+    finally:
+        procs.close()
+
+
+@pytest.mark.slow
+def test_ranks_wait_for_rank0_longer_than_the_collective_timeout(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_busy_rank0_worker, args=(str(tmp_path / "init"), True), nprocs=2)
+    with pytest.raises(Exception, match="[Tt]imed out"):  # without the wait, the other rank's sum times out
+        mp.spawn(_busy_rank0_worker, args=(str(tmp_path / "init2"), False), nprocs=2)
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_keep_ranks_identical_and_resume_exactly(emoji_subset, tmp_path):
     from safetensors.torch import load_file

@@ -10,7 +10,7 @@ Inception v3 weights of the published FID cannot be downloaded here:
   normalisation, (x - 127) / 128 on 0-255. Standard FID resizes to 299x299 for Inception.
 - FID: the Fréchet distance between Gaussian fits of the two feature sets,
   |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)). KID: the unbiased MMD^2 with the polynomial kernel
-  k(x, y) = (x.y / d + 1)^3, averaged over random subsets.
+  k(x, y) = (x.y / d + 1)^3, averaged over random subsets. Both are in distances.py (NumPy).
 
 So the numbers rank models against each other (and against the real-vs-real floor on the same data and
 sample size) but are NOT comparable to published FID/KID figures. Both metrics are biased by sample
@@ -20,7 +20,7 @@ size (FID strongly), so compare only figures computed with the same number of im
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,8 @@ from gen.runtime.errors import GenError
 from gen.runtime.images import WHITE, load_image, nchw_to_images
 
 from .backbones import build_backbone
+from .distances import metrics_from_features
+from .sample import generate, load_generator
 
 FEATURE_LAYER = "head"
 FEATURE_SIZE = 224
@@ -68,79 +70,6 @@ class Lite0Features:
 
 
 # ---------------------------------------------------------------------------------------------
-# The distances, on feature arrays [N, d]
-
-
-def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
-    """|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)), in float64.
-
-    tr((S1 S2)^(1/2)) equals tr((R S2 R)^(1/2)) with R = S1^(1/2) (same eigenvalues), and R S2 R is
-    symmetric positive semi-definite, so symmetric eigen-decompositions give it without complex
-    round-off or scipy.
-    """
-    vals, vecs = np.linalg.eigh(np.asarray(s1, np.float64))
-    root1 = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
-    m = root1 @ np.asarray(s2, np.float64) @ root1
-    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
-    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
-    fid = diff @ diff + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt
-    return float(max(fid, 0.0))  # rounding can put identical sets a hair below 0
-
-
-def gaussian_fit(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    f = np.asarray(features, np.float64)
-    if len(f) < 2:
-        raise GenError(f"a Gaussian fit needs at least 2 feature vectors, got {len(f)}")
-    return f.mean(axis=0), np.cov(f, rowvar=False)
-
-
-def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
-    """FID of two feature sets [N, d].
-
-    With fewer pictures than dimensions (1000 < 1280 is the usual case), the trace term comes from the
-    samples: S = A^T A with A the centred features / sqrt(N - 1), and tr((S1 S2)^(1/2)) is the sum of the
-    singular values of A1 A2^T (same non-zero eigenvalues), an N1 x N2 matrix instead of d x d ones.
-    """
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if min(len(a), len(b)) >= a.shape[1]:
-        return frechet_distance(*gaussian_fit(a), *gaussian_fit(b))
-    if min(len(a), len(b)) < 2:
-        raise GenError(f"FID needs at least 2 feature vectors per set, got {len(a)} and {len(b)}")
-    mu1, mu2 = a.mean(axis=0), b.mean(axis=0)
-    a1, a2 = (a - mu1) / np.sqrt(len(a) - 1), (b - mu2) / np.sqrt(len(b) - 1)
-    trace_sqrt = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()
-    fid = np.sum((mu1 - mu2) ** 2) + np.sum(a1**2) + np.sum(a2**2) - 2 * trace_sqrt
-    return float(max(fid, 0.0))
-
-
-def kid_from_features(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-                      seed: int = 0) -> tuple[float, float]:
-    """Unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, mean and std over random subsets."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if min(len(a), len(b)) < 2:
-        raise GenError(f"KID needs at least 2 feature vectors per set, got {len(a)} and {len(b)}")
-    # Subsets of at most half of each set, so that they differ and their spread says how sure the mean is.
-    m = max(2, min(subset_size, len(a) // 2, len(b) // 2))
-    d = a.shape[1]
-    rng = np.random.RandomState(seed)
-    kernel = lambda x, y: (x @ y.T / d + 1.0) ** 3  # noqa: E731
-    values = []
-    for _ in range(subsets):
-        x = a[rng.choice(len(a), m, replace=False)]
-        y = b[rng.choice(len(b), m, replace=False)]
-        kxx, kyy = kernel(x, x), kernel(y, y)
-        # Unbiased: the within-set means leave out k(x_i, x_i).
-        within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-        values.append(within - 2 * kernel(x, y).mean())
-    return float(np.mean(values)), float(np.std(values))
-
-
-def metrics_from_features(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    kid, kid_std = kid_from_features(a, b)
-    return {"fid_lite0": fid_from_features(a, b), "kid_lite0": kid, "kid_lite0_std": kid_std}
-
-
-# ---------------------------------------------------------------------------------------------
 # Pictures: real ones from a data folder, generated ones from a checkpoint or a bundle
 
 
@@ -169,16 +98,6 @@ def data_resolution(data: Path) -> int:
     return min(load_image(find_images(data)[0]).shape[:2])
 
 
-def seed_noises(seeds: Sequence[int], z_dim: int, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
-    """Per-seed random noise drawn after the seed's z: the same numbers BundleGenerator.seed_noise draws."""
-    per_seed = []
-    for seed in seeds:
-        rng = np.random.RandomState(seed)
-        rng.randn(z_dim)
-        per_seed.append([rng.randn(1, *s[1:]).astype(np.float32) for s in shapes])
-    return [np.concatenate(layer) for layer in zip(*per_seed)]
-
-
 class ImageSource:
     """Seeds -> uint8 pictures from a bundle (torch-free runtime) or a run/checkpoint (PyTorch)."""
 
@@ -192,29 +111,13 @@ class ImageSource:
             self.bundle_gen = BundleGenerator(load_bundle(self.source), "auto" if device.type == "cuda" else "cpu")
             self.resolution = self.bundle_gen.meta.resolution
         else:
-            from .sample import load_generator
-
             self.bundle_gen, self.G = None, load_generator(self.source, device)
             self.resolution = self.G.cfg.resolution
 
     def images(self, seeds: list[int], psi: float, noise_mode: str) -> np.ndarray:
         if self.bundle_gen is not None:
             return self.bundle_gen.images(seeds, psi=psi, noise_mode=noise_mode)
-        return generator_images(self.G, seeds, psi, noise_mode)
-
-
-@torch.no_grad()
-def generator_images(G, seeds: list[int], psi: float = 1.0, noise_mode: str = "random") -> np.ndarray:
-    """Seeds -> uint8 pictures from a PyTorch generator, with random noise drawn per seed as the runtime does."""
-    from gen.runtime.latents import seeds_to_z
-
-    device = G.mapping.w_avg.device
-    ws = G.mapping(torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim)).to(device), psi=psi)
-    noises = None
-    if noise_mode == "random":  # per seed, as the runtime draws it, so both give the same pictures
-        shapes = G.synthesis.noise_shapes()
-        noises = [torch.from_numpy(n).to(device) for n in seed_noises(seeds, G.cfg.z_dim, shapes)]
-    return nchw_to_images(G.synthesis(ws, noise_mode, noises).float().cpu().numpy())
+        return generate(self.G, seeds, psi, noise_mode=noise_mode)
 
 
 def generated_features(features: Lite0Features, images: Callable[[list[int]], np.ndarray], num: int,
@@ -280,35 +183,8 @@ class TrainingMetrics:
         self.num = len(self.real)
 
     def __call__(self, G) -> dict[str, float]:
-        fake = generated_features(self.features, lambda seeds: generator_images(G, seeds), self.num)
+        fake = generated_features(self.features, lambda seeds: generate(G, seeds, noise_mode="random"), self.num)
         return metrics_from_features(fake, self.real)
-
-
-def draw_curve(points: list[tuple[float, float]], label: str, size: tuple[int, int] = (480, 240)) -> np.ndarray:
-    """A small line chart (x: kimg) as uint8 RGB, drawn with Pillow: no plotting library needed."""
-    from PIL import Image, ImageDraw
-
-    w, h = size
-    left, right, top, bottom = 56, w - 12, 22, h - 24
-    im = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(im)
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(max(xs), min(xs) + 1e-9)
-    y0, y1 = min(0.0, min(ys)), max(max(ys), 1e-9)
-    to_px = lambda x, y: (left + (x - x0) / (x1 - x0) * (right - left),  # noqa: E731
-                          bottom - (y - y0) / (y1 - y0) * (bottom - top))
-    draw.rectangle([left, top, right, bottom], outline=(160, 160, 160))
-    if len(points) > 1:
-        draw.line([to_px(x, y) for x, y in points], fill=(200, 40, 40), width=2)
-    for x, y in points:
-        px, py = to_px(x, y)
-        draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=(200, 40, 40))
-    draw.text((left, 4), f"{label} (last {ys[-1]:.4g}, best {min(ys):.4g})", fill="black")
-    draw.text((4, top), f"{y1:.3g}", fill="black")
-    draw.text((4, bottom - 10), f"{y0:.3g}", fill="black")
-    draw.text((left, bottom + 6), f"{x0:g} kimg", fill="black")
-    draw.text((right - 60, bottom + 6), f"{x1:g} kimg", fill="black")
-    return np.asarray(im)
 
 
 def format_metrics(result: dict) -> list[str]:

@@ -15,6 +15,7 @@ import signal
 import time
 import warnings
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from .stylegan import Generator
 
 GRID_SEEDS = 32
 LOG_EVERY = 10  # steps per line of log.jsonl
+MAIN_WAIT = timedelta(days=1)  # how long the other ranks wait for rank 0's metrics (a large --metrics-num, CPU)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,10 +55,17 @@ class Dist:
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        # A group of its own for waiting on rank 0, so that the training collectives keep their usual timeout.
+        self.wait_group = dist.new_group(backend="gloo", timeout=MAIN_WAIT) if self.world > 1 else None
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def wait_for_main(self) -> None:
+        """Every rank waits here until rank 0 arrives, however long its work alone (the metrics) took."""
+        if self.wait_group is not None:
+            dist.barrier(group=self.wait_group)
 
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
@@ -350,10 +359,12 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
                              pin_memory=procs.device.type == "cuda")
         extra = {"data": str(data), "background": list(background)}
         measure = None
-        if metrics_kimg and procs.is_main:
-            from .metrics import TrainingMetrics
+        if metrics_kimg:
+            if procs.is_main:
+                from .metrics import TrainingMetrics
 
-            measure = TrainingMetrics(data, model.resolution, background, metrics_num, procs.device)
+                measure = TrainingMetrics(data, model.resolution, background, metrics_num, procs.device)
+            procs.wait_for_main()  # the reals' features
         _loop(state, loader, dataset, run, extra, measure, metrics_kimg)
         return state
     finally:
@@ -393,8 +404,10 @@ def _loop(state: StyleGANTraining, loader, dataset, run: RunFolder, extra: dict,
             crossed = state.nimg // snap_every != before // snap_every
             if crossed or stopping or finished:
                 _snapshot(state, run, seeds, extra)
-            if measure is not None and (state.nimg // measure_every != before // measure_every or finished):
-                _measure(state, run, measure)
+            if metrics_kimg and (state.nimg // measure_every != before // measure_every or finished):
+                if measure is not None:
+                    _measure(state, run, measure)
+                procs.wait_for_main()  # not in the next step's collective, which would time out
             if stopping:
                 break
 
@@ -416,7 +429,7 @@ def _snapshot(state: StyleGANTraining, run: RunFolder, seeds: list[int], extra: 
 
 def _measure(state: StyleGANTraining, run: RunFolder, measure) -> None:
     """Log fid_lite0 / kid_lite0 of G_ema into log.jsonl and redraw the curve so far as metrics.png."""
-    from .metrics import draw_curve
+    from .charts import draw_curve
 
     run.log({"step": state.step, "kimg": state.nimg / 1000, **measure(state.G_ema)})
     records = [json.loads(line) for line in (run.path / "log.jsonl").read_text(encoding="utf-8").splitlines()]
