@@ -127,7 +127,7 @@ def seed_pool(text: str) -> list[int]:
 
     count = 0
     for part in text.split(","):
-        lo, dash, hi = part.strip().partition("-")
+        lo, dash, hi = (v.strip() for v in part.partition("-"))
         count += int(hi) - int(lo) + 1 if dash and lo.isdigit() and hi.isdigit() else 1
     if count > MAX_POOL:
         raise GenError(f"--seeds '{text}' gives {count:,} seeds; a kiosk's pool holds at most {MAX_POOL:,}")
