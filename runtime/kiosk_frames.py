@@ -67,7 +67,7 @@ def make_producer(bundle, settings: KioskSettings, pool: Sequence[int], engine: 
     settings.check()
     fps = settings.fps
     common = dict(crossfade_frames=round(settings.crossfade * fps), ahead=max(2, round(settings.ahead * fps)),
-                  max_failures=settings.max_failures, stall_seconds=settings.watchdog)
+                  max_failures=settings.max_failures, stall_seconds=settings.watchdog, fps=fps)
     if bundle.manifest.kind == "stylegan":
         from .generator import BundleGenerator
 

@@ -11,6 +11,7 @@ tries in a row failed, or when no frame was made for `stall_seconds` although th
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -36,16 +37,20 @@ class FrameProducer:
     `open_model()` opens the engine (again after an engine error); `new_scene()` makes the next scene
     (a failure there is the scene's: the engine is kept and the next scene tried). Each failure is
     logged and retried after a pause that doubles from `retry_min` up to `retry_max` seconds.
+
+    Given `fps`, the queue grows (once, up to 4x `ahead` and `max_bytes`) to hold 1.5x the longest render
+    seen (a dream keyframe dreamed in one go), so the screen does not wait while one is made.
     """
 
     def __init__(self, open_model: Callable[[], object], new_scene: Callable[[], Scene], crossfade_frames: int = 0,
                  ahead: int = 30, retry_min: float = 0.5, retry_max: float = 30.0, max_failures: int = 10,
-                 stall_seconds: float = 300.0) -> None:
+                 stall_seconds: float = 300.0, fps: float | None = None, max_bytes: int = 128 << 20) -> None:
         self.open_model, self.new_scene = open_model, new_scene
         self.crossfade_frames = max(0, crossfade_frames)
         self.retry_min, self.retry_max = retry_min, retry_max
         self.max_failures, self.stall_seconds = max(1, max_failures), stall_seconds
         self.queue: queue.Queue[tuple[int, np.ndarray]] = queue.Queue(maxsize=max(1, ahead))  # (scene number, frame)
+        self.fps, self.max_ahead, self.max_bytes = fps, 4 * max(1, ahead), max_bytes
         self.model: object | None = None
         self.scene: Scene | None = None
         self.shown: np.ndarray | None = None  # the frame the viewer sees now: crossfades start from it
@@ -121,7 +126,9 @@ class FrameProducer:
                         self._opening = False
                         self.progress = time.monotonic()
                     self.opened += 1
+                began = time.monotonic()
                 frames = self.scene.render(self.model)
+                self._grow(time.monotonic() - began, frames)
                 for frame in frames:
                     if not self._put(self._faded(frame)):
                         break  # a new scene was asked for (or stop): the rest of this batch is dropped
@@ -134,6 +141,17 @@ class FrameProducer:
                 continue
             delay = self.retry_min
             self.failures = 0
+
+    def _grow(self, seconds: float, frames: np.ndarray) -> None:
+        if self.fps is None or not len(frames):
+            return
+        cap = min(self.max_ahead, max(1, self.max_bytes // max(1, frames[0].nbytes)))
+        wanted = min(cap, math.ceil(1.5 * seconds * self.fps))
+        if wanted > self.queue.maxsize:
+            with self.queue.mutex:
+                self.queue.maxsize = wanted
+                self.queue.not_full.notify_all()
+            log.info("frames made ahead: %d (a render took %.2f s)", wanted, seconds)
 
     def _failed(self, message: str, pause: float) -> bool:
         """Log a failure; True (and `failure` set) when there were too many in a row to go on."""

@@ -558,3 +558,25 @@ from gen.runtime.cli import main""")
                         "--max-failures", "2"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
                        env={**env, "SDL_VIDEODRIVER": "dummy"})
     assert p.returncode == 1 and "2 failures in a row" in error(p)  # systemd's Restart=on-failure takes over
+
+
+def test_queue_grows_to_hold_a_slow_render(bundle, producers):
+    walk = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)
+    gen = BundleGenerator(bundle, "cpu")
+
+    class Slow:  # a dream keyframe: one render that takes longer than the queue's frames last on screen
+        done = False
+
+        def __init__(self) -> None:
+            self.walk = WalkScene(SEEDS, walk, random.Random(0), "loop")
+
+        def render(self, model):
+            time.sleep(0.4)
+            return self.walk.render(model)
+
+    grows = FrameProducer(lambda: gen, Slow, ahead=10, fps=30).start()  # 10 frames: 1/3 s at 30 fps
+    fixed = FrameProducer(lambda: gen, Slow, ahead=10).start()
+    producers.extend([grows, fixed])
+    wait_frames(grows, 1)
+    wait_frames(fixed, 1)
+    assert 18 <= grows.queue.maxsize <= 30 and fixed.queue.maxsize == 10  # 1.5 x 0.4 s x 30 fps, not more
