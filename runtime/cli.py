@@ -68,7 +68,8 @@ def sample(
     psi: float = typer.Option(None, "--psi", "--trunc", help="Truncation psi: 1 = none, 0 = the average picture "
                                                              "(default: the bundle's, else 0.7)."),
     cutoff: int = typer.Option(None, help="Truncate only the first N style layers (default: all)."),
-    noise_mode: str = typer.Option("const", help="const | random | none."),
+    noise_mode: str = typer.Option("const", help="const | random (drawn per seed: the same on a bundle and its "
+                                                 "checkpoint) | none."),
     cols: int = typer.Option(None, help="Grid columns (default: square)."),
     engine: str = typer.Option("auto", help="Bundle engine: auto | cpu | cuda. Checkpoint device: cpu | cuda."),
 ) -> None:
