@@ -130,6 +130,14 @@ def encode_image(rgb: np.ndarray, suffix: str) -> bytes:
     return buf.getvalue()
 
 
+def blend(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """(1 - t) a + t b, uint8; a is resized to b's size first (photos differ in shape)."""
+    if a.shape != b.shape:
+        a = resize(a, b.shape[1], b.shape[0])
+    mixed = a.astype(np.float32) + (b.astype(np.float32) - a) * np.float32(t)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     """JPEG with full colour resolution (4:4:4): halving it smears a small picture's colours once enlarged."""
     buf = io.BytesIO()

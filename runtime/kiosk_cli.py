@@ -125,16 +125,10 @@ def seed_pool(text: str) -> list[int]:
     from .kiosk_frames import MAX_POOL
     from .latents import parse_seeds
 
-    count = 0
-    for part in text.split(","):
-        lo, dash, hi = (v.strip() for v in part.partition("-"))
-        count += int(hi) - int(lo) + 1 if dash and lo.isdigit() and hi.isdigit() else 1
-    if count > MAX_POOL:
-        raise GenError(f"--seeds '{text}' gives {count:,} seeds; a kiosk's pool holds at most {MAX_POOL:,}")
     try:
-        return parse_seeds(text)
+        return parse_seeds(text, limit=MAX_POOL)
     except ValueError as e:
-        raise GenError(f"cannot read seeds '{text}': {e}") from None
+        raise GenError(f"cannot use seeds '{text}' as a kiosk's pool: {e}") from None
 
 
 def _serve(player, fps: float, host: str, port: int) -> None:

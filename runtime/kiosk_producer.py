@@ -20,7 +20,8 @@ from collections.abc import Callable
 import numpy as np
 
 from .errors import GenError
-from .kiosk_scenes import Scene, blend
+from .images import blend
+from .kiosk_scenes import Scene
 
 log = logging.getLogger("gen.kiosk")
 

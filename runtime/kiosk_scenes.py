@@ -18,7 +18,7 @@ import numpy as np
 from .dream import DreamSettings, GradientFn
 from .dream_video import FeedbackSettings, feedback_frames, zoom_rotate
 from .errors import GenError
-from .images import IMAGE_SUFFIXES, load_image, resize
+from .images import IMAGE_SUFFIXES, blend, load_image, resize
 from .walk import WalkSettings, path_images, walk_keys
 
 log = logging.getLogger("gen.kiosk")
@@ -140,14 +140,6 @@ class DreamScene:
             return a
         zoom, rotate = self.feedback.zoom, self.feedback.rotate
         return blend(zoom_rotate(a, zoom**t, rotate * t), zoom_rotate(b, zoom ** (t - 1), rotate * (t - 1)), t)
-
-
-def blend(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
-    """(1 - t) a + t b, uint8; a is resized to b's size first (photos differ in shape)."""
-    if a.shape != b.shape:
-        a = resize(a, b.shape[1], b.shape[0])
-    mixed = a.astype(np.float32) + (b.astype(np.float32) - a) * np.float32(t)
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
 def find_photos(paths: Sequence[Path]) -> list[Path]:

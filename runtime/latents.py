@@ -37,9 +37,9 @@ def seed_noise(seeds: Sequence[int], z_dim: int, shapes: Sequence[Sequence[int]]
     return [np.stack(layer) for layer in zip(*per_seed)]
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'1,2,5-8' -> [1, 2, 5, 6, 7, 8]."""
-    seeds: list[int] = []
+def parse_seeds(text: str, limit: int | None = None) -> list[int]:
+    """'1,2,5-8' -> [1, 2, 5, 6, 7, 8]; more than `limit` seeds are refused before any list is made."""
+    parts: list[range] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
@@ -48,9 +48,13 @@ def parse_seeds(text: str) -> list[int]:
             lo, hi = (int(v) for v in part.split("-", 1))
             if hi < lo:
                 raise ValueError(f"seed range '{part}' runs backwards")
-            seeds.extend(range(lo, hi + 1))
+            parts.append(range(lo, hi + 1))
         else:
-            seeds.append(int(part))
+            parts.append(range(int(part), int(part) + 1))
+    count = sum(len(r) for r in parts)
+    if limit is not None and count > limit:
+        raise ValueError(f"it gives {count:,} seeds; at most {limit:,} are allowed here")
+    seeds = [s for r in parts for s in r]
     if not seeds:
         raise ValueError("no seeds given")
     return seeds

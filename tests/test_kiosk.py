@@ -24,10 +24,10 @@ from gen.runtime.dream import DreamSettings
 from gen.runtime.dream_video import FeedbackSettings, feedback_frames
 from gen.runtime.errors import GenError
 from gen.runtime.generator import BundleGenerator
-from gen.runtime.images import load_image
+from gen.runtime.images import blend, load_image
 from gen.runtime.kiosk_frames import KioskSettings, Player, make_producer, wait_frames
 from gen.runtime.kiosk_producer import FrameProducer, KioskFailure
-from gen.runtime.kiosk_scenes import DreamScene, WalkScene, blend, fit_long_side
+from gen.runtime.kiosk_scenes import DreamScene, WalkScene, fit_long_side
 from gen.runtime.walk import WalkSettings, walk_frames
 
 SEEDS = [3, 17, 42]
