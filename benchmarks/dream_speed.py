@@ -25,8 +25,9 @@ import torch  # noqa: E402
 from machine import describe  # noqa: E402
 
 from gen.export.dream import export_dream  # noqa: E402
-from gen.runtime.dream_engine import bundle_gradient  # noqa: E402
-from gen.train.dream_torch import build_objective, resolve_device, torch_gradient  # noqa: E402
+from gen.runtime.dream.engine import bundle_gradient  # noqa: E402
+from gen.train.devices import resolve_device  # noqa: E402
+from gen.train.dream_torch import build_objective, torch_gradient  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "dream_speed.jsonl"
 

@@ -31,8 +31,10 @@ import numpy as np
 from machine import describe
 
 from gen.runtime.bundle import load_bundle
-from gen.runtime.kiosk_frames import KioskSettings, Player, make_producer
-from gen.runtime.kiosk_scenes import DreamScene, WalkScene, fit_long_side
+from gen.runtime.kiosk.player import Player
+from gen.runtime.kiosk.run import make_producer
+from gen.runtime.kiosk.scenes import DreamScene, WalkScene, fit_long_side
+from gen.runtime.kiosk.settings import KioskSettings
 
 RESULTS = Path(__file__).parent / "results" / "kiosk_speed.jsonl"
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -55,8 +57,8 @@ def percentiles_ms(intervals: np.ndarray) -> dict:
 def render_rate(bundle, settings: KioskSettings, engine: str, seconds: float = 5.0) -> dict:
     """Frames/s of the scene's rendering alone, batch by batch, in this thread."""
     if bundle.manifest.kind == "dream":
-        from gen.runtime.dream_engine import bundle_gradient
-        from gen.runtime.dream_video import FeedbackSettings
+        from gen.runtime.dream.engine import bundle_gradient
+        from gen.runtime.dream.feedback import FeedbackSettings
         from gen.runtime.images import load_image
 
         model, about = bundle_gradient(bundle, engine)[0], {"engine": engine}
@@ -68,7 +70,7 @@ def render_rate(bundle, settings: KioskSettings, engine: str, seconds: float = 5
                            tween=round(settings.speed * settings.fps))
         seconds = max(seconds, 3 * settings.speed)  # a few keyframes
     else:
-        from gen.runtime.generator import BundleGenerator
+        from gen.runtime.stylegan.generator import BundleGenerator
 
         model = BundleGenerator(bundle, engine)
         about = {"engine": model.engine, "resolution": model.meta.resolution}
@@ -89,7 +91,7 @@ def display_run(bundle, settings: KioskSettings, engine: str, fps: float, second
                 rss_every: float = 5.0) -> dict:
     """Show the kiosk window for `seconds`; time every new frame (preallocated: the soak itself stays flat)."""
     os.environ["SDL_VIDEODRIVER"] = "dummy"
-    from gen.runtime.kiosk_display import show
+    from gen.runtime.kiosk.display import show
 
     producer = make_producer(bundle, settings, list(range(100)), engine).start()
     player = Player(producer)

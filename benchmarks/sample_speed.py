@@ -20,7 +20,7 @@ import torch
 from machine import describe
 
 from gen.export.stylegan import export_stylegan
-from gen.runtime.generator import BundleGenerator
+from gen.runtime.stylegan.generator import BundleGenerator
 from gen.train.sample import generate, load_generator
 
 RESULTS = Path(__file__).parent / "results" / "sample_speed.jsonl"

@@ -22,7 +22,7 @@ from torch import nn
 from torch._decomp import get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from gen.runtime.bundle import DreamMeta, GoldenCase, GoldenSpec, Preprocessing, Tolerance, write_bundle
+from gen.runtime.bundle import DreamMeta, GoldenCase, GoldenSpec, Preprocessing, Tolerance
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image, resize
 from gen.train.dream_torch import (
@@ -35,6 +35,7 @@ from gen.train.dream_torch import (
 
 from .golden import save_golden
 from .onnx_graph import GraphReport, export_graph, graph_spec
+from .writer import write_bundle
 
 aten = torch.ops.aten
 # Gradients are compared by relative L2 (FINDINGS.md: ReLU6 kinks make single pixels differ), the objective

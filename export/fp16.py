@@ -18,12 +18,13 @@ from pathlib import Path
 
 import onnx
 
-from gen.runtime.bundle import Bundle, GoldenCase, GraphSpec, Tolerance, extend_bundle
+from gen.runtime.bundle import Bundle, GoldenCase, GraphSpec, Tolerance
+from gen.runtime.engines.ort import OrtRunner
 from gen.runtime.errors import GenError
-from gen.runtime.runners import OrtRunner
 from gen.runtime.verify import FP16_PSNR_DB, psnr
 
 from .onnx_graph import graph_spec
+from .writer import extend_bundle
 
 KEEP_FP32_OPS = ["Pow", "ReduceSum", "ReduceSumSquare", "ReduceMean", "Sqrt", "Reciprocal", "InstanceNormalization"]
 FP16_TOLERANCE = Tolerance(psnr_db=FP16_PSNR_DB)

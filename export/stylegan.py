@@ -8,13 +8,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from gen.runtime.bundle import GoldenCase, GoldenSpec, Preprocessing, StyleGANMeta, Tolerance, write_bundle
-from gen.runtime.latents import seeds_to_z
+from gen.runtime.bundle import GoldenCase, GoldenSpec, Preprocessing, StyleGANMeta, Tolerance
+from gen.runtime.latents import DEFAULT_PSI, seeds_to_z
 from gen.train.sample import load_generator
 from gen.train.stylegan import Generator, truncate
 
 from .golden import save_golden
 from .onnx_graph import export_graph, graph_spec
+from .writer import write_bundle
 
 # Measured on onnxruntime-cpu vs eager fp32: mapping ~1e-6 max abs; synthesis 1-2e-6 max abs for StyleGAN2,
 # up to 2e-5 for an untrained StyleGAN1 whose outputs reach +-20 (relative L2 < 1e-6 in both). The
@@ -49,7 +50,7 @@ class SynthesisGraph(nn.Module):
 
 
 def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = True, overwrite: bool = False,
-                    psi: float = 0.7, license: str = LICENSE):
+                    psi: float = DEFAULT_PSI, license: str = LICENSE):
     """Write a stylegan bundle for a checkpoint's EMA generator; returns (bundle, per-graph reports)."""
     G = load_generator(checkpoint, "cpu")
     reports = {}

@@ -7,6 +7,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import GenError
+
+# Truncation psi where neither the user nor a bundle says: varied pictures, yet clean ones.
+DEFAULT_PSI = 0.7
+# How the per-pixel noise of a StyleGAN synthesis is fed: its trained constant maps, fresh random noise
+# (drawn per seed, below), or none. Walks and mixing grids take only the still ones: random would flicker.
+NOISE_MODES = ("const", "random", "none")
+STILL_NOISE_MODES = ("const", "none")
+
+
+def check_noise_mode(mode: str, allowed: Sequence[str] = NOISE_MODES, what: str = "") -> str:
+    """`mode` if it is one of `allowed`, else one line naming them; `what` says who refuses the others and why."""
+    if mode in allowed:
+        return mode
+    if mode not in NOISE_MODES or not what:
+        raise GenError(f"unknown noise mode '{mode}'; choose one of {', '.join(allowed)}")
+    raise GenError(f"{what} takes noise mode {' or '.join(allowed)}, not '{mode}'")
+
 
 def seed_stream(seed: int) -> np.random.RandomState:
     """The seed's random stream: its z first, then (random-mode) its noise."""
@@ -37,24 +55,29 @@ def seed_noise(seeds: Sequence[int], z_dim: int, shapes: Sequence[Sequence[int]]
     return [np.stack(layer) for layer in zip(*per_seed)]
 
 
-def parse_seeds(text: str, limit: int | None = None) -> list[int]:
-    """'1,2,5-8' -> [1, 2, 5, 6, 7, 8]; more than `limit` seeds are refused before any list is made."""
+def parse_seeds(text: str, limit: int | None = None, what: str = "seeds") -> list[int]:
+    """'1,2,5-8' -> [1, 2, 5, 6, 7, 8]; more than `limit` seeds are refused before any list is made.
+    A bad text is one GenError line that names it (and `what` it was for, e.g. "--rows")."""
+
+    def refuse(why: str) -> GenError:
+        return GenError(f"cannot read {what} '{text}': {why}")
+
     parts: list[range] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
-        if "-" in part:
-            lo, hi = (int(v) for v in part.split("-", 1))
-            if hi < lo:
-                raise ValueError(f"seed range '{part}' runs backwards")
-            parts.append(range(lo, hi + 1))
-        else:
-            parts.append(range(int(part), int(part) + 1))
+        try:
+            lo, dash, hi = part.partition("-")
+            lo, hi = int(lo), int(hi) if dash else int(lo)
+        except ValueError:
+            raise refuse(f"'{part}' is not a seed or a range A-B") from None
+        if hi < lo:
+            raise refuse(f"seed range '{part}' runs backwards")
+        parts.append(range(lo, hi + 1))
     count = sum(len(r) for r in parts)
     if limit is not None and count > limit:
-        raise ValueError(f"it gives {count:,} seeds; at most {limit:,} are allowed here")
-    seeds = [s for r in parts for s in r]
-    if not seeds:
-        raise ValueError("no seeds given")
-    return seeds
+        raise refuse(f"it gives {count:,} seeds; at most {limit:,} are allowed here")
+    if not count:
+        raise refuse("no seeds given")
+    return [s for r in parts for s in r]

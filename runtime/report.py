@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .bundle import load_bundle
-from .runners import available_engines
+from .engines import available_engines
 from .verify import verify
 
 out = Console()

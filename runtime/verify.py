@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bundle import Bundle, BundleError, Tolerance
-from .runners import open_runner
+from .engines import open_runner
 
 # The FP16 bound when a bundle states none: PSNR 50 dB is an RMS error of 0.3% of the value range, under
 # one 8-bit level; FP16 synthesis measures ~80 dB on onnxruntime (export/fp16.py), a wrong op < 30 dB.

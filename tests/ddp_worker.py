@@ -10,8 +10,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_training import MICRO, micro_train  # noqa: E402
-
+from conftest import MICRO, micro_train  # noqa: E402
 from gen.train.trainer import train  # noqa: E402
 
 if __name__ == "__main__":

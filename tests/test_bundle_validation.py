@@ -15,14 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gen.runtime.bundle import FORMAT_VERSION, BundleError, load_bundle, sha256_file
-from gen.runtime.generator import BundleGenerator
+from gen.runtime.stylegan.generator import BundleGenerator
 from gen.runtime.verify import verify
 
 
 @pytest.fixture(scope="module")
 def good_bundle(tmp_path_factory) -> Path:
-    from test_export_stylegan import MODELS, make_checkpoint
-
+    from conftest import MODELS, make_checkpoint
     from gen.export.stylegan import export_stylegan
 
     folder = tmp_path_factory.mktemp("good")
@@ -218,7 +217,8 @@ def test_graph_signature_mismatches_are_caught(good_bundle, tmp_path):
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_bundle(tmp_path):
-    from gen.runtime.bundle import is_bundle, write_bundle
+    from gen.export.writer import write_bundle
+    from gen.runtime.bundle import is_bundle
     from gen.runtime.errors import GenError
 
     app = tmp_path / "webapp"
@@ -247,7 +247,7 @@ def test_export_is_atomic_and_refuses_to_overwrite(good_bundle, tmp_path):
     target = tmp_path / "out"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
-    from gen.runtime.bundle import write_bundle
+    from gen.export.writer import write_bundle
 
     with pytest.raises(GenError, match="already exists"):
         write_bundle(target, lambda folder: {})

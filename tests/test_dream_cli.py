@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import PHOTOS
-from gen.runtime.cli import app
+from gen.cli import app
 from gen.runtime.errors import GenError, GenWarning
 
 FAST = ["--octaves", "2", "--iterations", "1", "--layers", "block3"]

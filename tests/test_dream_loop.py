@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from gen.runtime.dream import (
+from gen.runtime.dream.loop import (
     DreamSettings,
     apply_mask,
     count_steps,
@@ -17,7 +17,7 @@ from gen.runtime.dream import (
     tile_bounds,
     tiled_gradient,
 )
-from gen.runtime.dream_objective import LayerTerm, parse_layers
+from gen.runtime.dream.objective import LayerTerm, parse_layers
 from gen.runtime.errors import GenError
 
 
@@ -152,6 +152,6 @@ def test_parse_layers():
 
 
 def test_runtime_never_imports_torch():
-    code = ("import sys, gen.runtime.cli, gen.runtime.dream, gen.runtime.dream_video, gen.runtime.dream_cli; "
+    code = ("import sys, gen.runtime.cli, gen.runtime.dream.loop, gen.runtime.dream.feedback, gen.cli.dream; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

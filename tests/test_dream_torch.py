@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import PHOTOS
-from gen.runtime.dream import DreamSettings, dream, tiled_gradient
-from gen.runtime.dream_objective import LayerTerm
+from gen.runtime.dream.loop import DreamSettings, dream, tiled_gradient
+from gen.runtime.dream.objective import LayerTerm
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image, resize_center_crop
 from gen.train.backbones import BACKBONES, build_backbone, layer_table

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_export_stylegan import TORCH_BLOCKED
 from typer.testing import CliRunner
 
-from conftest import PHOTOS
+from conftest import PHOTOS, TORCH_BLOCKED
+from gen.cli import app
 from gen.export.dream import (
     CONDITION,
     TOLERANCES,
@@ -27,9 +27,8 @@ from gen.export.dream import (
     relative_l2,
 )
 from gen.runtime.bundle import BundleError, load_bundle
-from gen.runtime.cli import app
-from gen.runtime.dream import DreamSettings, dream
-from gen.runtime.dream_engine import bundle_gradient
+from gen.runtime.dream.engine import bundle_gradient
+from gen.runtime.dream.loop import DreamSettings, dream
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image, save_image
 from gen.runtime.verify import psnr, verify

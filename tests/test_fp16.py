@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from importlib.util import find_spec
 
 import numpy as np
 import onnx
 import pytest
-from test_export_stylegan import MODELS, make_checkpoint
 
+from conftest import MODELS, make_checkpoint
 from gen.export import fp16
 from gen.export.fp16 import KEEP_FP32_OPS, add_fp16_graph
 from gen.export.stylegan import export_stylegan
@@ -92,13 +94,16 @@ def test_bundle_without_fp16_graph_keeps_its_manifest_shape(bundles):
 
 @pytest.mark.skipif(find_spec("tensorrt") is not None, reason="TensorRT is installed: export would build engines")
 def test_export_target_trt_without_tensorrt_writes_onnx_and_fp16_and_says_so(bundles, tmp_path):
-    from gen.export.cli import export_stylegan_cli
+    from gen.export.targets import export_stylegan_bundle
 
     checkpoint = bundles[0].path.parent / "ck.safetensors"
     with pytest.warns(GenWarning, match="TensorRT is not installed here.*builds and caches its engines on first use"):
-        export_stylegan_cli(checkpoint, tmp_path / "b", target="trt", fp16_graph=True, trt_batch="1,2,4")
+        done = export_stylegan_bundle(checkpoint, tmp_path / "b", target="trt", fp16_graph=True,
+                                      ranges={"batch": (1, 2, 4)})
     b = load_bundle(tmp_path / "b")
-    assert "synthesis_fp16" in b.manifest.graphs and b.manifest.engines is None
-    with pytest.raises(GenError, match="--trt-size must be MIN,OPT,MAX"):  # refused before any export work
-        export_stylegan_cli(checkpoint, tmp_path / "c", target="trt", trt_size="512,64,1024")
+    assert "synthesis_fp16" in b.manifest.graphs and b.manifest.engines is None and done.engines == []
+    assert done.fp16_psnr_db is not None and done.fp16_psnr_db > 50
+    p = subprocess.run([sys.executable, "-m", "gen.cli", "export", str(checkpoint), "-o", str(tmp_path / "c"),
+                        "--target", "trt", "--trt-size", "512,64,1024"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--trt-size must be MIN,OPT,MAX" in p.stderr  # refused before any export work
     assert not (tmp_path / "c").exists()

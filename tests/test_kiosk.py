@@ -20,15 +20,17 @@ import pytest
 from PIL import Image
 
 from gen.runtime.bundle import load_bundle
-from gen.runtime.dream import DreamSettings
-from gen.runtime.dream_video import FeedbackSettings, feedback_frames
+from gen.runtime.dream.feedback import FeedbackSettings, feedback_frames
+from gen.runtime.dream.loop import DreamSettings
 from gen.runtime.errors import GenError
-from gen.runtime.generator import BundleGenerator
 from gen.runtime.images import blend, load_image
-from gen.runtime.kiosk_frames import KioskSettings, Player, make_producer, wait_frames
-from gen.runtime.kiosk_producer import FrameProducer, KioskFailure
-from gen.runtime.kiosk_scenes import DreamScene, WalkScene, fit_long_side
-from gen.runtime.walk import WalkSettings, walk_frames
+from gen.runtime.kiosk.player import Player, wait_frames
+from gen.runtime.kiosk.producer import FrameProducer, KioskFailure
+from gen.runtime.kiosk.run import make_producer
+from gen.runtime.kiosk.scenes import DreamScene, WalkScene, fit_long_side
+from gen.runtime.kiosk.settings import KioskSettings
+from gen.runtime.stylegan.generator import BundleGenerator
+from gen.runtime.stylegan.walk import WalkSettings, walk_frames
 
 SEEDS = [3, 17, 42]
 WALK = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)  # 6 frames per seed
@@ -38,9 +40,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from test_export_stylegan import MODELS as CONFIGS
-    from test_export_stylegan import make_checkpoint
-
+    from conftest import MODELS as CONFIGS
+    from conftest import make_checkpoint
     from gen.export.stylegan import export_stylegan
 
     folder = tmp_path_factory.mktemp("kiosk")
@@ -110,7 +111,7 @@ def test_random_walk_never_ends_and_starts_each_leg_at_its_seed(gen):
 def test_window_shows_the_frames_and_keys_work(bundle, producers, loop_frames, tmp_path, monkeypatch):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     pygame = pytest.importorskip("pygame")
-    from gen.runtime.kiosk_display import show
+    from gen.runtime.kiosk.display import show
 
     player = Player(loop_producer(bundle, producers), save_dir=tmp_path)
     shown, screens = [], []
@@ -199,7 +200,7 @@ def test_engine_fault_is_logged_and_the_runner_reopened(bundle, producers, loop_
 
 
 def test_dream_zoom_frames_and_fault(producers, caplog):
-    from gen.runtime.dream_engine import open_dream_bundle
+    from gen.runtime.dream.engine import open_dream_bundle
 
     if not (MODELS / "dream-lite0").is_dir():
         pytest.skip("the shipped dream bundle models/dream-lite0 is not here")
@@ -239,7 +240,7 @@ def test_dream_zoom_frames_and_fault(producers, caplog):
 
 
 def test_served_page_renders_in_headless_chromium(bundle, producers, loop_frames, tmp_path):
-    from gen.runtime.kiosk_serve import FrameServer
+    from gen.runtime.kiosk.serve import FrameServer
 
     if CHROMIUM is None:
         if os.environ.get("GEN_REQUIRE_CHROMIUM") == "1":  # (.ci/run sets it: there, a missing browser is a failure)
@@ -279,7 +280,7 @@ def test_served_page_renders_in_headless_chromium(bundle, producers, loop_frames
 
 def test_serving_beyond_localhost_warns(bundle, producers):
     from gen.runtime.errors import GenWarning
-    from gen.runtime.kiosk_serve import FrameServer
+    from gen.runtime.kiosk.serve import FrameServer
 
     with pytest.warns(GenWarning, match="anyone who can reach"):
         FrameServer(Player(loop_producer(bundle, producers)), host="0.0.0.0", port=0).close()
@@ -299,7 +300,7 @@ main()
 
 
 def test_cli_window_service_unit_and_missing_extra(bundle, tmp_path, monkeypatch):
-    from test_export_stylegan import TORCH_BLOCKED
+    from conftest import TORCH_BLOCKED
 
     pytest.importorskip("pygame")
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
@@ -336,7 +337,7 @@ def smooth_picture(h: int = 72, w: int = 96) -> np.ndarray:
 
 @pytest.mark.parametrize("zoom", [1.03, 1.5, 0.97, 0.8])
 def test_zoom_without_a_turn_is_the_turned_zoom_at_no_angle(zoom):
-    from gen.runtime.dream_video import zoom_rotate
+    from gen.runtime.dream.feedback import zoom_rotate
 
     picture = smooth_picture()
     crop = zoom_rotate(picture, zoom, 0.0)  # a crop, resized
@@ -347,7 +348,7 @@ def test_zoom_without_a_turn_is_the_turned_zoom_at_no_angle(zoom):
 
 
 def test_dream_segments_come_a_few_frames_at_a_time():
-    from gen.runtime.dream_engine import open_dream_bundle
+    from gen.runtime.dream.engine import open_dream_bundle
 
     if not (MODELS / "dream-lite0").is_dir():
         pytest.skip("the shipped dream bundle models/dream-lite0 is not here")
@@ -366,7 +367,7 @@ def test_dream_segments_come_a_few_frames_at_a_time():
 
 
 def test_make_producer_dreams_the_photos_and_skips_a_bad_one(tmp_path, producers, caplog):
-    from gen.runtime.dream_engine import open_dream_bundle
+    from gen.runtime.dream.engine import open_dream_bundle
 
     if not (MODELS / "dream-lite0").is_dir():
         pytest.skip("the shipped dream bundle models/dream-lite0 is not here")
@@ -411,7 +412,7 @@ class Broken:
 def test_a_persistent_engine_fault_stops_the_window_with_status_1(bundle, producers, monkeypatch):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     pygame = pytest.importorskip("pygame")
-    from gen.runtime.kiosk_display import show
+    from gen.runtime.kiosk.display import show
 
     def open_model():
         gen = BundleGenerator(bundle, "cpu")
@@ -489,7 +490,7 @@ def test_s_key_survives_a_failed_save_and_is_rate_limited(bundle, producers, tmp
 def test_server_keeps_alive_encodes_only_when_watched_and_refuses_other_sites(bundle, producers):
     import http.client
 
-    from gen.runtime.kiosk_serve import FrameServer
+    from gen.runtime.kiosk.serve import FrameServer
 
     server = FrameServer(Player(loop_producer(bundle, producers)), fps=30, port=0, idle_after=1.0)
     threading.Thread(target=server.serve, daemon=True).start()
@@ -528,7 +529,7 @@ def test_server_keeps_alive_encodes_only_when_watched_and_refuses_other_sites(bu
 
 
 def test_cli_failures_are_one_line_errors(bundle, tmp_path):
-    from test_export_stylegan import TORCH_BLOCKED
+    from conftest import TORCH_BLOCKED
 
     pytest.importorskip("pygame")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}

@@ -110,9 +110,8 @@ def test_metrics_order_identical_blurred_other_reals_noise(feature_sets):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from test_export_stylegan import MODELS as TINY
-    from test_export_stylegan import make_checkpoint
-
+    from conftest import MODELS as TINY
+    from conftest import make_checkpoint
     from gen.export.stylegan import export_stylegan
 
     folder = tmp_path_factory.mktemp("metrics")
@@ -164,8 +163,7 @@ def test_gen_metrics_cli_refuses_bad_input_in_one_line(args, message, emoji_subs
 
 
 def test_training_logs_the_metrics_and_plots_their_curve(emoji_subset, tmp_path):
-    from test_training import MICRO, micro_train
-
+    from conftest import MICRO, micro_train
     from gen.train.trainer import train
 
     out = tmp_path / "run"

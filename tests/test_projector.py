@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from gen.runtime.errors import GenError
+from gen.runtime.stylegan.walk import WalkSettings, walk_frames
 from gen.runtime.verify import psnr
-from gen.runtime.walk import WalkSettings, walk_frames
 from gen.train.projector import ProjectSettings, learning_rate, noise_regularisation, project
 from gen.train.sample import generate, load_generator
 
@@ -29,9 +29,8 @@ def gen_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A few-step sg2-16 checkpoint (noise made to matter), its generator, and its bundle."""
-    from test_export_stylegan import MODELS as TINY
-    from test_export_stylegan import make_checkpoint
-
+    from conftest import MODELS as TINY
+    from conftest import make_checkpoint
     from gen.export.stylegan import export_stylegan
 
     folder = tmp_path_factory.mktemp("project")
@@ -88,8 +87,8 @@ def test_projection_recovers_a_generated_picture(tiny, w_plus, steps):
 
 def test_projected_w_reproduces_the_picture_in_the_runtime(tiny):
     """What makes a projection usable torch-free: the bundle's synthesis of w.npy is projected.png."""
-    from gen.runtime.generator import BundleGenerator
     from gen.runtime.images import nchw_to_images
+    from gen.runtime.stylegan.generator import BundleGenerator
 
     _, G, bundle = tiny
     result = project(G, generate(G, [11], psi=1.0)[0], ProjectSettings(steps=20))

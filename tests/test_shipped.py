@@ -48,7 +48,7 @@ def test_shipped_bundle_verifies(path):
 def test_shipped_dream_bundle_dreams_on_the_shipped_photo(tmp_path):
     from typer.testing import CliRunner
 
-    from gen.runtime.cli import app
+    from gen.cli import app
 
     out = tmp_path / "dream.png"
     result = CliRunner().invoke(app, ["dream", str(MODELS / "photos" / "chelsea.jpg"), "--bundle",

@@ -12,9 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from gen.runtime.bundle import Bundle, EngineRecord, GraphSpec, Manifest
-from gen.runtime.errors import GenError
-from gen.runtime.runners import available_engines, resolve_engine
-from gen.runtime.tensorrt import (
+from gen.runtime.engines import available_engines, resolve_engine
+from gen.runtime.engines.trt import import_cudart, import_tensorrt, this_device
+from gen.runtime.engines.trt_plan import (
     Device,
     build_source,
     cached_records,
@@ -22,17 +22,15 @@ from gen.runtime.tensorrt import (
     engine_file_name,
     graph_precision,
     has_fast_fp16,
-    import_cudart,
-    import_tensorrt,
     no_engine_message,
     parse_range,
     select_engine,
     shape_outside,
-    this_device,
     timing_cache_name,
     version_tuple,
     write_record,
 )
+from gen.runtime.errors import GenError
 from gen.runtime.verify import FP16_PSNR_DB, psnr, tolerance_for
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
@@ -319,10 +317,10 @@ def _needs_tensorrt_gpu():
 @pytest.mark.gpu
 def test_engine_built_on_first_use_verifies_and_is_reused(tmp_path):
     device = _needs_tensorrt_gpu()
-    from test_export_stylegan import MODELS, make_checkpoint
-
+    from conftest import MODELS, make_checkpoint
     from gen.export.stylegan import export_stylegan
-    from gen.runtime.tensorrt import TrtRunner, cache_dir
+    from gen.runtime.engines.trt import TrtRunner
+    from gen.runtime.engines.trt_plan import cache_dir
     from gen.runtime.verify import verify
 
     bundle, _ = export_stylegan(make_checkpoint(tmp_path / "ck.safetensors", MODELS["sg2-16"], 2), tmp_path / "b")
@@ -338,12 +336,11 @@ def test_engine_built_on_first_use_verifies_and_is_reused(tmp_path):
 @pytest.mark.gpu
 def test_export_target_trt_records_engines_in_the_manifest(tmp_path):
     device = _needs_tensorrt_gpu()
-    from test_export_stylegan import MODELS, make_checkpoint
-
+    from conftest import MODELS, make_checkpoint
+    from gen.export.engines import add_engines
     from gen.export.stylegan import export_stylegan
-    from gen.export.tensorrt import add_engines
     from gen.runtime.bundle import load_bundle
-    from gen.runtime.tensorrt import TrtRunner
+    from gen.runtime.engines.trt import TrtRunner
 
     bundle, _ = export_stylegan(make_checkpoint(tmp_path / "ck.safetensors", MODELS["sg2-16"], 2), tmp_path / "b")
     bundle = add_engines(load_bundle(bundle.path), fp16=False, ranges={"batch": (1, 2, 4)})

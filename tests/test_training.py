@@ -16,20 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import MICRO, micro_train
 from gen.runtime.errors import GenError
 from gen.train import checkpoint as ckpt
-from gen.train.config import ModelConfig, TrainConfig
 from gen.train.sample import load_generator
-from gen.train.trainer import train, train_from_cli
-
-MICRO = ModelConfig(resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channel_base=512, channel_max=32)
-
-
-def micro_train(steps: int, batch: int = 4, **kw) -> TrainConfig:
-    """Every phase runs within a few steps: R1 and path length every 2-3 steps, ADA adjusting fast."""
-    base = TrainConfig(batch=batch, r1_interval=2, pl_interval=3, ada_interval=2, ada_kimg=0.05, ema_kimg=0.01,
-                       snapshot_kimg=1000, kimg=steps * batch / 1000)
-    return replace(base, **kw)
+from gen.train.trainer import start_or_resume, train
 
 
 def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -166,21 +157,14 @@ def test_empty_and_unreadable_data_fail_before_training(tmp_path):
     assert not out.exists()  # nothing written
 
 
-def cli_args(**kw):
-    args = dict(data=None, out=None, preset=None, kimg=None, resume=None, variant=None, resolution=None,
-                batch=None, snapshot_kimg=None, background="white", xflip=None, device="cpu", workers=0, seed=0)
-    args.update(kw)
-    return args
-
-
 def test_checkpoint_of_another_config_is_refused(emoji_subset, tmp_path):
     out = tmp_path / "run"
     train(emoji_subset, out, MICRO, micro_train(steps=1), device="cpu", workers=0)
     before = (out / "checkpoint.safetensors").read_bytes()
     with pytest.raises(GenError, match=r"another model config \(resolution: checkpoint 16, asked 32"):
-        train_from_cli(**cli_args(resume=out, resolution=32))
+        start_or_resume(None, out, resume=out, model_overrides={"resolution": 32}, device="cpu", workers=0)
     with pytest.raises(GenError, match="already holds a training run"):
-        train_from_cli(**cli_args(data=emoji_subset, out=out, preset="tiny"))
+        start_or_resume(emoji_subset, out, preset="tiny", device="cpu", workers=0)
     # A run with another shape pointed at this checkpoint: the mismatch is named, not a raw traceback.
     other = replace(MICRO, channel_max=16)
     with pytest.raises(GenError, match="does not match this model.*shape mismatches"):

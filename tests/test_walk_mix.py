@@ -11,18 +11,17 @@ import pytest
 
 from gen.runtime.bundle import load_bundle
 from gen.runtime.errors import GenError
-from gen.runtime.generator import BundleGenerator
 from gen.runtime.latents import seeds_to_z
-from gen.runtime.mix import mix_grid, mix_styles, parse_styles, style_ranges
-from gen.runtime.walk import WalkSettings, ease, frame_times, path_at, slerp, walk_frames
+from gen.runtime.stylegan.generator import BundleGenerator
+from gen.runtime.stylegan.mix import mix_grid, mix_styles, parse_styles, style_ranges
+from gen.runtime.stylegan.walk import WalkSettings, ease, frame_times, path_at, slerp, walk_frames
 
 SEEDS = [3, 17, 42]
 
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory) -> BundleGenerator:
-    from test_export_stylegan import MODELS, make_checkpoint
-
+    from conftest import MODELS, make_checkpoint
     from gen.export.stylegan import export_stylegan
 
     folder = tmp_path_factory.mktemp("walk")
@@ -115,7 +114,7 @@ def test_mix_grid_layout_and_styles(gen):
 
 
 def test_walk_and_mix_cli_without_torch(gen, tmp_path):
-    from test_export_stylegan import TORCH_BLOCKED
+    from conftest import TORCH_BLOCKED
 
     run = lambda *a: subprocess.run([sys.executable, "-c", TORCH_BLOCKED, *a], capture_output=True, text=True,  # noqa: E731
                                     timeout=120)

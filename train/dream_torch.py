@@ -8,7 +8,7 @@ backbone features, then one of
 - a class logit.
 `gradient_and_value(objective, image)` is the one gradient call, a plain function of the image tensor
 that the export can trace; the eager engine computes the same by plain autograd, with less memory.
-`torch_gradient(objective)` wraps that for the NumPy driver in `gen.runtime.dream`, which does
+`torch_gradient(objective)` wraps that for the NumPy driver in `gen.runtime.dream.loop`, which does
 octaves, jitter and tiles for every engine.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gen.runtime.dream import GradientFn
-from gen.runtime.dream_objective import LayerTerm, parse_layers
+from gen.runtime.dream.loop import GradientFn
+from gen.runtime.dream.objective import LayerTerm, parse_layers
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image
 
@@ -116,19 +116,6 @@ def torch_gradient(objective: nn.Module, device: str | torch.device = "cpu") -> 
         return g.cpu().numpy(), float(value)
 
     return gradient
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda if there is one, else cpu; 'cuda' without a GPU is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise GenError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GenError(f"device '{device}' asked for, but PyTorch sees no CUDA GPU; use --device cpu")
-    return dev
 
 
 def image_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -19,6 +19,7 @@ size (FID strongly), so compare only figures computed with the same number of im
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from gen.runtime.errors import GenError
+from gen.runtime.files import check_output_path, write_text_atomic
 from gen.runtime.images import WHITE, load_image, nchw_to_images
 
 from .backbones import build_backbone
 from .distances import metrics_from_features
-from .sample import generate, load_generator
+from .sample import ImageSource, generate
 
 FEATURE_LAYER = "head"
 FEATURE_SIZE = 224
@@ -98,28 +100,6 @@ def data_resolution(data: Path) -> int:
     return min(load_image(find_images(data)[0]).shape[:2])
 
 
-class ImageSource:
-    """Seeds -> uint8 pictures from a bundle (torch-free runtime) or a run/checkpoint (PyTorch)."""
-
-    def __init__(self, source: Path, device: torch.device) -> None:
-        from gen.runtime.bundle import is_bundle, load_bundle
-
-        self.source = Path(source)
-        if is_bundle(self.source):
-            from gen.runtime.generator import BundleGenerator
-
-            self.bundle_gen = BundleGenerator(load_bundle(self.source), "auto" if device.type == "cuda" else "cpu")
-            self.resolution = self.bundle_gen.meta.resolution
-        else:
-            self.bundle_gen, self.G = None, load_generator(self.source, device)
-            self.resolution = self.G.cfg.resolution
-
-    def images(self, seeds: list[int], psi: float, noise_mode: str) -> np.ndarray:
-        if self.bundle_gen is not None:
-            return self.bundle_gen.images(seeds, psi=psi, noise_mode=noise_mode)
-        return generate(self.G, seeds, psi, noise_mode=noise_mode)
-
-
 def generated_features(features: Lite0Features, images: Callable[[list[int]], np.ndarray], num: int,
                        on_batch: Callable[[int], None] | None = None, chunk: int = 64) -> np.ndarray:
     """Features of the pictures of seeds 0..num-1, generated `chunk` at a time."""
@@ -139,10 +119,10 @@ def compute_metrics(source: Path | None, data: Path, num: int = 1000, psi: float
     With `real_floor`, also the same metrics between those reals and `num` other reals: what a perfect
     generator would score at this sample size. Without a source, only the floor is computed.
     """
-    from gen.runtime.generator import check_noise_mode
+    from gen.runtime.latents import check_noise_mode
     from gen.runtime.progress import progress_bar
 
-    from .trainer import resolve_device
+    from .devices import resolve_device
 
     if source is None and not real_floor:
         raise GenError("give a run, checkpoint or bundle to measure, or --real-floor for the real-vs-real floor alone")
@@ -162,7 +142,10 @@ def compute_metrics(source: Path | None, data: Path, num: int = 1000, psi: float
                     "resolution": res, "features": FEATURE_NET}
     with progress_bar(transient=True, disable=not show_progress) as bar:
         task = bar.add_task("features", total=total, rate="", info="real pictures")
-        tick = lambda n: bar.update(task, advance=n)  # noqa: E731
+
+        def tick(n: int) -> None:
+            bar.update(task, advance=n)
+
         real_a = features(reals[:num], tick)
         if real_floor:
             result["real_floor"] = metrics_from_features(real_a, features(reals[num:], tick))
@@ -205,25 +188,17 @@ def format_metrics(result: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The CLI entry
+# `gen metrics`
 
 
-def metrics_from_cli(source: Path | None, data: Path, num: int, psi: float, real_floor: bool, out: Path | None,
-                     noise_mode: str, resolution: int | None, background: str, device: str, seed: int) -> dict:
-    """Measure, print the figures (floor beside them), and write them atomically to `out` as JSON."""
-    import json
-
-    from gen.runtime.files import check_output_path, write_text_atomic
-    from gen.runtime.images import parse_color
-
+def measure_to_file(source: Path | None, data: Path, out: Path | None = None, **kwargs) -> dict:
+    """compute_metrics, with `out` checked before minutes of work and the figures written there (JSON,
+    atomically) after; returns them."""
     if out is not None:
-        check_output_path(out)  # before minutes of work, not after
+        check_output_path(out)
     if source is not None and not Path(source).exists():
         raise GenError(f"'{source}' does not exist; give a training run, a checkpoint or a stylegan bundle")
-    result = compute_metrics(source, data, num, psi, real_floor, noise_mode, device, resolution,
-                             parse_color(background), seed)
-    for line in format_metrics(result):
-        print(line)
+    result = compute_metrics(source, data, **kwargs)
     if out is not None:
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     return result

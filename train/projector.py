@@ -12,6 +12,7 @@ With `optimize_noise`, the per-layer noise maps are optimised too, regularised t
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gen.runtime.bundle import is_bundle
 from gen.runtime.errors import GenError
-from gen.runtime.images import make_grid, nchw_to_images
+from gen.runtime.files import atomic_path, check_output_path
+from gen.runtime.images import WHITE, load_image, make_grid, nchw_to_images, resize_center_crop, save_image
+from gen.runtime.progress import progress_bar, rate_text
 from gen.runtime.verify import psnr
+from gen.runtime.video import check_video_path, write_video
 
+from .devices import resolve_device
+from .sample import load_generator
 from .stylegan import Generator
 
 PERCEPTUAL_SIZE = 224
@@ -43,10 +50,9 @@ class ProjectSettings:
     optimize_noise: bool = False
     noise_reg: float = 1e4
 
-    def check(self) -> ProjectSettings:
+    def __post_init__(self) -> None:
         if self.steps < 1:
             raise GenError(f"--steps must be at least 1 (got {self.steps})")
-        return self
 
 
 @dataclass
@@ -121,7 +127,6 @@ def w_spread(G: Generator, samples: int = 10000, seed: int = 0) -> float:
 def project(G: Generator, target: np.ndarray, settings: ProjectSettings = ProjectSettings(),
             on_step: Callable[[int, float, torch.Tensor], None] | None = None, seed: int = 0) -> Projection:
     """Project uint8 `target` [R, R, 3] (R = G's resolution); `on_step(step, loss, picture)` after each step."""
-    settings.check()
     res = G.cfg.resolution
     if target.shape != (res, res, 3):
         raise GenError(f"the target must be {res}x{res} RGB for this generator, got {list(target.shape)}")
@@ -169,29 +174,18 @@ def project(G: Generator, target: np.ndarray, settings: ProjectSettings = Projec
 def side_by_side(target: np.ndarray, image: np.ndarray, min_size: int = 256) -> np.ndarray:
     """target | projection, scaled up by a whole factor (nearest) so small pictures are visible."""
     scale = max(1, -(-min_size // target.shape[0]))
-    up = lambda a: a.repeat(scale, axis=0).repeat(scale, axis=1)  # noqa: E731
-    return make_grid(np.stack([up(target), up(image)]), cols=2)
+    return make_grid(np.stack([a.repeat(scale, axis=0).repeat(scale, axis=1) for a in (target, image)]), cols=2)
 
 
 # ---------------------------------------------------------------------------------------------
-# The CLI entry
+# `gen project`: a photo in, a folder of results out
 
 
-def project_from_cli(photo: Path, checkpoint: Path, out: Path, steps: int, w_plus: bool, optimize_noise: bool,
-                     video: Path | None, background: str, device: str, seed: int, overwrite: bool) -> Projection:
+def project_to_folder(photo: Path, checkpoint: Path, out: Path, settings: ProjectSettings = ProjectSettings(),
+                      video: Path | None = None, background=WHITE, device: str = "auto", seed: int = 0,
+                      overwrite: bool = False) -> Projection:
     """Load, project with a progress bar, write projected.png, w.npy, compare.png (and the video)."""
-    import time
-
-    from gen.runtime.bundle import is_bundle
-    from gen.runtime.dream_video import check_video_path, write_video
-    from gen.runtime.files import check_output_path
-    from gen.runtime.images import load_image, parse_color, resize_center_crop, save_image
-    from gen.runtime.progress import progress_bar, rate_text
-
-    from .sample import load_generator
-    from .trainer import resolve_device
-
-    photo_rgb = load_image(photo, parse_color(background))  # a missing or broken photo fails before anything
+    photo_rgb = load_image(photo, background)  # a missing or broken photo fails before anything
     if is_bundle(checkpoint):
         raise GenError(f"'{checkpoint}' is a bundle; projecting needs gradients, so give the training run or "
                        "checkpoint it was exported from")
@@ -201,20 +195,19 @@ def project_from_cli(photo: Path, checkpoint: Path, out: Path, steps: int, w_plu
         raise GenError(f"'{out}' already holds a projection (w.npy); pass --overwrite or choose another --out")
     if video is not None:
         check_video_path(check_output_path(video, overwrite=overwrite))
-    settings = ProjectSettings(steps=steps, w_plus=w_plus, optimize_noise=optimize_noise).check()
     G = load_generator(checkpoint, resolve_device(device))
     target = resize_center_crop(photo_rgb, G.cfg.resolution)
     out.mkdir(parents=True, exist_ok=True)
     frames: list[np.ndarray] = []
-    every = max(1, steps // 120)  # at most ~120 video frames
+    every = max(1, settings.steps // 120)  # at most ~120 video frames
     start = time.perf_counter()
     with progress_bar() as bar:
-        task = bar.add_task("project", total=steps, rate="", info="")
+        task = bar.add_task("project", total=settings.steps, rate="", info="")
 
         def on_step(step: int, loss: float, img: torch.Tensor) -> None:
             bar.update(task, advance=1, rate=rate_text(step + 1, time.perf_counter() - start, "step"),
                        info=f"loss {loss:.4f}")
-            if video is not None and (step % every == 0 or step == steps - 1):
+            if video is not None and (step % every == 0 or step == settings.steps - 1):
                 frames.append(side_by_side(target, nchw_to_images(img.float().cpu().numpy())[0]))
 
         result = project(G, target, settings, on_step, seed)
@@ -223,8 +216,6 @@ def project_from_cli(photo: Path, checkpoint: Path, out: Path, steps: int, w_plu
     save_image(out / "compare.png", side_by_side(target, result.image))
     _save_npy(out / "w.npy", result.ws)
     if result.noises is not None:
-        from gen.runtime.files import atomic_path
-
         with atomic_path(out / "noise.npz") as tmp, open(tmp, "wb") as f:  # a file: savez would add .npz
             np.savez(f, **{f"noise{i}": n for i, n in enumerate(result.noises)})
     if video is not None:
@@ -233,7 +224,5 @@ def project_from_cli(photo: Path, checkpoint: Path, out: Path, steps: int, w_plu
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    from gen.runtime.files import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array.astype(np.float32))

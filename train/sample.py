@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gen.runtime.generator import check_noise_mode
+from gen.runtime.bundle import is_bundle, load_bundle
 from gen.runtime.images import nchw_to_images
-from gen.runtime.latents import seed_noise, seeds_to_z
+from gen.runtime.latents import DEFAULT_PSI, check_noise_mode, seed_noise, seeds_to_z
+from gen.runtime.stylegan.generator import BundleGenerator
 
 from . import checkpoint as ckpt
 from .config import model_from_json
+from .devices import resolve_device
 from .stylegan import Generator
-from .trainer import resolve_device
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", which: str = "G_ema") -> Generator:
@@ -48,6 +49,27 @@ def random_noise(G: Generator, seeds: list[int]) -> list[torch.Tensor]:
     return [torch.from_numpy(n).to(device) for n in seed_noise(seeds, G.cfg.z_dim, shapes)]
 
 
-def sample_images(checkpoint: str | Path, seeds: list[int], psi: float = 0.7, cutoff: int | None = None,
-                  noise_mode: str = "const", device: str = "cpu") -> np.ndarray:
-    return generate(load_generator(checkpoint, resolve_device(device)), seeds, psi, cutoff, noise_mode)
+def checkpoint_images(checkpoint: str | Path, seeds: list[int], psi: float | None = None, cutoff: int | None = None,
+                      noise_mode: str = "const", device: str = "cpu") -> np.ndarray:
+    """uint8 pictures [N, R, R, 3] of the seeds from a run or checkpoint; psi None: DEFAULT_PSI."""
+    G = load_generator(checkpoint, resolve_device(device))
+    return generate(G, seeds, DEFAULT_PSI if psi is None else psi, cutoff, noise_mode)
+
+
+class ImageSource:
+    """Seeds -> uint8 pictures from a bundle (torch-free runtime) or a run/checkpoint (PyTorch), with the
+    generator kept open between calls."""
+
+    def __init__(self, source: Path, device: torch.device) -> None:
+        self.source = Path(source)
+        if is_bundle(self.source):
+            self.bundle_gen = BundleGenerator(load_bundle(self.source), "auto" if device.type == "cuda" else "cpu")
+            self.resolution = self.bundle_gen.meta.resolution
+        else:
+            self.bundle_gen, self.G = None, load_generator(self.source, device)
+            self.resolution = self.G.cfg.resolution
+
+    def images(self, seeds: list[int], psi: float, noise_mode: str) -> np.ndarray:
+        if self.bundle_gen is not None:
+            return self.bundle_gen.images(seeds, psi=psi, noise_mode=noise_mode)
+        return generate(self.G, seeds, psi, noise_mode=noise_mode)

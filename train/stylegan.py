@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.runtime.generator import NOISE_MODES
+from gen.runtime.latents import check_noise_mode
 
 from .config import ModelConfig
 from .layers import EqualConv2d, EqualLinear, Upsample2x, lrelu, normalize_2nd_moment
@@ -200,8 +200,7 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random",
                 noises: list[torch.Tensor] | None = None) -> torch.Tensor:
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        check_noise_mode(noise_mode)
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.cfg.w_dim:
             raise ValueError(f"ws must be [N, {self.num_ws}, {self.cfg.w_dim}], got {list(ws.shape)}")
         noises = noises if noises is not None else [None] * len(self.layers)

@@ -23,13 +23,14 @@ import torch
 import torch.distributed as dist
 
 from gen.runtime.errors import GenError, GenWarning
-from gen.runtime.images import make_grid, nchw_to_images, parse_color, save_image
+from gen.runtime.images import WHITE, make_grid, nchw_to_images, save_image
 from gen.runtime.progress import progress_bar
 
 from . import checkpoint as ckpt
 from .augment import AdaptiveAugment
 from .config import ModelConfig, TrainConfig, get_preset, model_from_json, to_json, train_from_json
 from .data import SAMPLE_DATA, ImageFolder, make_loader
+from .devices import resolve_device
 from .discriminator import Discriminator
 from .losses import d_logistic_loss, d_r1_penalty, g_nonsaturating_loss, g_path_lengths
 from .stylegan import Generator
@@ -96,18 +97,6 @@ class Dist:
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def resolve_device(arg: str, local_rank: int = 0) -> torch.device:
-    if arg == "auto":
-        arg = "cuda" if torch.cuda.is_available() else "cpu"
-    if arg.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise GenError("--device cuda was asked for, but this torch sees no CUDA GPU; use --device cpu")
-        return torch.device(arg if ":" in arg else f"cuda:{local_rank}")
-    if arg != "cpu":
-        raise GenError(f"unknown device '{arg}'; use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +324,7 @@ class StopFlag:
 
 
 def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *, device: str = "auto",
-          workers: int = 2, seed: int = 0, background=(255, 255, 255), resume: bool = False,
+          workers: int = 2, seed: int = 0, background=WHITE, resume: bool = False,
           metrics_kimg: float | None = None, metrics_num: int = 1000) -> StyleGANTraining:
     """Train until cfg.kimg thousand images were shown (or a stop signal); returns the final state.
 
@@ -346,7 +335,7 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
         if cfg.batch % procs.world:
             raise GenError(f"batch {cfg.batch} does not split over {procs.world} processes")
         run = RunFolder(out, procs.is_main)
-        data = Path(data) if data is not None else builtin_sample()
+        data = Path(data) if data is not None else SAMPLE_DATA
         dataset = ImageFolder(data, model.resolution, background=background, xflip=cfg.xflip)
         state = StyleGANTraining(model, cfg, procs, seed)
         if resume:
@@ -437,20 +426,18 @@ def _measure(state: StyleGANTraining, run: RunFolder, measure) -> None:
     run.grid("metrics.png", draw_curve(points, f"fid_lite0 ({measure.num} images)"))
 
 
-def builtin_sample() -> Path:
-    """The small emoji sample shipped inside the package, for the quick start."""
-    return SAMPLE_DATA
-
-
 # ---------------------------------------------------------------------------------------------
-# The CLI entry
+# A run from a preset, or resumed
 
 
-def train_from_cli(*, data, out, preset, kimg, resume, variant, resolution, batch, snapshot_kimg, background,
-                   xflip, device, workers, seed, metrics_kimg=None, metrics_num=1000) -> None:
-    overrides_model = {k: v for k, v in {"variant": variant, "resolution": resolution}.items() if v is not None}
-    overrides_train = {k: v for k, v in {"kimg": kimg, "batch": batch, "snapshot_kimg": snapshot_kimg,
-                                         "xflip": xflip}.items() if v is not None}
+def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, resume: Path | None = None,
+                    model_overrides: dict | None = None, train_overrides: dict | None = None, background=WHITE,
+                    device: str = "auto", workers: int = 2, seed: int = 0, metrics_kimg: float | None = None,
+                    metrics_num: int = 1000) -> StyleGANTraining:
+    """`gen train`: a new run from a preset (default: small) with some fields overridden, or the run in
+    `resume` continued with its own config, data, seed and background (only train fields may change)."""
+    overrides_model = {k: v for k, v in (model_overrides or {}).items() if v is not None}
+    overrides_train = {k: v for k, v in (train_overrides or {}).items() if v is not None}
     if resume is not None:
         out = Path(resume)
         meta = ckpt.read_meta(out)
@@ -461,7 +448,7 @@ def train_from_cli(*, data, out, preset, kimg, resume, variant, resolution, batc
         cfg = replace(train_from_json(meta["train"]), **overrides_train)
         data = data or Path(meta["data"])
         seed = meta.get("seed", seed)
-        background = ",".join(str(v) for v in meta.get("background", [255, 255, 255]))
+        background = tuple(meta.get("background", WHITE))
     else:
         if (Path(out) / ckpt.CHECKPOINT_NAME).exists():
             raise GenError(f"'{out}' already holds a training run; continue it with --resume {out} "
@@ -469,13 +456,8 @@ def train_from_cli(*, data, out, preset, kimg, resume, variant, resolution, batc
         p = get_preset(preset or "small")
         model = replace(p.model, **overrides_model)
         cfg = replace(p.train, **overrides_train)
-    state = train(data, Path(out), model, cfg, device=device, workers=workers, seed=seed,
-                  background=parse_color(background), resume=resume is not None, metrics_kimg=metrics_kimg,
-                  metrics_num=metrics_num)
-    if state.procs.is_main:
-        grids = sorted(Path(out).glob("grid-*.png"))
-        print(f"{state.nimg / 1000:.3f} kimg in {state.step} steps; latest grid: {grids[-1] if grids else '-'}; "
-              f"checkpoint: {Path(out) / ckpt.CHECKPOINT_NAME} (continue with --resume {out})")
+    return train(data, Path(out), model, cfg, device=device, workers=workers, seed=seed, background=background,
+                 resume=resume is not None, metrics_kimg=metrics_kimg, metrics_num=metrics_num)
 
 
 def refuse_other_config(have: ModelConfig, asked: ModelConfig) -> None:

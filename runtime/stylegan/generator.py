@@ -6,13 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .bundle import Bundle, BundleError
-from .errors import GenError
-from .images import nchw_to_images
-from .latents import seed_noise, seeds_to_z
-from .runners import open_runner
-
-NOISE_MODES = ("const", "random", "none")
+from gen.runtime.bundle import Bundle, BundleError
+from gen.runtime.engines import open_runner
+from gen.runtime.images import nchw_to_images
+from gen.runtime.latents import check_noise_mode, seed_noise, seeds_to_z
 
 
 class BundleGenerator:
@@ -31,6 +28,20 @@ class BundleGenerator:
     @property
     def engine(self) -> str:
         return self.synthesis.name
+
+    def psi(self, psi: float | None) -> float:
+        """The truncation psi to use: the one asked for, else the bundle's default."""
+        return self.meta.default_psi if psi is None else psi
+
+    def close(self) -> None:
+        self.mapping.close()
+        self.synthesis.close()
+
+    def __enter__(self) -> BundleGenerator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def styles(self, z: np.ndarray, psi: float = 1.0, cutoff: int | None = None) -> np.ndarray:
         """z [N, z_dim] -> ws [N, num_ws, w_dim], truncated towards w_avg for the first `cutoff` styles."""
@@ -63,12 +74,6 @@ class BundleGenerator:
             noises = seed_noise(chunk, self.meta.z_dim, self.noise_shapes) if noise_mode == "random" else None
             out.append(nchw_to_images(self.synthesize(ws, noise_mode, noises=noises)))
         return np.concatenate(out)
-
-
-def check_noise_mode(mode: str) -> str:
-    if mode not in NOISE_MODES:
-        raise GenError(f"unknown noise mode '{mode}'; choose one of {', '.join(NOISE_MODES)}")
-    return mode
 
 
 def truncate(ws: np.ndarray, w_avg: np.ndarray, psi: float, cutoff: int | None = None) -> np.ndarray:

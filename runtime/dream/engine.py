@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, load_bundle
-from .dream import GradientFn
-from .errors import GenError
-from .runners import open_runner
+from gen.runtime.bundle import Bundle, BundleError, load_bundle
+from gen.runtime.engines import open_runner
+from gen.runtime.errors import GenError
+
+from .loop import GradientFn
 
 GRAPH = "dream_grad"
 

@@ -16,13 +16,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .dream import DreamSettings, GradientFn, StepInfo, count_steps, load_mask
-from .dream import dream as dream_image
-from .dream_video import VIDEO_SUFFIXES, FeedbackSettings, check_video_path, feedback_frames, write_video
-from .errors import GenError, require_extra
-from .files import check_output_path
-from .images import load_image, save_image
-from .progress import progress_bar, rate_text
+from gen.runtime.dream.feedback import FeedbackSettings, feedback_frames
+from gen.runtime.dream.loop import DreamSettings, GradientFn, StepInfo, count_steps, load_mask
+from gen.runtime.dream.loop import dream as dream_image
+from gen.runtime.errors import GenError, require_extra
+from gen.runtime.files import check_output_path
+from gen.runtime.images import load_image, save_image
+from gen.runtime.progress import progress_bar, rate_text
+from gen.runtime.video import VIDEO_SUFFIXES, check_video_path, write_video
 
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -40,7 +41,8 @@ def _torch_engine(backbone: str, weights: Path | None, layers: str | None, class
     require_extra("torch")  # (OMP_WAIT_POLICY is set when gen.runtime.cli is imported)
     import torch
 
-    from gen.train.dream_torch import build_objective, resolve_device, torch_gradient
+    from gen.train.devices import resolve_device
+    from gen.train.dream_torch import build_objective, torch_gradient
 
     if threads:
         torch.set_num_threads(threads)
@@ -57,7 +59,7 @@ def _bundle_engine(bundle: Path, engine: str, fixed: dict) -> Engine:
     if given := [name for name, value in fixed.items() if value is not None]:
         raise GenError(f"{', '.join(given)} cannot change a bundle's objective (fixed at export); drop "
                        f"{'it' if len(given) == 1 else 'them'}, or export another bundle with gen export-dream")
-    from .dream_engine import open_dream_bundle
+    from gen.runtime.dream.engine import open_dream_bundle
 
     return Engine(*open_dream_bundle(bundle, engine))
 

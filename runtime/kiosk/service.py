@@ -14,8 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from .errors import GenError
-from .files import check_output_path, write_text_atomic
+from gen.runtime.errors import GenError
+from gen.runtime.files import check_output_path, write_text_atomic
 
 INSTALL_OPTIONS = {"--install-service": 0, "--unit": 1}  # option -> how many values follow it
 USER_UNITS = Path("~/.config/systemd/user").expanduser()

@@ -20,10 +20,11 @@ import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .errors import GenError, GenWarning
-from .images import encode_jpeg
-from .kiosk_frames import Player
-from .kiosk_producer import KioskFailure
+from gen.runtime.errors import GenError, GenWarning
+from gen.runtime.images import encode_jpeg
+
+from .player import Player
+from .producer import KioskFailure
 
 log = logging.getLogger("gen.kiosk")
 WEB_KEYS = {" ": "space", "s": "s", "n": "n"}

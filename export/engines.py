@@ -1,6 +1,6 @@
 """`gen export --target trt`: TensorRT engines for this GPU, built into the bundle and listed in its manifest.
 
-The builder itself is gen.runtime.tensorrt.build_engine, which the runtime also uses to build on first
+The builder itself is gen.runtime.engines.trt_plan.build_engine, which the runtime also uses to build on first
 use; this module only decides what to build and rewrites the bundle with the engines, their records
 and the timing cache (kept in the bundle, so a rebuild here reuses its measurements).
 """
@@ -11,16 +11,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from gen.runtime.bundle import Bundle, extend_bundle
+from gen.runtime.bundle import Bundle
+from gen.runtime.engines.trt import build_engine, import_tensorrt, this_device
+from gen.runtime.engines.trt_plan import can_build, graph_precision, timing_cache_name
 from gen.runtime.errors import GenError
-from gen.runtime.tensorrt import (
-    build_engine,
-    can_build,
-    graph_precision,
-    import_tensorrt,
-    this_device,
-    timing_cache_name,
-)
+
+from .writer import extend_bundle
 
 out = Console(stderr=True)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import GenError
+from gen.runtime.errors import GenError
 
 
 @dataclass(frozen=True)

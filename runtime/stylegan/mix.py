@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GenError
-from .latents import seeds_to_z
+from gen.runtime.errors import GenError
+from gen.runtime.latents import STILL_NOISE_MODES, check_noise_mode, seeds_to_z
 
 STYLE_NAMES = ("coarse", "middle", "fine")
 
@@ -55,9 +55,9 @@ def mix_styles(row_ws: np.ndarray, col_ws: np.ndarray, layers: range) -> np.ndar
 def mix_grid(gen, rows: Sequence[int], cols: Sequence[int], layers: range, psi: float | None = None,
              noise_mode: str = "const", batch: int = 8) -> np.ndarray:
     """The grid's pictures, uint8 [R + 1, C + 1, H, W, 3]; the top-left corner is white."""
-    from .images import nchw_to_images
+    from gen.runtime.images import nchw_to_images
 
-    psi = gen.meta.default_psi if psi is None else psi
+    psi = gen.psi(psi)
     row_ws = gen.styles(seeds_to_z(rows, gen.meta.z_dim), psi)
     col_ws = gen.styles(seeds_to_z(cols, gen.meta.z_dim), psi)
     mixed = mix_styles(row_ws, col_ws, layers).reshape(-1, *row_ws.shape[1:])
@@ -75,23 +75,19 @@ def mix_grid(gen, rows: Sequence[int], cols: Sequence[int], layers: range, psi: 
 def mix_to_file(bundle: Path, out: Path, rows: str, cols: str, styles: str = "fine", psi: float | None = None,
                 noise_mode: str = "const", size: int | None = None, engine: str = "auto") -> Path:
     """Write the style-mixing grid as one picture; `size` upscales each cell (Lanczos)."""
-    from .bundle import load_bundle
-    from .files import check_output_path
+    from gen.runtime.bundle import load_bundle
+    from gen.runtime.files import check_output_path
+    from gen.runtime.images import make_grid, resize, save_image
+    from gen.runtime.latents import parse_seeds
+
     from .generator import BundleGenerator
-    from .images import make_grid, resize, save_image
-    from .latents import parse_seeds
 
     out = check_output_path(out)
-    if noise_mode not in ("const", "none"):  # random noise would differ between a seed's own picture and its row
-        raise GenError(f"mix takes noise mode const or none, not '{noise_mode}'")
+    check_noise_mode(noise_mode, STILL_NOISE_MODES, "a mixing grid (random noise would change a seed's picture "
+                                                    "from cell to cell)")
     if size is not None and not 8 <= size <= 4096:
         raise GenError(f"size must be between 8 and 4096 pixels (got {size})")
-    seeds = {}
-    for name, text in (("rows", rows), ("cols", cols)):
-        try:
-            seeds[name] = parse_seeds(text)
-        except ValueError as e:
-            raise GenError(f"cannot read --{name} '{text}': {e}") from None
+    seeds = {name: parse_seeds(text, what=f"--{name}") for name, text in (("rows", rows), ("cols", cols))}
     gen = BundleGenerator(load_bundle(bundle), engine)
     layers = parse_styles(styles, gen.meta.num_ws)
     grid = mix_grid(gen, seeds["rows"], seeds["cols"], layers, psi, noise_mode)

@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import GenError, require_extra
-from .kiosk_frames import Player
+from gen.runtime.errors import GenError, require_extra
+
+from .player import Player
 
 HEADLESS_DRIVERS = ("offscreen", "dummy")
 

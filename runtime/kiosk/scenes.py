@@ -15,11 +15,11 @@ from typing import Protocol
 
 import numpy as np
 
-from .dream import DreamSettings, GradientFn
-from .dream_video import FeedbackSettings, feedback_frames, zoom_rotate
-from .errors import GenError
-from .images import IMAGE_SUFFIXES, blend, load_image, resize
-from .walk import WalkSettings, path_images, walk_keys
+from gen.runtime.dream.feedback import FeedbackSettings, feedback_frames, zoom_rotate
+from gen.runtime.dream.loop import DreamSettings, GradientFn
+from gen.runtime.errors import GenError
+from gen.runtime.images import IMAGE_SUFFIXES, blend, load_image, resize
+from gen.runtime.stylegan.walk import WalkSettings, path_images, walk_keys
 
 log = logging.getLogger("gen.kiosk")
 ORDERS = ("random", "loop")

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import GenError
+from gen.runtime.errors import GenError
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -80,9 +80,11 @@ def kiosk(
 
     Keys: q or Esc quit, space pause, s save the frame, n next scene (new seeds / next photo).
     """
-    from .bundle import load_bundle
-    from .kiosk_frames import KioskSettings, Player, make_producer
-    from .walk import WalkSettings
+    from gen.runtime.bundle import load_bundle
+    from gen.runtime.kiosk.player import Player
+    from gen.runtime.kiosk.run import make_producer
+    from gen.runtime.kiosk.settings import KioskSettings
+    from gen.runtime.stylegan.walk import WalkSettings
 
     settings = KioskSettings(fps=fps, speed=speed, crossfade=crossfade, seed=seed, order=order,
                              walk=WalkSettings(psi=psi, space=space), photos=tuple(photos or _default_photos()),
@@ -97,13 +99,13 @@ def kiosk(
     if not save_dir.is_dir():
         raise GenError(f"--save-dir '{save_dir}' is not a folder; create it first")
     if install_service:
-        from .kiosk_service import install_service as write_unit
+        from gen.runtime.kiosk.service import install_service as write_unit
 
         path, enable = write_unit(unit, sys.argv, serve)
         err.print(escape(f"wrote {path} (not enabled); start it now and at every start-up with:\n  {enable}"))
         return
     if not serve:
-        from .kiosk_display import import_pygame
+        from gen.runtime.kiosk.display import import_pygame
 
         import_pygame()  # a missing extra is said now, before any thread starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -113,7 +115,7 @@ def kiosk(
         if serve:
             _serve(player, fps, host, port)
         else:
-            from .kiosk_display import show
+            from gen.runtime.kiosk.display import show
 
             show(player, fps, windowed=windowed, display=display, window_size=size_px, frames=frames)
     finally:
@@ -122,17 +124,14 @@ def kiosk(
 
 def seed_pool(text: str) -> list[int]:
     """The walk's pool from '0-99' or '3,17,42'; refuses more than MAX_POOL seeds before making the list."""
-    from .kiosk_frames import MAX_POOL
-    from .latents import parse_seeds
+    from gen.runtime.kiosk.settings import MAX_POOL
+    from gen.runtime.latents import parse_seeds
 
-    try:
-        return parse_seeds(text, limit=MAX_POOL)
-    except ValueError as e:
-        raise GenError(f"cannot use seeds '{text}' as a kiosk's pool: {e}") from None
+    return parse_seeds(text, limit=MAX_POOL, what="a kiosk's pool of seeds")
 
 
 def _serve(player, fps: float, host: str, port: int) -> None:
-    from .kiosk_serve import FrameServer
+    from gen.runtime.kiosk.serve import FrameServer
 
     server = FrameServer(player, fps, host, port)
     err.print(escape(f"serving {server.url} (Ctrl-C stops); fullscreen: chromium --kiosk --app={server.url}"))

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import GenError, GenWarning
-from .images import load_image
+from gen.runtime.errors import GenError, GenWarning
+from gen.runtime.images import load_image
 
 GradientFn = Callable[[np.ndarray], tuple[np.ndarray, float]]
 NORMS = ("mean", "std", "none")

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GenError
-from .latents import seeds_to_z
+from gen.runtime.errors import GenError
+from gen.runtime.latents import STILL_NOISE_MODES, check_noise_mode, seeds_to_z
 
 SPACES = ("z", "w")
-WALK_NOISE_MODES = ("const", "none")  # random noise would flicker from frame to frame
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,7 @@ class WalkSettings:
             raise GenError(f"seconds must be positive (got {self.seconds_per_seed})")
         if self.space not in SPACES:
             raise GenError(f"unknown walk space '{self.space}'; choose z or w")
-        if self.noise_mode not in WALK_NOISE_MODES:
-            raise GenError(f"a walk takes noise mode const or none, not '{self.noise_mode}' (random would flicker)")
+        check_noise_mode(self.noise_mode, STILL_NOISE_MODES, "a walk (random noise would flicker)")
         if self.size is not None and not 8 <= self.size <= 4096:
             raise GenError(f"size must be between 8 and 4096 pixels (got {self.size})")
         return self
@@ -110,10 +108,6 @@ def walk_frames(gen, seeds: Sequence[int], settings: WalkSettings, batch: int = 
             yield frame
 
 
-def walk_psi(gen, settings: WalkSettings) -> float:
-    return gen.meta.default_psi if settings.psi is None else settings.psi
-
-
 def walk_keys(gen, seeds: Sequence[int | np.ndarray], settings: WalkSettings) -> np.ndarray:
     """The keyframes' latents: the seeds' z, or their truncated styles for a walk in w.
 
@@ -122,14 +116,14 @@ def walk_keys(gen, seeds: Sequence[int | np.ndarray], settings: WalkSettings) ->
     """
     if not any(isinstance(s, np.ndarray) for s in seeds):
         z = seeds_to_z(seeds, gen.meta.z_dim)
-        return z if settings.space == "z" else gen.styles(z, walk_psi(gen, settings), settings.cutoff)
+        return z if settings.space == "z" else gen.styles(z, gen.psi(settings.psi), settings.cutoff)
     if settings.space != "w":
         raise GenError("a .npy waypoint is a w (from gen project), not a z: walk with --space w")
     shape = (gen.meta.num_ws, gen.meta.w_dim)
     keys = []
     for s in seeds:
         if not isinstance(s, np.ndarray):
-            s = gen.styles(seeds_to_z([s], gen.meta.z_dim), walk_psi(gen, settings), settings.cutoff)[0]
+            s = gen.styles(seeds_to_z([s], gen.meta.z_dim), gen.psi(settings.psi), settings.cutoff)[0]
         elif s.ndim != 2 or s.shape[0] not in (1, shape[0]) or s.shape[1] != shape[1]:
             raise GenError(f"a w waypoint must be [1, {shape[1]}] or {list(shape)} for this bundle, "
                            f"got {list(s.shape)}")
@@ -139,7 +133,7 @@ def walk_keys(gen, seeds: Sequence[int | np.ndarray], settings: WalkSettings) ->
 
 def parse_waypoints(text: str) -> list[int | np.ndarray]:
     """'3,proj/w.npy,17-19' -> seeds, and the ws saved by `gen project` for the .npy items."""
-    from .latents import parse_seeds
+    from gen.runtime.latents import parse_seeds
 
     points: list[int | np.ndarray] = []
     for part in (p.strip() for p in text.split(",")):
@@ -149,18 +143,18 @@ def parse_waypoints(text: str) -> list[int | np.ndarray]:
             except (OSError, ValueError) as e:
                 raise GenError(f"cannot read the w in '{part}' ({e})") from None
         elif part:
-            points.extend(parse_seeds(part))
+            points.extend(parse_seeds(part, what=f"seeds '{text}': the part"))
     if not points:
-        raise ValueError("no seeds given")
+        raise GenError(f"cannot read seeds '{text}': no seeds given")
     return points
 
 
 def path_images(gen, keys: np.ndarray, times: np.ndarray, settings: WalkSettings) -> np.ndarray:
     """uint8 frames [N, H, W, 3] at loop `times` along `keys`, in one batch (gen walk and gen kiosk share it)."""
-    from .images import nchw_to_images, resize
+    from gen.runtime.images import nchw_to_images, resize
 
     latents = path_at(keys, times, settings.space, settings.ease)
-    ws = gen.styles(latents, walk_psi(gen, settings), settings.cutoff) if settings.space == "z" else latents
+    ws = gen.styles(latents, gen.psi(settings.psi), settings.cutoff) if settings.space == "z" else latents
     frames = nchw_to_images(gen.synthesize(ws, settings.noise_mode))
     if settings.size is not None and settings.size != frames.shape[1]:
         frames = np.stack([resize(f, settings.size, settings.size) for f in frames])
@@ -170,17 +164,15 @@ def path_images(gen, keys: np.ndarray, times: np.ndarray, settings: WalkSettings
 def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, settings: WalkSettings,
                  engine: str = "auto", show_progress: bool = True) -> tuple[Path, int]:
     """Render the loop to a .mp4 or .gif; returns the path and the number of frames."""
-    from .bundle import load_bundle
-    from .dream_video import check_video_path, write_video
-    from .files import check_output_path
+    from gen.runtime.bundle import load_bundle
+    from gen.runtime.files import check_output_path
+    from gen.runtime.progress import progress_bar, rate_text
+    from gen.runtime.video import check_video_path, write_video
+
     from .generator import BundleGenerator
-    from .progress import progress_bar, rate_text
 
     out = check_video_path(check_output_path(out))
-    try:
-        seed_list = parse_waypoints(seeds)
-    except ValueError as e:
-        raise GenError(f"cannot read seeds '{seeds}': {e}") from None
+    seed_list = parse_waypoints(seeds)
     if seconds is not None:
         if not seconds > 0:
             raise GenError(f"--seconds must be positive (got {seconds})")

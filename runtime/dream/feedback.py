@@ -1,24 +1,18 @@
 """Zoom/feedback animations: dream, zoom (and turn) the result a little, dream on that, again and again.
-
-Frames are written as GIF (Pillow) or MP4 (ffmpeg, from the `video` extra) through imageio, one at a
-time to a temporary file that replaces the output only when every frame is done.
-"""
+The frames are written by gen.runtime.video."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .dream import DreamSettings, GradientFn, StepInfo, dream
-from .errors import GenError
-from .files import atomic_path
+from gen.runtime.errors import GenError
 
-VIDEO_SUFFIXES = (".gif", ".mp4")
+from .loop import DreamSettings, GradientFn, StepInfo, dream
 
 
 @dataclass(frozen=True)
@@ -89,46 +83,3 @@ def feedback_frames(
         if feedback.blend:
             mixed = (1.0 - feedback.blend) * current + feedback.blend * image.astype(np.float32)
             current = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-
-
-def check_video_path(path: str | Path) -> Path:
-    path = Path(path)
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise GenError(f"'{path}': animations are written as .gif or .mp4")
-    if path.suffix.lower() == ".mp4":
-        from .errors import require_extra
-
-        require_extra("imageio_ffmpeg", "video")
-    return path
-
-
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> int:
-    """Write uint8 RGB frames to a .gif or .mp4 atomically; returns the number of frames written."""
-    import imageio.v3 as iio
-
-    path = check_video_path(path)
-    count = 0
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".gif":
-            with iio.imopen(tmp, "w", extension=".gif", plugin="pillow") as f:
-                for frame in frames:
-                    f.write(frame, duration=round(1000 / fps), loop=0)
-                    count += 1
-        else:
-            import imageio_ffmpeg
-
-            writer = None
-            for frame in frames:
-                # H.264 in yuv420p needs even sides: drop the last row/column if odd (no rescaling).
-                h, w = frame.shape[:2]
-                frame = np.ascontiguousarray(frame[: h - h % 2, : w - w % 2])
-                if writer is None:
-                    writer = imageio_ffmpeg.write_frames(
-                        str(tmp), (frame.shape[1], frame.shape[0]), fps=fps, codec="libx264", quality=8,
-                        macro_block_size=1, output_params=["-f", "mp4"], ffmpeg_log_level="error")
-                    writer.send(None)  # start ffmpeg
-                writer.send(frame)
-                count += 1
-            if writer is not None:
-                writer.close()
-    return count

@@ -19,9 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import GenError
-from .images import blend
-from .kiosk_scenes import Scene
+from gen.runtime.errors import GenError
+from gen.runtime.images import blend
+
+from .scenes import Scene
 
 log = logging.getLogger("gen.kiosk")
 

@@ -1,0 +1,93 @@
+"""`gen sample`, `gen walk`, `gen mix`: pictures from a StyleGAN bundle (torch-free) or, for sample, from a
+training run's checkpoint (the PyTorch reference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from gen.runtime.bundle import is_bundle
+from gen.runtime.errors import require_extra
+from gen.runtime.latents import parse_seeds
+from gen.runtime.stylegan.walk import WalkSettings
+
+from .output import err
+
+
+def sample(
+    source: Path = typer.Argument(..., help="A bundle folder (torch-free), or a training run / checkpoint (PyTorch)."),
+    out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="Grid image to write."),
+    outdir: Path = typer.Option(None, help="Also write one PNG per seed into this folder (seed0007.png, ...)."),
+    seeds: str = typer.Option("0-15", help="Seeds, e.g. '0-15' or '1,5,9'."),
+    psi: float = typer.Option(None, "--psi", "--trunc", help="Truncation psi: 1 = none, 0 = the average picture "
+                                                             "(default: the bundle's, else 0.7)."),
+    cutoff: int = typer.Option(None, help="Truncate only the first N style layers (default: all)."),
+    noise_mode: str = typer.Option("const", help="const | random (drawn per seed: the same on a bundle and its "
+                                                 "checkpoint) | none."),
+    cols: int = typer.Option(None, help="Grid columns (default: square)."),
+    engine: str = typer.Option("auto", help="Bundle engine: auto | cpu | cuda. Checkpoint device: cpu | cuda."),
+) -> None:
+    """Draw pictures for a list of seeds, from a bundle (runtime) or a checkpoint (PyTorch reference)."""
+    from gen.runtime.stylegan.sample import bundle_images, check_sample_outputs, save_samples
+
+    out = check_sample_outputs(out, outdir)
+    seed_list = parse_seeds(seeds)
+    if is_bundle(source):
+        images = bundle_images(source, seed_list, psi, cutoff, noise_mode, engine)
+    else:
+        require_extra("torch")
+        from gen.train.sample import checkpoint_images
+
+        device = "cpu" if engine in ("auto", "cpu") else engine
+        images = checkpoint_images(source, seed_list, psi, cutoff, noise_mode, device)
+    err.print(escape(f"wrote {save_samples(images, seed_list, out, outdir, cols)}"))
+
+
+def walk(
+    bundle: Path = typer.Argument(..., help="A stylegan bundle folder."),
+    seeds: str = typer.Option("3,17,42", help="Seeds the loop passes through, in order, back to the first; "
+                                              "with --space w also w.npy files from gen project."),
+    out: Path = typer.Option(Path("walk.mp4"), "--out", "-o", help="Video to write: .mp4 (H.264) or .gif."),
+    seconds: float = typer.Option(None, show_default=False, help="Length of the loop (default: 4 s per seed)."),
+    fps: float = typer.Option(WalkSettings.fps, help="Frames per second."),
+    psi: float = typer.Option(None, "--psi", "--trunc", show_default=False,
+                              help="Truncation psi (default: the bundle's, usually 0.7: varied yet clean)."),
+    cutoff: int = typer.Option(None, show_default=False, help="Truncate only the first N style layers."),
+    space: str = typer.Option(WalkSettings.space,
+                              help="z: great-circle slerp between the seeds' latents (keeps them typical); "
+                                   "w: straight lines between their styles (shorter, can look flatter)."),
+    ease: bool = typer.Option(WalkSettings.ease, "--ease/--no-ease",
+                              help="Slow in and out of each seed, so it lingers there."),
+    size: int = typer.Option(None, show_default=False, help="Upscale frames to this many pixels a side (Lanczos)."),
+    noise_mode: str = typer.Option(WalkSettings.noise_mode, help="const | none (random noise would flicker)."),
+    engine: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Render a seamless looping walk through seeds, torch-free; the frames at the seeds are gen sample's."""
+    from gen.runtime.stylegan.walk import walk_to_file
+
+    settings = WalkSettings(fps=fps, psi=psi, cutoff=cutoff, space=space, ease=ease, noise_mode=noise_mode, size=size)
+    written, frames = walk_to_file(bundle, out, seeds, seconds, settings, engine)
+    err.print(escape(f"wrote {written} ({frames} frames, {frames / fps:.1f} s loop)"))
+
+
+def mix(
+    bundle: Path = typer.Argument(..., help="A stylegan bundle folder."),
+    rows: str = typer.Option("1,2,3", help="Row seeds: their pictures run down the left; they give the other styles."),
+    cols: str = typer.Option("4,5,6", help="Column seeds: their pictures run along the top; they give --styles."),
+    styles: str = typer.Option("fine", help="Styles taken from the column seeds: coarse (pose, shape), middle "
+                                            "(features), fine (colour, texture) or ws indices A-B."),
+    out: Path = typer.Option(Path("mix.png"), "--out", "-o", help="Grid image to write."),
+    psi: float = typer.Option(None, "--psi", "--trunc", show_default=False,
+                              help="Truncation psi (default: the bundle's, usually 0.7)."),
+    size: int = typer.Option(None, show_default=False, help="Upscale each cell to this many pixels (Lanczos)."),
+    noise_mode: str = typer.Option("const", help="const | none."),
+    engine: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Draw the StyleGAN style-mixing grid: each cell is its row seed with its column seed's --styles."""
+    from gen.runtime.stylegan.mix import mix_to_file
+
+    written = mix_to_file(bundle, out, rows, cols, styles=styles, psi=psi, noise_mode=noise_mode, size=size,
+                          engine=engine)
+    err.print(escape(f"wrote {written}"))

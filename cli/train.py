@@ -1,0 +1,105 @@
+"""`gen train`, `gen metrics`, `gen project`: the PyTorch side (they need the train extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from gen.runtime.errors import require_extra
+from gen.runtime.images import parse_color
+
+from .output import err
+
+
+def train(
+    data: Path = typer.Argument(None, help="Folder of images (PNG/JPEG/WebP, searched recursively). "
+                                           "Default: the small built-in emoji sample."),
+    out_dir: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, grids, log."),
+    preset: str = typer.Option(None, help="tiny | small | paper256 (see gen.train.config); default: small, "
+                                          "or the run's own when resuming."),
+    kimg: float = typer.Option(None, help="Train until this many thousand real images were shown."),
+    resume: Path = typer.Option(None, help="Continue the run in this folder exactly where it stopped."),
+    variant: str = typer.Option(None, help="stylegan2 (default) or stylegan1 (AdaIN)."),
+    resolution: int = typer.Option(None, help="Override the preset's resolution (a power of two, 8-1024)."),
+    batch: int = typer.Option(None, help="Total batch size (split across processes)."),
+    snapshot_kimg: float = typer.Option(None, help="Write a snapshot grid and checkpoint every N kimg."),
+    background: str = typer.Option("white", help="Colour that transparent pixels are composited on."),
+    xflip: bool = typer.Option(None, "--xflip/--no-xflip", help="Add mirrored copies of the data."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    workers: int = typer.Option(2, help="DataLoader worker processes that decode images."),
+    seed: int = typer.Option(0, help="Seed for weights, latents and data order."),
+    metrics_kimg: float = typer.Option(None, show_default=False,
+                                       help="Every N kimg, log fid_lite0/kid_lite0 of G_ema (as gen metrics) into "
+                                            "log.jsonl and plot metrics.png."),
+    metrics_num: int = typer.Option(1000, help="Pictures per set for --metrics-kimg."),
+) -> None:
+    """Train a StyleGAN on a folder of images (one process, or several under torchrun)."""
+    require_extra("torch")
+    from gen.train.checkpoint import CHECKPOINT_NAME
+    from gen.train.trainer import start_or_resume
+
+    state = start_or_resume(
+        data, out_dir, preset=preset, resume=resume, background=parse_color(background), device=device,
+        model_overrides={"variant": variant, "resolution": resolution},
+        train_overrides={"kimg": kimg, "batch": batch, "snapshot_kimg": snapshot_kimg, "xflip": xflip},
+        workers=workers, seed=seed, metrics_kimg=metrics_kimg, metrics_num=metrics_num)
+    if state.procs.is_main:
+        run = Path(resume or out_dir)
+        grids = sorted(run.glob("grid-*.png"))
+        print(f"{state.nimg / 1000:.3f} kimg in {state.step} steps; latest grid: {grids[-1] if grids else '-'}; "
+              f"checkpoint: {run / CHECKPOINT_NAME} (continue with --resume {run})")
+
+
+def metrics(
+    source: Path = typer.Argument(None, show_default=False,
+                                  help="A training run, checkpoint or stylegan bundle (leave out with --real-floor "
+                                       "to measure only the floor)."),
+    data: Path = typer.Option(..., "--data", help="Folder of real images (composited and resized as for training)."),
+    num: int = typer.Option(1000, help="Generated pictures (seeds 0..N-1), and real pictures per set."),
+    psi: float = typer.Option(1.0, "--psi", "--trunc", help="Truncation psi (1 = none, as FID is usually measured)."),
+    real_floor: bool = typer.Option(False, "--real-floor", help="Also measure N reals against N other reals."),
+    out_file: Path = typer.Option(None, "--out", "-o", show_default=False, help="Also write the results to this JSON."),
+    noise_mode: str = typer.Option("random", help="random (per seed: bundle = checkpoint) | const | none."),
+    resolution: int = typer.Option(None, show_default=False,
+                                   help="Reals' size without a generator (default: the first image's)."),
+    background: str = typer.Option("white", help="Colour that transparent pixels are composited on."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (features, and a checkpoint's generator)."),
+    seed: int = typer.Option(0, help="Seed for choosing the real pictures."),
+) -> None:
+    """fid_lite0 and kid_lite0: FID/KID on EfficientNet-Lite0 features (not comparable to published FID)."""
+    require_extra("torch")
+    from gen.train.metrics import format_metrics, measure_to_file
+
+    result = measure_to_file(source, data, out_file, num=num, psi=psi, real_floor=real_floor, noise_mode=noise_mode,
+                             device=device, resolution=resolution, background=parse_color(background), seed=seed)
+    for line in format_metrics(result):
+        print(line)
+
+
+def project(
+    photo: Path = typer.Argument(..., help="The photo to match (centre-cropped to the generator's size)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A training run folder or checkpoint .safetensors."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for projected.png, w.npy, compare.png, target.png."),
+    steps: int = typer.Option(500, help="Optimisation steps."),
+    w_plus: bool = typer.Option(False, "--w-plus", help="One w per style layer (closer, less editable); "
+                                                        "w.npy is then [num_ws, w_dim], else [1, w_dim]."),
+    optimize_noise: bool = typer.Option(False, "--optimize-noise",
+                                        help="Also fit the noise maps (saved in noise.npz; w alone no longer "
+                                             "reproduces the picture)."),
+    video: Path = typer.Option(None, show_default=False, help="Write the search as a video (.mp4 or .gif)."),
+    background: str = typer.Option("white", help="Colour that transparent pixels are composited on."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    seed: int = typer.Option(0, help="Seed for the noise added to w."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier projection in --out."),
+) -> None:
+    """Find the w whose picture matches a photo (PyTorch): writes the picture, w.npy and target|projection."""
+    require_extra("torch")
+    from gen.train.projector import ProjectSettings, project_to_folder
+
+    settings = ProjectSettings(steps=steps, w_plus=w_plus, optimize_noise=optimize_noise)
+    result = project_to_folder(photo, checkpoint, out_dir, settings, video, parse_color(background), device, seed,
+                               overwrite)
+    err.print(escape(f"wrote {out_dir}/projected.png, w.npy, compare.png (PSNR {result.psnr:.2f} dB against "
+                     "the target)"))

@@ -1,0 +1,29 @@
+"""Engine runners, one small interface over each inference engine (as Polygraphy's backends):
+
+- ``base``: the `Runner` interface, the engines this machine offers, input checks;
+- ``ort``: onnxruntime (cpu, cuda, ort-trt), the engine every install has;
+- ``trt_plan``: TensorRT's pure logic (engine names, profiles, choosing an engine, messages), tested
+  everywhere; ``trt``: the code that calls TensorRT and cuda-python, imported only for --engine trt.
+"""
+
+from __future__ import annotations
+
+from gen.runtime.bundle import Bundle, BundleError
+
+from .base import ENGINES, Runner, available_engines, resolve_engine
+
+__all__ = ["ENGINES", "Runner", "available_engines", "open_runner", "resolve_engine"]
+
+
+def open_runner(bundle: Bundle, graph: str, engine: str = "auto") -> Runner:
+    """A runner for one graph of a bundle on `engine` (auto | cpu | cuda | ort-trt | trt); close it when done."""
+    if graph not in bundle.manifest.graphs:
+        raise BundleError(f"bundle '{bundle.path}' has no graph '{graph}' (it has {sorted(bundle.manifest.graphs)})")
+    if engine == "trt":
+        resolve_engine(engine)
+        from .trt import TrtRunner
+
+        return TrtRunner(bundle, graph)
+    from .ort import OrtRunner
+
+    return OrtRunner(bundle.graph_path(graph), bundle.manifest.graphs[graph], engine)

@@ -1,0 +1,79 @@
+"""What every engine runner shares: the interface (named inputs -> named outputs), the engines this
+machine offers, and the check of each input against the manifest before it reaches an engine."""
+
+from __future__ import annotations
+
+import ctypes.util
+from importlib.util import find_spec
+from typing import Protocol
+
+import numpy as np
+
+from gen.runtime.bundle import GraphSpec, TensorSpec
+from gen.runtime.errors import GenError
+
+ENGINES = ("auto", "cpu", "cuda", "ort-trt", "trt")
+
+
+class Runner(Protocol):
+    """One graph on one engine. Close it (or use it in a `with` block) to free the engine's memory."""
+
+    name: str
+    spec: GraphSpec
+    precision: str  # "fp32", or "fp16" for an FP16 TensorRT engine (held to the graph's FP16 tolerance)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Runner: ...
+
+    def __exit__(self, *exc) -> None: ...
+
+
+class Closing:
+    """`with runner:` closes it; a runner says how in `close`."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def available_engines() -> list[str]:
+    """Engines this machine can run now, best first."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    # onnxruntime-gpu always lists its TensorRT provider; it works only where TensorRT's libraries are.
+    trt_libs = find_spec("tensorrt_libs") is not None or ctypes.util.find_library("nvinfer") is not None
+    return ((["trt"] if find_spec("tensorrt") is not None else [])
+            + (["ort-trt"] if "TensorrtExecutionProvider" in have and trt_libs else [])
+            + (["cuda"] if "CUDAExecutionProvider" in have else []) + ["cpu"])
+
+
+def resolve_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise GenError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    engines = available_engines()
+    if engine == "auto":  # onnxruntime's best: TensorRT engines are asked for by name (first builds take minutes)
+        return next(e for e in engines if e in ("cuda", "cpu"))
+    if engine not in engines:
+        need = {"trt": "NVIDIA's tensorrt Python package", "ort-trt": "onnxruntime-gpu and TensorRT's libraries"}
+        raise GenError(f"engine '{engine}' is not available here (available: {', '.join(engines)}); "
+                       f"{engine} needs {need.get(engine, 'onnxruntime-gpu')}")
+    return engine
+
+
+def check_input(spec: TensorSpec, value: np.ndarray | None, graph: GraphSpec) -> np.ndarray:
+    """Cast to the declared dtype; refuse a missing input or a shape the graph cannot take."""
+    if value is None:
+        raise GenError(f"input '{spec.name}' of {graph.file} was not given")
+    value = np.ascontiguousarray(value, dtype=spec.dtype)
+    if value.ndim != len(spec.shape) or any(isinstance(d, int) and d != v for d, v in zip(spec.shape, value.shape)):
+        raise GenError(f"input '{spec.name}' of {graph.file} must have shape {spec.shape}, got {list(value.shape)}")
+    return value

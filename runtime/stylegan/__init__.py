@@ -1,0 +1,1 @@
+"""StyleGAN from a bundle, torch-free: the generator (seeds -> pictures), sampling, walks and style mixing."""

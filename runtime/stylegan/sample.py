@@ -1,0 +1,41 @@
+"""`gen sample` on a bundle: seeds -> pictures, torch-free, and the pictures -> a grid (and one file per seed).
+
+A checkpoint's pictures come from gen.train.sample (the PyTorch reference) and are saved here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gen.runtime.bundle import load_bundle
+from gen.runtime.errors import GenError
+from gen.runtime.files import check_output_path
+from gen.runtime.images import make_grid, save_image
+
+from .generator import BundleGenerator
+
+
+def bundle_images(bundle: Path, seeds: Sequence[int], psi: float | None = None, cutoff: int | None = None,
+                  noise_mode: str = "const", engine: str = "auto") -> np.ndarray:
+    """uint8 pictures [N, R, R, 3] of the seeds; psi None: the bundle's default."""
+    with BundleGenerator(load_bundle(bundle), engine) as gen:
+        return gen.images(seeds, psi=gen.psi(psi), cutoff=cutoff, noise_mode=noise_mode)
+
+
+def check_sample_outputs(out: Path, outdir: Path | None) -> Path:
+    """Refuse an unwritable grid path or a missing --outdir before any picture is drawn."""
+    if outdir is not None and not outdir.is_dir():
+        raise GenError(f"--outdir '{outdir}' does not exist; create it first")
+    return check_output_path(out)
+
+
+def save_samples(images: np.ndarray, seeds: Sequence[int], out: Path, outdir: Path | None = None,
+                 cols: int | None = None) -> Path:
+    """The pictures as one grid at `out` and, with `outdir`, one seedNNNN.png each; returns `out`."""
+    if outdir is not None:
+        for seed, img in zip(seeds, images):
+            save_image(outdir / f"seed{seed:04d}.png", img)
+    return save_image(out, make_grid(images, cols=cols))
