@@ -38,7 +38,7 @@ class Engine:
 
 def _torch_engine(backbone: str, weights: Path | None, layers: str | None, class_index: int | None,
                   guide: Path | None, device: str, threads: int) -> Engine:
-    require_extra("torch")  # (OMP_WAIT_POLICY is set when gen.runtime.cli is imported)
+    require_extra("torch")  # (OMP_WAIT_POLICY is set when gen.cli is imported)
     import torch
 
     from gen.train.devices import resolve_device

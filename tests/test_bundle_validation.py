@@ -233,10 +233,10 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_bundle(tmp_path):
 def test_cli_bad_bundle_is_one_line(good_bundle, tmp_path):
     folder = copy_bundle(good_bundle, tmp_path / "b")
     (folder / "manifest.json").write_text("{ not json")
-    p = subprocess.run([sys.executable, "-m", "gen.runtime.cli", "info", str(folder)], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "gen.cli", "info", str(folder)], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 2 and "not valid JSON" in p.stderr and "Traceback" not in p.stderr
-    p = subprocess.run([sys.executable, "-m", "gen.runtime.cli", "verify", str(tmp_path / "none")],
+    p = subprocess.run([sys.executable, "-m", "gen.cli", "verify", str(tmp_path / "none")],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "does not exist" in p.stderr
 

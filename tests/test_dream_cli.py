@@ -142,7 +142,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(photo, tmp_path):
 
 def test_command_line_prints_one_line_and_exits_2(tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
-    code = "import sys; from gen.runtime.cli import main; sys.argv = ['gen'] + sys.argv[1:]; main()"
+    code = "import sys; from gen.cli import main; sys.argv = ['gen'] + sys.argv[1:]; main()"
     proc = subprocess.run([sys.executable, "-c", code, "dream", str(tmp_path / "notes.png")],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
@@ -159,7 +159,7 @@ def test_large_photo_dreams_in_tiles_within_bounded_memory(tmp_path):
     if not photo.exists():
         pytest.skip(f"{photo} (../shared beside the checkout) is not here")
     # VmHWM is this process's own peak (ru_maxrss would carry over the forking parent's peak through exec).
-    code = ("import sys\nfrom gen.runtime.cli import main\nsys.argv = ['gen'] + sys.argv[1:]\n"
+    code = ("import sys\nfrom gen.cli import main\nsys.argv = ['gen'] + sys.argv[1:]\n"
             "try:\n    main()\nfinally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
             "    print('peak', hwm[0].split()[1], file=sys.stderr)")
     out = tmp_path / "hubble.jpg"

@@ -112,10 +112,10 @@ def test_verify_fails_on_a_wrong_reference(exported, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     failed = [c for c in verify(load_bundle(copy), "cpu") if not c.ok]
     assert len(failed) == 1 and failed[0].graph == "synthesis"
-    proc = subprocess.run([sys.executable, "-m", "gen.runtime.cli", "verify", str(copy)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "gen.cli", "verify", str(copy)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 1 and "FAIL" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "gen.runtime.cli", "verify", str(bundle.path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "gen.cli", "verify", str(bundle.path)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "all within tolerance" in proc.stdout
 

@@ -293,7 +293,7 @@ class Block:
         if name.split('.')[0] in ('torch', 'pygame'):
             raise ImportError(name + ' is not installed here')
 sys.meta_path.insert(0, Block())
-from gen.runtime.cli import main
+from gen.cli import main
 sys.argv = ['gen'] + sys.argv[1:]
 main()
 """
@@ -319,7 +319,7 @@ def test_cli_window_service_unit_and_missing_extra(bundle, tmp_path, monkeypatch
     assert "Restart=on-failure" in text and f"enable --now {shlex.quote(str(unit))}" in text
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
     command = shlex.split(exec_start.removeprefix("ExecStart="))
-    assert command[:4] == [sys.executable, "-m", "gen.runtime.cli", "kiosk"] and command[4:] == args[1:]
+    assert command[:4] == [sys.executable, "-m", "gen.cli", "kiosk"] and command[4:] == args[1:]
     p = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)  # the unit's command runs
     assert p.returncode == 0, p.stderr
 
@@ -549,11 +549,11 @@ def test_cli_failures_are_one_line_errors(bundle, tmp_path):
     p = run("--seeds", "0-999999999999", "--windowed")
     assert p.returncode == 2 and "at most 1,000,000" in error(p) and time.monotonic() - start < 60
 
-    broken = TORCH_BLOCKED.replace("from gen.runtime.cli import main", """import onnxruntime as ort
+    broken = TORCH_BLOCKED.replace("from gen.cli import main", """import onnxruntime as ort
 def run(self, *args, **kwargs):
     raise RuntimeError("injected engine fault")
 ort.InferenceSession.run = run
-from gen.runtime.cli import main""")
+from gen.cli import main""")
     assert broken != TORCH_BLOCKED
     p = subprocess.run([sys.executable, "-c", broken, "kiosk", str(bundle.path), "--windowed", "--engine", "cpu",
                         "--max-failures", "2"], capture_output=True, text=True, timeout=120, cwd=tmp_path,

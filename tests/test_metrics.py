@@ -19,7 +19,7 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def gen_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gen.runtime.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gen.cli", *args], capture_output=True, text=True,
                           timeout=300)
 
 

@@ -22,7 +22,7 @@ PHOTO = MODELS / "photos" / "chelsea.jpg"
 
 
 def gen_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gen.runtime.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gen.cli", *args], capture_output=True, text=True,
                           timeout=300)
 
 

@@ -27,7 +27,7 @@ def test_shipped_stylegan_bundle_samples_a_grid_without_torch(tmp_path):
     """The README's first command, in a process where importing torch fails."""
     out = tmp_path / "grid.png"
     code = ("import sys; sys.modules['torch'] = None; sys.argv = ['gen', 'sample', sys.argv[1], '--seeds', '0-15', "
-            "'--out', sys.argv[2]]; from gen.runtime.cli import main; main()")
+            "'--out', sys.argv[2]]; from gen.cli import main; main()")
     result = subprocess.run([sys.executable, "-c", code, str(MODELS / "emoji"), str(out)], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr

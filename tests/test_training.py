@@ -189,7 +189,7 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_sigint_saves_and_exits_cleanly(emoji_subset, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-c", "from gen.runtime.cli import main; main()", "train", str(emoji_subset),
+    cmd = [sys.executable, "-c", "from gen.cli import main; main()", "train", str(emoji_subset),
            "--out", str(out), "--preset", "tiny", "--kimg", "1000", "--workers", "0", "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

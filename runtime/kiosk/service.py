@@ -50,7 +50,7 @@ def systemd_quote(arg: str) -> str:
 
 
 def unit_text(args: list[str], serve: bool, user_unit: bool, enable: str, cwd: Path | None = None) -> str:
-    command = [sys.executable, "-m", "gen.runtime.cli", "kiosk", *args]
+    command = [sys.executable, "-m", "gen.cli", "kiosk", *args]
     graphical = not serve  # a window needs the user's graphical session; a server needs nothing
     lines = [
         "# Written by gen kiosk --install-service. Start it now and at every boot/login with:",
