@@ -1,9 +1,11 @@
-"""A one-line description of the machine a benchmark ran on, recorded with every result."""
+"""What every benchmark shares: the machine it ran on (recorded with each result) and how a rate is timed."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable
 
 
 def describe(device: str = "cpu") -> dict:
@@ -25,3 +27,15 @@ def describe(device: str = "cpu") -> dict:
     except ImportError:
         pass
     return info
+
+
+def best_rate(fn: Callable[[], object], work: float = 1.0, repeats: int = 3) -> float:
+    """`work` units (images, steps) per second of the fastest of `repeats` calls of `fn`, after one warm-up:
+    the fastest run is the one least disturbed by whatever else the machine was doing."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return work / best

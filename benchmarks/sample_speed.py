@@ -12,29 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from machine import describe
+from machine import best_rate, describe
 
 from gen.export.stylegan import export_stylegan
 from gen.runtime.stylegan.generator import BundleGenerator
 from gen.train.sample import generate, load_generator
 
 RESULTS = Path(__file__).parent / "results" / "sample_speed.jsonl"
-
-
-def best_rate(fn, images: int, repeats: int) -> float:
-    """Images per second of the fastest of `repeats` runs (after one warm-up)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return images / best
 
 
 def main() -> None:

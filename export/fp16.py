@@ -90,9 +90,9 @@ def add_fp16_graph(bundle: Bundle, graph: str = "synthesis") -> tuple[Bundle, fl
 
 def worst_psnr(bundle: Bundle, graph: str, path: Path, spec: GraphSpec) -> tuple[float, str]:
     """The lowest PSNR of the FP16 graph against the PyTorch outputs over the graph's golden cases."""
-    runner, golden = OrtRunner(path, spec, "cpu"), bundle.golden()
-    results = []
-    for case in (c for c in bundle.manifest.golden.cases if c.graph == graph):
-        outs = runner.run({k: golden[v] for k, v in case.inputs.items()})
-        results += [(psnr(outs[k], golden[v]), case.note) for k, v in case.outputs.items()]
+    golden, results = bundle.golden(), []
+    with OrtRunner(path, spec, "cpu") as runner:
+        for case in (c for c in bundle.manifest.golden.cases if c.graph == graph):
+            outs = runner.run({k: golden[v] for k, v in case.inputs.items()})
+            results += [(psnr(outs[k], golden[v]), case.note) for k, v in case.outputs.items()]
     return min(results)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
 
 from .bundle import Bundle, BundleError, Tolerance
-from .engines import open_runner
+from .engines import Runner, open_runner
 
 # The FP16 bound when a bundle states none: PSNR 50 dB is an RMS error of 0.3% of the value range, under
 # one 8-bit level; FP16 synthesis measures ~80 dB on onnxruntime (export/fp16.py), a wrong op < 30 dB.
@@ -63,23 +64,26 @@ def tolerance_for(bundle: Bundle, graph: str, precision: str = "fp32") -> Tolera
     return tols[graph]
 
 
-
 def verify(bundle: Bundle, engine: str = "auto") -> list[Check]:
+    """Each golden case through `engine`, one Check per expected output; the runners are closed after."""
     m = bundle.manifest
     golden = bundle.golden()
-    runners = {}
     checks = []
-    for case in m.golden.cases:
-        runner = runners.get(case.graph) or runners.setdefault(case.graph, open_runner(bundle, case.graph, engine))
-        try:
-            feeds = {name: golden[key] for name, key in case.inputs.items()}
-            wants = {name: golden[key] for name, key in case.outputs.items()}
-        except KeyError as e:
-            raise BundleError(f"{bundle.path}: golden data lacks {e}; re-export the bundle") from None
-        outs = runner.run(feeds)
-        tol = tolerance_for(bundle, case.graph, getattr(runner, "precision", "fp32"))
-        for name, want in wants.items():
-            max_abs, rel = errors(outs[name], want)
-            checks.append(Check(case.graph, name, case.note, runner.name, max_abs, rel, tol.max_abs, tol.rel_l2,
-                                psnr(outs[name], want), tol.psnr_db))
+    with ExitStack() as runners_open:
+        runners: dict[str, Runner] = {}
+        for case in m.golden.cases:
+            if case.graph not in runners:
+                runners[case.graph] = runners_open.enter_context(open_runner(bundle, case.graph, engine))
+            runner = runners[case.graph]
+            try:
+                feeds = {name: golden[key] for name, key in case.inputs.items()}
+                wants = {name: golden[key] for name, key in case.outputs.items()}
+            except KeyError as e:
+                raise BundleError(f"{bundle.path}: golden data lacks {e}; re-export the bundle") from None
+            outs = runner.run(feeds)
+            tol = tolerance_for(bundle, case.graph, runner.precision)
+            for name, want in wants.items():
+                max_abs, rel = errors(outs[name], want)
+                checks.append(Check(case.graph, name, case.note, runner.name, max_abs, rel, tol.max_abs, tol.rel_l2,
+                                    psnr(outs[name], want), tol.psnr_db))
     return checks

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,3 +95,9 @@ from gen.cli import main
 sys.argv = ['gen'] + sys.argv[1:]
 main()
 """
+
+
+def gen_without_torch(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run `gen ARGS` as a runtime-only install would (TORCH_BLOCKED); text output captured."""
+    return subprocess.run([sys.executable, "-c", TORCH_BLOCKED, *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)

@@ -67,7 +67,10 @@ def test_fid_from_few_samples_equals_the_covariance_route(n1, n2):
 
 def test_kid_is_unbiased_near_zero_for_one_distribution_and_grows_with_the_shift():
     rng = np.random.RandomState(3)
-    draw = lambda shift: rng.randn(600, 32) + shift  # noqa: E731
+
+    def draw(shift: float) -> np.ndarray:
+        return rng.randn(600, 32) + shift
+
     same, same_std = kid_from_features(draw(0), draw(0), subsets=20, subset_size=300)
     near, _ = kid_from_features(draw(0), draw(0.2), subsets=20, subset_size=300)
     far, _ = kid_from_features(draw(0), draw(0.6), subsets=20, subset_size=300)

@@ -62,7 +62,10 @@ def test_training_moves_the_loss_and_logs(emoji_subset, tmp_path):
 def test_resume_equals_straight_run(emoji_subset, tmp_path):
     n = 5  # odd, so a checkpoint lands between lazy-regulariser steps and mid ADA interval
     straight = tmp_path / "straight"
-    cfg = lambda steps: micro_train(steps, ada_target=-1.0)  # noqa: E731 (p rises at every adjust)
+
+    def cfg(steps: int):
+        return micro_train(steps, ada_target=-1.0)  # p rises at every adjust
+
     train(emoji_subset, straight, MICRO, cfg(2 * n), device="cpu", workers=0)
     split = tmp_path / "split"
     train(emoji_subset, split, MICRO, cfg(n), device="cpu", workers=2)
@@ -167,7 +170,7 @@ def test_checkpoint_of_another_config_is_refused(emoji_subset, tmp_path):
         start_or_resume(emoji_subset, out, preset="tiny", device="cpu", workers=0)
     # A run with another shape pointed at this checkpoint: the mismatch is named, not a raw traceback.
     other = replace(MICRO, channel_max=16)
-    with pytest.raises(GenError, match="does not match this model.*shape mismatches"):
+    with pytest.raises(GenError, match="does not match this model.*keys of the wrong shape"):
         train(emoji_subset, out, other, micro_train(steps=2), device="cpu", workers=0, resume=True)
     assert (out / "checkpoint.safetensors").read_bytes() == before  # nothing overwritten
 

@@ -15,8 +15,10 @@ def draw_curve(points: list[tuple[float, float]], label: str, size: tuple[int, i
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1 = min(xs), max(max(xs), min(xs) + 1e-9)
     y0, y1 = min(0.0, min(ys)), max(max(ys), 1e-9)
-    to_px = lambda x, y: (left + (x - x0) / (x1 - x0) * (right - left),  # noqa: E731
-                          bottom - (y - y0) / (y1 - y0) * (bottom - top))
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top)
+
     draw.rectangle([left, top, right, bottom], outline=(160, 160, 160))
     if len(points) > 1:
         draw.line([to_px(x, y) for x, y in points], fill=(200, 40, 40), width=2)

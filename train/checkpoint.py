@@ -17,6 +17,8 @@ from safetensors.torch import save_file
 from gen.runtime.errors import GenError
 from gen.runtime.files import atomic_path
 
+from .state_dicts import mismatches
+
 FORMAT = "gen-stylegan-checkpoint"
 VERSION = 1
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -102,18 +104,7 @@ def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 def load_module(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """load_state_dict with a one-line error naming a few mismatches instead of a wall of text."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} shape mismatches, e.g. {k}: {list(state[k].shape)} vs {list(own[k].shape)}")
-        raise GenError(f"{what} does not match this model ({'; '.join(parts)}); was it trained with another config?")
+    if problems := mismatches(module.state_dict(), state):
+        raise GenError(f"{what} does not match this model ({'; '.join(problems)}); was it trained with another "
+                       "config?")
     module.load_state_dict(state)

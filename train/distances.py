@@ -65,7 +65,10 @@ def kid_from_features(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_s
     m = max(2, min(subset_size, len(a) // 2, len(b) // 2))
     d = a.shape[1]
     rng = np.random.RandomState(seed)
-    kernel = lambda x, y: (x @ y.T / d + 1.0) ** 3  # noqa: E731
+
+    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (x @ y.T / d + 1.0) ** 3
+
     values = []
     for _ in range(subsets):
         x = a[rng.choice(len(a), m, replace=False)]

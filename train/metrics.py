@@ -31,8 +31,11 @@ import torch.nn.functional as F
 from gen.runtime.errors import GenError
 from gen.runtime.files import check_output_path, write_text_atomic
 from gen.runtime.images import WHITE, load_image, nchw_to_images
+from gen.runtime.latents import check_noise_mode
+from gen.runtime.progress import progress_bar
 
 from .backbones import build_backbone
+from .devices import resolve_device
 from .distances import metrics_from_features
 from .sample import ImageSource, generate
 
@@ -119,11 +122,6 @@ def compute_metrics(source: Path | None, data: Path, num: int = 1000, psi: float
     With `real_floor`, also the same metrics between those reals and `num` other reals: what a perfect
     generator would score at this sample size. Without a source, only the floor is computed.
     """
-    from gen.runtime.latents import check_noise_mode
-    from gen.runtime.progress import progress_bar
-
-    from .devices import resolve_device
-
     if source is None and not real_floor:
         raise GenError("give a run, checkpoint or bundle to measure, or --real-floor for the real-vs-real floor alone")
     if num < 2:
@@ -152,6 +150,7 @@ def compute_metrics(source: Path | None, data: Path, num: int = 1000, psi: float
         if gen is not None:
             bar.update(task, info="generated pictures")
             fake = generated_features(features, lambda seeds: gen.images(seeds, psi, noise_mode), num, tick)
+            gen.close()
             result.update(psi=psi, noise_mode=noise_mode, **metrics_from_features(fake, real_a))
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result

@@ -73,3 +73,7 @@ class ImageSource:
         if self.bundle_gen is not None:
             return self.bundle_gen.images(seeds, psi=psi, noise_mode=noise_mode)
         return generate(self.G, seeds, psi, noise_mode=noise_mode)
+
+    def close(self) -> None:
+        if self.bundle_gen is not None:
+            self.bundle_gen.close()

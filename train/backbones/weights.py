@@ -9,6 +9,7 @@ import torch
 
 from gen.runtime.errors import GenError
 
+from ..state_dicts import mismatches
 from .base import Backbone
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # common checkpoint layouts around a state dict
@@ -42,11 +43,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _examples(keys: list[str], n: int = 4) -> str:
-    more = f", ... {len(keys) - n} more" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
 def load_weights(model: Backbone, path: str | Path) -> None:
     """Load a weight file into `model`, or say in one line which keys are missing, unexpected or misshapen."""
     def relevant(key: str) -> bool:
@@ -54,18 +50,7 @@ def load_weights(model: Backbone, path: str | Path) -> None:
 
     state = {k: v for k, v in read_state_dict(path).items() if relevant(k)}
     expected = {k: v for k, v in model.state_dict().items() if relevant(k)}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshapen = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({_examples(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({_examples(unexpected)})")
-    if misshapen:
-        k = misshapen[0]
-        problems.append(f"{len(misshapen)} keys of the wrong shape (e.g. {k}: {tuple(state[k].shape)} "
-                        f"in the file, {tuple(expected[k].shape)} expected)")
+    problems = mismatches(expected, state)
     if problems:
         raise GenError(f"'{path}' does not fit {model.name}: " + "; ".join(problems))
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
