@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from gen.runtime.errors import require_extra
 from gen.runtime.images import parse_color
+from gen.train.config import ProjectSettings  # torch-free: the defaults of gen project
 
 from .output import err
 
@@ -82,7 +83,7 @@ def project(
     photo: Path = typer.Argument(..., help="The photo to match (centre-cropped to the generator's size)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A training run folder or checkpoint .safetensors."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for projected.png, w.npy, compare.png, target.png."),
-    steps: int = typer.Option(500, help="Optimisation steps."),
+    steps: int = typer.Option(ProjectSettings.steps, help="Optimisation steps."),
     w_plus: bool = typer.Option(False, "--w-plus", help="One w per style layer (closer, less editable); "
                                                         "w.npy is then [num_ws, w_dim], else [1, w_dim]."),
     optimize_noise: bool = typer.Option(False, "--optimize-noise",
@@ -96,7 +97,7 @@ def project(
 ) -> None:
     """Find the w whose picture matches a photo (PyTorch): writes the picture, w.npy and target|projection."""
     require_extra("torch")
-    from gen.train.projector import ProjectSettings, project_to_folder
+    from gen.train.projector import project_to_folder
 
     settings = ProjectSettings(steps=steps, w_plus=w_plus, optimize_noise=optimize_noise)
     result = project_to_folder(photo, checkpoint, out_dir, settings, video, parse_color(background), device, seed,

@@ -29,30 +29,12 @@ from gen.runtime.progress import progress_bar, rate_text
 from gen.runtime.verify import psnr
 from gen.runtime.video import check_video_path, write_video
 
+from .config import ProjectSettings
 from .devices import resolve_device
 from .sample import load_generator
 from .stylegan import Generator
 
 PERCEPTUAL_SIZE = 224
-
-
-@dataclass(frozen=True)
-class ProjectSettings:
-    steps: int = 500
-    w_plus: bool = False  # one w per style layer (more faithful, less editable) instead of one shared w
-    lr: float = 0.1
-    lr_rampup: float = 0.05  # share of the steps spent ramping the learning rate up
-    lr_rampdown: float = 0.25  # share at the end spent easing it down to 0
-    w_noise: float = 0.05  # noise added to w at the start, in units of w's spread around w_avg
-    w_noise_ramp: float = 0.75  # share of the steps over which that noise fades out
-    perceptual_layers: tuple[str, ...] = ("block1", "block3", "block6")  # 1/4, 1/8, 1/16 size
-    pixel_weight: float = 1.0
-    optimize_noise: bool = False
-    noise_reg: float = 1e4
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise GenError(f"--steps must be at least 1 (got {self.steps})")
 
 
 @dataclass
