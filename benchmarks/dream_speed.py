@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from machine import describe  # noqa: E402
+from machine import best_rate, describe  # noqa: E402
 
 from gen.export.dream import export_dream  # noqa: E402
 from gen.runtime.dream.engine import bundle_gradient  # noqa: E402
@@ -30,17 +29,6 @@ from gen.train.devices import resolve_device  # noqa: E402
 from gen.train.dream_torch import build_objective, torch_gradient  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "dream_speed.jsonl"
-
-
-def best_rate(fn, repeats: int) -> float:
-    """Steps per second of the fastest of `repeats` calls (after one warm-up)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return 1.0 / best
 
 
 def main() -> None:
@@ -62,22 +50,23 @@ def main() -> None:
     reference = torch_gradient(objective, device)
     with tempfile.TemporaryDirectory() as tmp:
         bundle, _ = export_dream(Path(tmp) / "bundle", objective=objective)
-        runtime, engine = bundle_gradient(bundle, args.engine)
-        print(f"{'size':>9} {'torch steps/s':>14} {'onnx steps/s':>13} {'onnx/torch':>11}   "
-              f"({args.backbone} {args.layers}, {engine})")
-        for size in [int(s) for s in args.sizes.split(",")]:
-            image = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-            pt = best_rate(lambda x=image: reference(x), args.repeats)
-            ort = best_rate(lambda x=image: runtime(x), args.repeats)
-            print(f"{size:>4}x{size:<4} {pt:>14.2f} {ort:>13.2f} {ort / pt:>10.2f}x")
-            if not args.no_record:
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                with open(RESULTS, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                        "backbone": args.backbone, "layers": args.layers, "size": size,
-                                        "engine": engine, "torch_device": str(device),
-                                        "torch_steps_per_s": round(pt, 3), "onnx_steps_per_s": round(ort, 3),
-                                        "ratio": round(ort / pt, 3), "machine": machine}) + "\n")
+        runtime, runner = bundle_gradient(bundle, args.engine)
+        with runner:
+            print(f"{'size':>9} {'torch steps/s':>14} {'onnx steps/s':>13} {'onnx/torch':>11}   "
+                  f"({args.backbone} {args.layers}, {runner.name})")
+            for size in [int(s) for s in args.sizes.split(",")]:
+                image = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+                pt = best_rate(lambda x=image: reference(x), repeats=args.repeats)
+                ort = best_rate(lambda x=image: runtime(x), repeats=args.repeats)
+                print(f"{size:>4}x{size:<4} {pt:>14.2f} {ort:>13.2f} {ort / pt:>10.2f}x")
+                if not args.no_record:
+                    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+                    with open(RESULTS, "a", encoding="utf-8") as f:
+                        f.write(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                            "backbone": args.backbone, "layers": args.layers, "size": size,
+                                            "engine": runner.name, "torch_device": str(device),
+                                            "torch_steps_per_s": round(pt, 3), "onnx_steps_per_s": round(ort, 3),
+                                            "ratio": round(ort / pt, 3), "machine": machine}) + "\n")
 
 
 if __name__ == "__main__":

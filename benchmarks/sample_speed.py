@@ -45,8 +45,8 @@ def main() -> None:
         for batch in [int(b) for b in args.batches.split(",")]:
             seeds = list(range(batch))
             with torch.inference_mode():
-                pt = best_rate(lambda s=seeds, b=batch: generate(G, s, psi=0.7, batch=b), batch, args.repeats)
-            ort = best_rate(lambda s=seeds, b=batch: rt.images(s, psi=0.7, batch=b), batch, args.repeats)
+                pt = best_rate(lambda s=seeds, b=batch: generate(G, s, psi=0.7, batch=b), batch, repeats=args.repeats)
+            ort = best_rate(lambda s=seeds, b=batch: rt.images(s, psi=0.7, batch=b), batch, repeats=args.repeats)
             print(f"{batch:>5} {pt:>12.1f} {ort:>14.1f} {ort / pt:>13.2f}x")
             if not args.no_record:
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)

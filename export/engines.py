@@ -1,6 +1,6 @@
 """`gen export --target trt`: TensorRT engines for this GPU, built into the bundle and listed in its manifest.
 
-The builder itself is gen.runtime.engines.trt_plan.build_engine, which the runtime also uses to build on first
+The builder itself is gen.runtime.engines.trt.build_engine, which the runtime also uses to build on first
 use; this module only decides what to build and rewrites the bundle with the engines, their records
 and the timing cache (kept in the bundle, so a rebuild here reuses its measurements).
 """

@@ -16,7 +16,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import GenError, GenWarning
 from .files import write_bytes_atomic
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# Still pictures by suffix, with Pillow's format names: what we write, and what training reads.
+STILL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+                 ".tiff": "TIFF"}
+STILL_SUFFIXES = tuple(STILL_FORMATS)
+IMAGE_SUFFIXES = (*STILL_SUFFIXES, ".gif")  # what we read: the stills, and a GIF's first frame
 WHITE = (255, 255, 255)
 
 
@@ -121,8 +125,7 @@ def make_grid(images: Sequence[np.ndarray] | np.ndarray, cols: int | None = None
 
 
 def encode_image(rgb: np.ndarray, suffix: str) -> bytes:
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
-           ".tiff": "TIFF"}.get(suffix.lower())
+    fmt = STILL_FORMATS.get(suffix.lower())
     if fmt is None:
         raise GenError(f"cannot write '{suffix}' images; use .png, .jpg or .webp")
     buf = io.BytesIO()

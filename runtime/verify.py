@@ -35,13 +35,20 @@ class Check:
             self.tol_psnr_db is None or self.psnr_db >= self.tol_psnr_db)
 
 
+def relative_l2(got: np.ndarray, want: np.ndarray) -> float:
+    """|got - want| / |want| in the L2 norm (inf when the shapes differ)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+
+
 def errors(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
     """Max absolute difference and relative L2 norm of the difference."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     if got.shape != want.shape:
         return float("inf"), float("inf")
-    diff = got - want
-    return float(np.abs(diff).max(initial=0.0)), float(np.linalg.norm(diff) / max(np.linalg.norm(want), 1e-30))
+    return float(np.abs(got - want).max(initial=0.0)), relative_l2(got, want)
 
 
 def psnr(got: np.ndarray, want: np.ndarray, peak: float | None = None) -> float:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from gen.runtime.dream.feedback import FeedbackSettings, feedback_frames
 from gen.runtime.dream.loop import (
+    DreamEngine,
     DreamSettings,
     apply_mask,
     count_steps,
@@ -18,7 +22,9 @@ from gen.runtime.dream.loop import (
     tiled_gradient,
 )
 from gen.runtime.dream.objective import LayerTerm, parse_layers
+from gen.runtime.dream.run import dream_to_file
 from gen.runtime.errors import GenError
+from gen.runtime.images import load_image, save_image
 
 
 def pixelwise(image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -30,6 +36,11 @@ def pixelwise(image: np.ndarray) -> tuple[np.ndarray, float]:
 def brighter(image: np.ndarray) -> tuple[np.ndarray, float]:
     """Objective mean(x): the loop should push every pixel up."""
     return np.full_like(image, 1.0 / image.size), float(image.mean())
+
+
+def still(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """A flat objective: nothing to climb, so a dream changes no pixel."""
+    return np.zeros_like(image), 0.0
 
 
 def photo(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
@@ -64,7 +75,7 @@ def test_one_tile_is_exactly_one_call():
 
     g, _ = tiled_gradient(x, grad, tile=512)
     assert calls == [(1, 3, 40, 40)]
-    np.testing.assert_array_equal(g, pixelwise(x[None])[0][0])
+    np.testing.assert_array_equal(g, pixelwise(x[None])[0][0])  # the same NumPy sums on the same input: exact
     calls.clear()
     tiled_gradient(x, grad, tile=16)
     assert len(calls) == 9 and all(max(s[2:]) <= 16 for s in calls)
@@ -109,7 +120,7 @@ def test_mask_keeps_unmasked_pixels_exactly():
     mask[10:40, 20:60] = 1.0
     mask[40:50, 20:60] = 0.5  # a soft edge
     out = dream(img, brighter, DreamSettings(octaves=3, iterations=4, step=0.05), mask=mask)
-    np.testing.assert_array_equal(out[mask == 0], img[mask == 0])
+    np.testing.assert_array_equal(out[mask == 0], img[mask == 0])  # copied, not mixed: exact on any CPU
     assert (out[10:40, 20:60].astype(int) >= img[10:40, 20:60]).all()
     assert (out[10:40, 20:60] != img[10:40, 20:60]).mean() > 0.5
 
@@ -139,7 +150,80 @@ def test_clipping_keeps_pixels_in_range():
 ])
 def test_bad_settings_are_clear_errors(kwargs, message):
     with pytest.raises(GenError, match=message):
-        DreamSettings(**kwargs).check()
+        DreamSettings(**kwargs)
+
+
+def test_settings_are_checked_when_made_and_when_replaced():
+    with pytest.raises(GenError, match="tile must be 0"):
+        replace(DreamSettings(tile=64), min_side=40)  # a bigger network's smallest side makes the tile too small
+    for kwargs, message in ((dict(frames=0), "frames"), (dict(zoom=3.0), "zoom"), (dict(blend=1.5), "blend"),
+                            (dict(fps=0.0), "fps")):
+        with pytest.raises(GenError, match=message):
+            FeedbackSettings(**kwargs)
+    with pytest.raises(GenError, match="zoom"):
+        replace(FeedbackSettings(), zoom=0.1)
+
+
+def test_full_blend_starts_every_frame_from_the_source():
+    img = photo()
+    frames = list(feedback_frames(img, still, DreamSettings(octaves=1, iterations=1),
+                                  FeedbackSettings(frames=3, zoom=1.2, blend=1.0)))
+    assert len(frames) == 3
+    for frame in frames:  # a zero gradient keeps the picture; at most the float round trip's one level
+        assert np.abs(frame.astype(int) - img).max() <= 1
+
+
+class Engine:
+    """A NumPy engine for dream_to_file that records being opened and closed."""
+
+    def __init__(self, gradient=brighter, min_side: int = 32) -> None:
+        self.gradient, self.min_side, self.opened, self.closed = gradient, min_side, 0, 0
+
+    def __call__(self) -> DreamEngine:
+        self.opened += 1
+        return DreamEngine(self.gradient, self.min_side, "brighter on numpy", self.close)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def picture(tmp_path):
+    path = tmp_path / "in.png"
+    save_image(path, photo())
+    return path
+
+
+def test_dream_to_file_writes_a_still_and_closes_the_engine(picture, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    engine, lines = Engine(), []
+    settings = DreamSettings(octaves=2, iterations=2)
+    first = dream_to_file(picture, engine, settings=settings, show_progress=False, announce=lines.append)
+    second = dream_to_file(picture, engine, settings=settings, show_progress=False)
+    assert (first.path, second.path) == (Path("in-dream.png"), Path("in-dream-2.png"))
+    assert lines == ["dreaming 64x48 with brighter on numpy: 4 steps"]
+    assert first.message.startswith("wrote in-dream.png (64x48, ") and first.frames == 0
+    assert load_image(first.path).mean() > photo().mean()
+    assert engine.opened == engine.closed == 2
+
+
+def test_dream_to_file_writes_an_animation(picture, tmp_path):
+    result = dream_to_file(picture, Engine(), tmp_path / "zoom.gif", DreamSettings(octaves=1, iterations=1),
+                           FeedbackSettings(frames=3), show_progress=False)
+    assert result.frames == 3 and result.message.startswith(f"wrote {tmp_path / 'zoom.gif'} (3 frames, ")
+
+
+def test_dream_to_file_checks_before_opening_and_closes_after_failing(picture, tmp_path):
+    engine = Engine()
+    for out, message in (("out.txt", "use .png, .jpg or .webp"), ("out.gif", "pass --frames"),
+                         ("in.png", "is the input image")):
+        with pytest.raises(GenError, match=message):
+            dream_to_file(picture, engine, tmp_path / out)
+    assert engine.opened == 0
+    large = Engine(min_side=64)  # the picture is 64x48: too small for this network
+    with pytest.raises(GenError, match="dreaming needs at least 64x64"):
+        dream_to_file(picture, large, tmp_path / "out.png", show_progress=False)
+    assert large.opened == large.closed == 1 and not (tmp_path / "out.png").exists()
 
 
 def test_parse_layers():
@@ -152,6 +236,7 @@ def test_parse_layers():
 
 
 def test_runtime_never_imports_torch():
-    code = ("import sys, gen.runtime.cli, gen.runtime.dream.loop, gen.runtime.dream.feedback, gen.cli.dream; "
+    code = ("import sys, gen.runtime.cli, gen.runtime.dream.loop, gen.runtime.dream.feedback, gen.runtime.dream.run, "
+            "gen.runtime.dream.engine, gen.cli.dream; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

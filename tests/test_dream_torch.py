@@ -23,6 +23,7 @@ from gen.train.dream_torch import (
     gradient_and_value,
     guide_match,
     image_tensor,
+    torch_engine,
     torch_gradient,
 )
 
@@ -81,7 +82,7 @@ def test_weights_round_trip_pth_and_safetensors(tmp_path):
         want = src(x, ["inception4c"])["inception4c"]
         for f in ("g.pth", "g.safetensors"):
             got = build_backbone("googlenet", tmp_path / f)(x, ["inception4c"])["inception4c"]
-            torch.testing.assert_close(got, want, rtol=0, atol=0)
+            torch.testing.assert_close(got, want, rtol=0, atol=0)  # the same weights, input and kernels: exact
 
 
 def test_wrong_keys_are_listed(tmp_path):
@@ -192,6 +193,16 @@ def test_tiles_agree_with_the_whole_image(lite0):
     assert cos(whole[:, 16:48, 16:48], tiled[:, 16:48, 16:48]) > 0.97  # inside the first tile
     one, _ = tiled_gradient(x, gradient, tile=128)
     np.testing.assert_allclose(one, whole, rtol=0, atol=1e-6)
+
+
+def test_torch_engine_describes_itself_and_climbs(lite0):
+    engine = torch_engine(lite0, "block4:1+2=0.5", device="cpu")
+    assert engine.min_side == lite0.min_size and engine.description == "efficientnet_lite0 (block4:1+2=0.5) on cpu"
+    with engine:
+        x = small_photo(48).transpose(2, 0, 1)[None].astype(np.float32) / 255
+        g, value = engine.gradient(x)
+        assert g.shape == x.shape and engine.gradient(x + 0.01 * g / np.abs(g).mean())[1] > value
+    assert torch_engine(lite0, class_index=285, device="cpu").description == "efficientnet_lite0 (class 285) on cpu"
 
 
 def test_same_seed_same_torch_dream(lite0):

@@ -3,16 +3,13 @@ PyTorch dream, `gen verify`/`gen info` on a dream bundle, and bad inputs as one-
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from conftest import PHOTOS, TORCH_BLOCKED
+from conftest import PHOTOS, gen_without_torch
 from gen.cli import app
 from gen.export.dream import (
     CONDITION,
@@ -24,14 +21,13 @@ from gen.export.dream import (
     dithered,
     export_dream,
     noise_image,
-    relative_l2,
 )
 from gen.runtime.bundle import BundleError, load_bundle
-from gen.runtime.dream.engine import bundle_gradient
+from gen.runtime.dream.engine import bundle_engine, bundle_gradient
 from gen.runtime.dream.loop import DreamSettings, dream
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image, save_image
-from gen.runtime.verify import psnr, verify
+from gen.runtime.verify import psnr, relative_l2, verify
 from gen.train.dream_torch import build_objective, gradient_and_value, torch_gradient
 
 LAYERS = "block9"  # the default dream layer of EfficientNet-Lite0 (real ImageNet weights)
@@ -99,8 +95,9 @@ def test_gradient_graph_matches_autograd(exported, objective, request, source, s
     image = next((c for c in candidates if condition(objective, c) <= CONDITION), None)
     bound = GRAD_REL_L2 if image is not None else max(GRAD_REL_L2, condition(objective, candidates[0], 1e-5))
     image = candidates[0] if image is None else image
-    gradient, _ = bundle_gradient(bundle, "cpu")
-    got, value = gradient(image)
+    gradient, runner = bundle_gradient(bundle, "cpu")
+    with runner:
+        got, value = gradient(image)
     want, want_value = gradient_and_value(objective, torch.from_numpy(image))
     rel = relative_l2(got, want)
     print(f"{source} {h}x{w}: grad rel L2 {rel:.2e} (bound {bound:.1e}), max abs "
@@ -118,17 +115,20 @@ def test_runtime_dream_matches_pytorch_dream(exported, objective, photo):
     crop = np.ascontiguousarray(photo[60:236, 130:330])  # the cat's face, 200x176
     settings = DreamSettings(octaves=2, iterations=2, tile=0, seed=3)
     reference = dream(crop, torch_gradient(objective), settings)
-    runtime = dream(crop, bundle_gradient(bundle, "cpu")[0], settings)
+    with bundle_engine(bundle.path, "cpu") as engine:
+        runtime = dream(crop, engine.gradient, settings)
     changed = np.abs(reference.astype(int) - crop.astype(int)).mean()
     db = psnr(runtime.astype(np.float64), reference.astype(np.float64))
     print(f"runtime vs PyTorch dream: PSNR {db:.1f} dB (the dream moved pixels by {changed:.1f} levels on average)")
-    assert changed > 1.0 and db >= 45.0
+    assert changed > 1.0 and db >= 45.0  # 20 dB below the 66 dB measured here: room for other CPUs' rounding
 
 
 def test_dream_verify_info_without_torch(exported, tmp_path):
     bundle, _ = exported
-    run = lambda *a: subprocess.run([sys.executable, "-c", TORCH_BLOCKED, *a], capture_output=True, text=True,  # noqa: E731
-                                    timeout=180)
+
+    def run(*args: str):
+        return gen_without_torch(*args, timeout=180)  # verify runs all 12 golden cases
+
     image = tmp_path / "in.png"
     save_image(image, np.random.default_rng(0).integers(0, 256, (72, 90, 3), dtype=np.uint8))
     out = tmp_path / "out.png"
@@ -160,8 +160,8 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path):
     assert "unknown engine" in one_line_error("dream", image, "--bundle", bundle.path, "--engine", "fast")
     assert "unknown layer" in one_line_error("export-dream", "--out", tmp_path / "b", "--layers", "block99")
     assert "already exists" in one_line_error("export-dream", "--out", bundle.path)
-    gradient, _ = bundle_gradient(bundle, "cpu")
-    with pytest.raises(GenError, match=r"\[1, 3, H, W\]"):
+    gradient, runner = bundle_gradient(bundle, "cpu")
+    with runner, pytest.raises(GenError, match=r"\[1, 3, H, W\]"):
         gradient(np.zeros((3, 64, 64), np.float32))
     (tmp_path / "fake").mkdir()
     with pytest.raises(BundleError, match="no manifest.json"):

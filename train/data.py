@@ -19,9 +19,8 @@ import torch
 from torch import Tensor
 
 from gen.runtime.errors import GenError, GenWarning
-from gen.runtime.images import WHITE, load_image, parse_color, resize_center_crop
+from gen.runtime.images import STILL_SUFFIXES, WHITE, load_image, parse_color, resize_center_crop
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SAMPLE_DATA = Path(__file__).parent / "sample_data"  # the built-in 253 emoji, shipped with the package
 
 
@@ -35,7 +34,7 @@ def find_images(root: str | Path) -> list[Path]:
     if not root.exists():
         raise GenError(f"data folder '{root}' does not exist")
     if not root.is_dir():
-        raise GenError(f"'{root}' is a file; give a folder of images ({', '.join(SUFFIXES)})")
+        raise GenError(f"'{root}' is a file; give a folder of images ({', '.join(STILL_SUFFIXES)})")
     found, seen = [], set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
@@ -44,9 +43,9 @@ def find_images(root: str | Path) -> list[Path]:
             continue
         seen.add(real)
         subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        found += [Path(folder, n) for n in names if n.lower().endswith(SUFFIXES) and not n.startswith(".")]
+        found += [Path(folder, n) for n in names if n.lower().endswith(STILL_SUFFIXES) and not n.startswith(".")]
     if not found:
-        raise GenError(f"no images ({', '.join(SUFFIXES)}) found in '{root}' or its subfolders")
+        raise GenError(f"no images ({', '.join(STILL_SUFFIXES)}) found in '{root}' or its subfolders")
     # Sort by relative parts, not by the walk's order, which depends on the file system.
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 

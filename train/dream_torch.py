@@ -9,7 +9,7 @@ backbone features, then one of
 `gradient_and_value(objective, image)` is the one gradient call, a plain function of the image tensor
 that the export can trace; the eager engine computes the same by plain autograd, with less memory.
 `torch_gradient(objective)` wraps that for the NumPy driver in `gen.runtime.dream.loop`, which does
-octaves, jitter and tiles for every engine.
+octaves, jitter and tiles for every engine; `torch_engine(...)` builds the whole engine from names.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from gen.runtime.dream.loop import GradientFn
+from gen.runtime.dream.loop import DreamEngine, GradientFn
 from gen.runtime.dream.objective import LayerTerm, parse_layers
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image
 
 from .backbones import Backbone, build_backbone, layer_table
+from .devices import resolve_device
 
 GUIDE_MAX_SIDE = 512  # guide images are shrunk to fit this before their features are taken
 
@@ -155,3 +156,23 @@ def build_objective(
         raise GenError("a guide image needs layers whose features it matches")
     guide_tensor = load_guide(guide, net.min_size) if guide is not None else None
     return DreamObjective(net, layers, class_index, guide_tensor)
+
+
+def torch_engine(
+    backbone: str | Backbone = "efficientnet_lite0",
+    layers: str | Sequence[LayerTerm] | None = None,
+    class_index: int | None = None,
+    guide: str | Path | None = None,
+    weights: str | Path | None = None,
+    device: str = "auto",
+    threads: int = 0,
+) -> DreamEngine:
+    """The PyTorch engine for `gen.runtime.dream.run.dream_to_file`: an objective (see build_objective) on a
+    device; `threads` > 0 sets torch's CPU threads (0 keeps torch's default, all cores)."""
+    if threads:
+        torch.set_num_threads(threads)
+    objective = build_objective(backbone, layers, class_index, guide, weights)
+    dev = resolve_device(device)
+    what = ", ".join(map(str, objective.terms)) or f"class {class_index}"
+    return DreamEngine(torch_gradient(objective, dev), objective.backbone.min_size,
+                       f"{objective.backbone.name} ({what}{', guided' if guide else ''}) on {dev}")

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from gen.runtime.bundle import Bundle, BundleError, load_bundle
-from gen.runtime.engines import open_runner
+from gen.runtime.engines import Runner, open_runner
 from gen.runtime.errors import GenError
 
-from .loop import GradientFn
+from .loop import DreamEngine, GradientFn
 
 GRAPH = "dream_grad"
 
@@ -29,14 +29,15 @@ def _affine(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
     return (hi - lo) / std, (lo - mean) / std
 
 
-def bundle_gradient(bundle: Bundle, engine: str = "auto") -> tuple[GradientFn, str]:
-    """The gradient function of a dream bundle on an engine, and the engine's name."""
+def bundle_gradient(bundle: Bundle, engine: str = "auto") -> tuple[GradientFn, Runner]:
+    """The gradient function of a dream bundle on an engine, and the runner it calls (close it when done)."""
     if bundle.manifest.kind != "dream":
         raise GenError(f"'{bundle.path}' is a {bundle.manifest.kind} bundle; dreaming needs one made by "
                        "`gen export-dream`")
     runner = open_runner(bundle, GRAPH, engine)
     names = {t.name for t in runner.spec.outputs}
     if not {"grad", "objective"} <= names or [t.name for t in runner.spec.inputs] != ["image"]:
+        runner.close()
         raise BundleError(f"'{bundle.path}': {GRAPH} must map 'image' to 'grad' and 'objective' "
                           f"(it has {sorted(names)}); re-export the bundle")
     scale, offset = _affine(bundle)
@@ -48,7 +49,7 @@ def bundle_gradient(bundle: Bundle, engine: str = "auto") -> tuple[GradientFn, s
         out = runner.run({"image": x * scale + offset})
         return out["grad"] * scale, float(out["objective"])  # d/dx = d/d(graph value) * scale
 
-    return gradient, runner.name
+    return gradient, runner
 
 
 def describe(bundle: Bundle) -> str:
@@ -58,8 +59,15 @@ def describe(bundle: Bundle) -> str:
     return f"{d.backbone} ({what}{', guided' if o.get('guide') else ''})"
 
 
-def open_dream_bundle(path: str | Path, engine: str = "auto") -> tuple[GradientFn, int, str]:
-    """(gradient, smallest image side, description) of the bundle at `path`."""
+def bundle_engine(path: str | Path, engine: str = "auto") -> DreamEngine:
+    """The dream bundle at `path` on `engine`, ready for the loop; close it when done."""
     bundle = load_bundle(path)
-    gradient, name = bundle_gradient(bundle, engine)
-    return gradient, bundle.manifest.dream.min_size, f"{describe(bundle)} from {bundle.path} on {name}"
+    gradient, runner = bundle_gradient(bundle, engine)
+    return DreamEngine(gradient, bundle.manifest.dream.min_size, f"{describe(bundle)} from {bundle.path} on "
+                       f"{runner.name}", runner.close)
+
+
+def open_dream_bundle(path: str | Path, engine: str = "auto") -> tuple[GradientFn, int, str]:
+    """Kept only until tests/test_kiosk.py moves to `bundle_engine`, whose runner can be closed."""
+    opened = bundle_engine(path, engine)
+    return opened.gradient, opened.min_side, opened.description

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from gen.runtime.errors import GenError
+from gen.runtime.images import blend
 
 from .loop import DreamSettings, GradientFn, StepInfo, dream
 
@@ -23,7 +24,7 @@ class FeedbackSettings:
     blend: float = 0.0  # share of the source image mixed into each next frame (0 = pure feedback)
     fps: float = 12.0
 
-    def check(self) -> FeedbackSettings:
+    def __post_init__(self) -> None:  # also run by dataclasses.replace: no settings exist unchecked
         if self.frames < 1:
             raise GenError("frames must be at least 1")
         if not 0.5 <= self.zoom <= 2.0:
@@ -32,7 +33,6 @@ class FeedbackSettings:
             raise GenError(f"blend must be between 0 and 1 (got {self.blend})")
         if not self.fps > 0:
             raise GenError("fps must be positive")
-        return self
 
 
 def zoom_rotate(rgb: np.ndarray, zoom: float, degrees: float) -> np.ndarray:
@@ -73,7 +73,6 @@ def feedback_frames(
     on_step: Callable[[StepInfo], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield `feedback.frames` dreamed uint8 frames; each starts from the previous one, zoomed and turned."""
-    feedback.check()
     rng = np.random.default_rng(settings.seed)
     current = image
     for _ in range(feedback.frames):
@@ -81,5 +80,4 @@ def feedback_frames(
         yield frame
         current = zoom_rotate(frame, feedback.zoom, feedback.rotate)
         if feedback.blend:
-            mixed = (1.0 - feedback.blend) * current + feedback.blend * image.astype(np.float32)
-            current = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+            current = blend(current, image, feedback.blend)

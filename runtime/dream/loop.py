@@ -11,7 +11,8 @@ a CNN layer fires) to the pixels. Around that single gradient call this module d
 - a normalised step (gradient divided by its mean absolute value), clipping to [0, 1], a mask.
 
 An engine is a function `gradient(image) -> (grad, objective)`: image float32 [1, 3, H, W] in
-[0, 1] RGB, grad of the same shape, objective a float. Nothing here imports torch.
+[0, 1] RGB, grad of the same shape, objective a float; a `DreamEngine` carries it with its smallest
+image side, a description and how to close it. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class DreamSettings:
     min_side: int = 32  # octaves smaller than this are skipped (the backbone's smallest input)
     seed: int = 0
 
-    def check(self) -> DreamSettings:
+    def __post_init__(self) -> None:  # also run by dataclasses.replace: no settings exist unchecked
         if self.octaves < 1 or self.iterations < 1:
             raise GenError("octaves and iterations must be at least 1")
         if self.octave_scale < 1.0:
@@ -56,7 +57,30 @@ class DreamSettings:
             raise GenError("jitter must be 0 or more pixels")
         if self.tile and self.tile < 2 * self.min_side:
             raise GenError(f"tile must be 0 (no tiles) or at least {2 * self.min_side} pixels (got {self.tile})")
+
+    def check(self) -> DreamSettings:
+        """Kept only until benchmarks/kiosk_speed.py stops calling it: making one checks it."""
         return self
+
+
+def _nothing_to_close() -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class DreamEngine:
+    """A gradient function and what a dream needs to know about it; `with engine:` closes it (a bundle's runner)."""
+
+    gradient: GradientFn
+    min_side: int  # smallest image side the network takes
+    description: str  # what dreams and where, for the line before the progress bar
+    close: Callable[[], None] = _nothing_to_close
+
+    def __enter__(self) -> DreamEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -150,7 +174,6 @@ def dream_planes(
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Dream on float planes [3, H, W] in [0, 1]; `mask` [H, W] in [0, 1] scales every step."""
-    settings.check()
     rng = rng if rng is not None else np.random.default_rng(settings.seed)
     sizes = octave_sizes(base.shape[1], base.shape[2], settings)
     detail = None

