@@ -31,8 +31,9 @@ import numpy as np
 from machine import describe
 
 from gen.runtime.bundle import load_bundle
+from gen.runtime.kiosk.display import Window, show
 from gen.runtime.kiosk.player import Player
-from gen.runtime.kiosk.run import make_producer
+from gen.runtime.kiosk.run import make_producer, open_model
 from gen.runtime.kiosk.scenes import DreamScene, WalkScene, fit_long_side
 from gen.runtime.kiosk.settings import KioskSettings
 
@@ -56,33 +57,27 @@ def percentiles_ms(intervals: np.ndarray) -> dict:
 
 def render_rate(bundle, settings: KioskSettings, engine: str, seconds: float = 5.0) -> dict:
     """Frames/s of the scene's rendering alone, batch by batch, in this thread."""
-    if bundle.manifest.kind == "dream":
-        from gen.runtime.dream.engine import bundle_gradient
-        from gen.runtime.dream.feedback import FeedbackSettings
-        from gen.runtime.images import load_image
+    with open_model(bundle, engine) as model:
+        if bundle.manifest.kind == "dream":
+            from gen.runtime.images import load_image
 
-        model, about = bundle_gradient(bundle, engine)[0], {"engine": engine}
-        min_side = bundle.manifest.dream.min_size
-        photo = fit_long_side(load_image(settings.photos[0], min_size=min_side), settings.size, min_side)
-        about["resolution"] = list(photo.shape[:2])
-        feedback = FeedbackSettings(frames=10**6, zoom=settings.zoom, fps=settings.fps)
-        scene = DreamScene(photo, replace(settings.dream, min_side=min_side).check(), feedback,
-                           tween=round(settings.speed * settings.fps))
-        seconds = max(seconds, 3 * settings.speed)  # a few keyframes
-    else:
-        from gen.runtime.stylegan.generator import BundleGenerator
-
-        model = BundleGenerator(bundle, engine)
-        about = {"engine": model.engine, "resolution": model.meta.resolution}
-        walk = replace(settings.walk, fps=settings.fps, seconds_per_seed=settings.speed)
-        scene = WalkScene(list(range(100)), walk, random.Random(0))
-    scene.render(model)  # warm-up
-    frames, batches, start = 0, [], time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        frames += len(scene.render(model))
-        batches.append(time.perf_counter() - t0)
-    elapsed = time.perf_counter() - start
+            min_side = bundle.manifest.dream.min_size
+            photo = fit_long_side(load_image(settings.photos[0], min_size=min_side), settings.size, min_side)
+            about = {"engine": engine, "resolution": list(photo.shape[:2])}
+            scene = DreamScene(photo, replace(settings.dream, min_side=min_side),
+                               replace(settings.paced_feedback(), frames=10**6),
+                               tween=round(settings.speed * settings.fps))
+            seconds = max(seconds, 3 * settings.speed)  # a few keyframes
+        else:
+            about = {"engine": model.engine, "resolution": model.meta.resolution}
+            scene = WalkScene(list(range(100)), settings.paced_walk(), random.Random(0))
+        scene.render(model)  # warm-up
+        frames, batches, start = 0, [], time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            frames += len(scene.render(model))
+            batches.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - start
     return {"frames_per_s": round(frames / elapsed, 1), "batch_ms_p50": round(float(np.median(batches)) * 1000, 2),
             "batch_ms_max": round(max(batches) * 1000, 1), **about}
 
@@ -91,8 +86,6 @@ def display_run(bundle, settings: KioskSettings, engine: str, fps: float, second
                 rss_every: float = 5.0) -> dict:
     """Show the kiosk window for `seconds`; time every new frame (preallocated: the soak itself stays flat)."""
     os.environ["SDL_VIDEODRIVER"] = "dummy"
-    from gen.runtime.kiosk.display import show
-
     producer = make_producer(bundle, settings, list(range(100)), engine).start()
     player = Player(producer)
     stamps = np.zeros(int(seconds * min(fps, 2000) * 1.5) + 100)
@@ -113,7 +106,7 @@ def display_run(bundle, settings: KioskSettings, engine: str, fps: float, second
             state["next_rss"] += rss_every
 
     try:
-        show(player, fps=fps, windowed=True, window_size=size, on_frame=on_frame)
+        show(player, fps, Window(windowed=True, size=size), on_frame=on_frame)
     finally:
         producer.stop()
     times = stamps[: state["n"]]

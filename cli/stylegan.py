@@ -50,17 +50,20 @@ def walk(
     seeds: str = typer.Option("3,17,42", help="Seeds the loop passes through, in order, back to the first; "
                                               "with --space w also w.npy files from gen project."),
     out: Path = typer.Option(Path("walk.mp4"), "--out", "-o", help="Video to write: .mp4 (H.264) or .gif."),
-    seconds: float = typer.Option(None, show_default=False, help="Length of the loop (default: 4 s per seed)."),
+    seconds: float = typer.Option(None, show_default=False, help="Length of the loop (default: "
+                                                                 f"{WalkSettings.seconds_per_seed:g} s per seed)."),
     fps: float = typer.Option(WalkSettings.fps, help="Frames per second."),
-    psi: float = typer.Option(None, "--psi", "--trunc", show_default=False,
+    psi: float = typer.Option(WalkSettings.psi, "--psi", "--trunc", show_default=False,
                               help="Truncation psi (default: the bundle's, usually 0.7: varied yet clean)."),
-    cutoff: int = typer.Option(None, show_default=False, help="Truncate only the first N style layers."),
+    cutoff: int = typer.Option(WalkSettings.cutoff, show_default=False,
+                                help="Truncate only the first N style layers."),
     space: str = typer.Option(WalkSettings.space,
                               help="z: great-circle slerp between the seeds' latents (keeps them typical); "
                                    "w: straight lines between their styles (shorter, can look flatter)."),
     ease: bool = typer.Option(WalkSettings.ease, "--ease/--no-ease",
                               help="Slow in and out of each seed, so it lingers there."),
-    size: int = typer.Option(None, show_default=False, help="Upscale frames to this many pixels a side (Lanczos)."),
+    size: int = typer.Option(WalkSettings.size, show_default=False,
+                              help="Upscale frames to this many pixels a side (Lanczos)."),
     noise_mode: str = typer.Option(WalkSettings.noise_mode, help="const | none (random noise would flicker)."),
     engine: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:

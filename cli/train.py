@@ -15,7 +15,7 @@ from .output import err
 
 
 def train(
-    data: Path = typer.Argument(None, help="Folder of images (PNG/JPEG/WebP, searched recursively). "
+    data: Path = typer.Argument(None, help="Folder of images (PNG/JPEG/WebP/BMP/TIFF, searched recursively). "
                                            "Default: the small built-in emoji sample."),
     out_dir: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, grids, log."),
     preset: str = typer.Option(None, help="tiny | small | paper256 (see gen.train.config); default: small, "

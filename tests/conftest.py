@@ -16,6 +16,7 @@ from gen.train.config import ModelConfig, TrainConfig
 SHARED = Path(os.environ.get("GEN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 EMOJI = SHARED / "data" / "emoji-google-64"
 PHOTOS = SHARED / "data" / "photos"
+SHIPPED = Path(__file__).resolve().parents[1] / "models"  # the bundles and photo that ship with gen
 
 
 def needs_shared(path: Path):

@@ -7,58 +7,72 @@ import os
 import random
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import MODELS, SHIPPED, TORCH_BLOCKED, assert_same_pictures, gen_without_torch, make_checkpoint
 from gen.runtime.bundle import load_bundle
 from gen.runtime.dream.feedback import FeedbackSettings, feedback_frames
-from gen.runtime.dream.loop import DreamSettings
+from gen.runtime.dream.loop import DreamEngine, DreamSettings
 from gen.runtime.errors import GenError
 from gen.runtime.images import blend, load_image
+from gen.runtime.kiosk.display import Window
 from gen.runtime.kiosk.player import Player, wait_frames
 from gen.runtime.kiosk.producer import FrameProducer, KioskFailure
 from gen.runtime.kiosk.run import make_producer
 from gen.runtime.kiosk.scenes import DreamScene, WalkScene, fit_long_side
+from gen.runtime.kiosk.serve import Address
 from gen.runtime.kiosk.settings import KioskSettings
 from gen.runtime.stylegan.generator import BundleGenerator
 from gen.runtime.stylegan.walk import WalkSettings, walk_frames
 
 SEEDS = [3, 17, 42]
 WALK = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)  # 6 frames per seed
-MODELS = Path(__file__).resolve().parents[1] / "models"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from conftest import MODELS as CONFIGS
-    from conftest import make_checkpoint
     from gen.export.stylegan import export_stylegan
 
     folder = tmp_path_factory.mktemp("kiosk")
-    checkpoint = make_checkpoint(folder / "c.safetensors", CONFIGS["sg2-16"], steps=0)  # untrained: seeds differ
+    checkpoint = make_checkpoint(folder / "c.safetensors", MODELS["sg2-16"], steps=0)  # untrained: seeds differ
     made, _ = export_stylegan(checkpoint, folder / "bundle")
     return load_bundle(made.path)
 
 
 @pytest.fixture(scope="module")
-def gen(bundle) -> BundleGenerator:
-    return BundleGenerator(bundle, "cpu")
+def gen(bundle):
+    with BundleGenerator(bundle, "cpu") as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
 def loop_frames(gen) -> np.ndarray:
     """gen walk's loop through SEEDS, 18 frames."""
     return np.stack(list(walk_frames(gen, SEEDS, WALK)))
+
+
+@pytest.fixture(scope="module")
+def dream_engine():
+    """The shipped dream bundle on the CPU."""
+    from gen.runtime.dream.engine import bundle_engine
+
+    if not (SHIPPED / "dream-lite0").is_dir():
+        pytest.skip("the shipped dream bundle models/dream-lite0 is not here")
+    with bundle_engine(SHIPPED / "dream-lite0", "cpu") as engine:
+        yield engine
 
 
 @pytest.fixture
@@ -75,15 +89,60 @@ def loop_producer(bundle, producers, **options) -> FrameProducer:
     return producers[-1]
 
 
-def close(a: np.ndarray, b: np.ndarray, tol: int = 1) -> bool:
-    return a.shape == b.shape and int(np.abs(a.astype(int) - b).max()) <= tol
+def loop_scene() -> WalkScene:
+    return WalkScene(SEEDS, WALK, random.Random(0), "loop", start=3)
+
+
+class Faulty:
+    """The real runner, except that its runs from number `first` to `last` raise, as an engine's can (a lost
+    GPU, a driver reset); closing it closes the runner."""
+
+    def __init__(self, runner, first: int, last: float = float("inf")) -> None:
+        self.runner, self.first, self.last, self.calls = runner, first, last, 0
+        self.name, self.spec = runner.name, runner.spec
+
+    def run(self, feeds):
+        self.calls += 1
+        if self.first <= self.calls <= self.last:
+            raise RuntimeError("injected engine fault")
+        return self.runner.run(feeds)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+class Noted(BundleGenerator):
+    """A generator that notes that it was closed."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+def test_settings_check_themselves_when_made():
+    with pytest.raises(GenError, match="unknown order 'x'; choose random or loop"):
+        KioskSettings(order="x")
+    with pytest.raises(GenError, match="unknown order 'x'; choose random or loop"):
+        WalkScene(SEEDS, WALK, random.Random(0), "x")  # the same check
+    with pytest.raises(GenError, match="fps and speed must be positive"):
+        replace(KioskSettings(), speed=0)  # a changed copy is checked too
+    with pytest.raises(GenError, match="zoom must be between 0.5 and 2"):
+        KioskSettings(zoom=3.0)  # by the dream zoom made from several fields
+    settings = KioskSettings(fps=12, speed=2.0, scene_seconds=30, walk=WalkSettings(psi=0.5))
+    assert settings.paced_walk() == WalkSettings(psi=0.5, fps=12, seconds_per_seed=2.0)
+    assert settings.paced_feedback() == FeedbackSettings(frames=15, zoom=settings.zoom, fps=12)
 
 
 def test_loop_is_gen_walk_and_closes(bundle, gen, producers, loop_frames):
     frames = wait_frames(loop_producer(bundle, producers), 2 * 18 + 1)
-    assert all(close(f, r) for f, r in zip(frames, loop_frames))  # (two-seed batches: at most rounding)
-    assert all(np.array_equal(frames[k], frames[k + 18]) for k in range(19))  # round and round, seamless
-    assert close(np.stack(frames[:18:6]), gen.images(SEEDS, psi=0.7, noise_mode="const"))  # gen sample's pictures
+    # The kiosk renders a leg (6 frames) per batch, gen walk 8 frames and gen sample 3 pictures: other batches
+    # sum in other orders, so a value may round one level apart.
+    assert_same_pictures(np.stack(frames[:18]), loop_frames)
+    assert_same_pictures(np.stack(frames[:18:6]), gen.images(SEEDS, psi=0.7, noise_mode="const"))
+    # Round and round, seamless: each lap renders the same legs in the same batches again, so exactly.
+    assert all(np.array_equal(frames[k], frames[k + 18]) for k in range(19))
 
 
 def test_random_walk_never_ends_and_starts_each_leg_at_its_seed(gen):
@@ -101,7 +160,8 @@ def test_random_walk_never_ends_and_starts_each_leg_at_its_seed(gen):
         return visited, np.concatenate(frames)
 
     visited, frames = walk(5)
-    assert visited[0] == 12 and close(frames[::6], gen.images(visited, psi=0.7))  # each leg starts at gen sample's
+    assert visited[0] == 12
+    assert_same_pictures(frames[::6], gen.images(visited, psi=0.7))  # each leg starts at gen sample's (other batches)
     steps = np.abs(np.diff(frames.astype(int), axis=0)).mean(axis=(1, 2, 3))
     joins, within = steps[5::6], np.delete(steps, np.s_[5::6])
     assert steps.min() > 0 and joins.max() <= within.max()  # legs join without a jump or a stall
@@ -124,15 +184,15 @@ def test_window_shows_the_frames_and_keys_work(bundle, producers, loop_frames, t
         if len(shown) == 10:
             pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_q))
 
-    count = show(player, fps=60, windowed=True, window_size=(96, 64), on_frame=on_frame)
+    count = show(player, 60, Window(windowed=True, size=(96, 64)), on_frame=on_frame)
     assert count == len(shown) == 10  # q stopped it
-    assert all(close(f, r) for f, r in zip(shown, loop_frames))  # the runner's frames, in order, none dropped
+    assert_same_pictures(np.stack(shown), loop_frames[:10])  # the walk's frames, in order, none dropped (other batches)
     assert all(not np.array_equal(shown[k], shown[k + 1]) for k in range(9))
     for frame, screen in zip(shown, screens):  # 16x16 scaled with smoothing into the middle 64x64, black bars
         assert screen.shape == (64, 96, 3) and screen[:, :16].max() == 0 and screen[:, 80:].max() == 0
         picture = screen[:, 16:80].astype(int)
         smooth = pygame.transform.smoothscale(pygame.image.frombuffer(frame.tobytes(), (16, 16), "RGB"), (64, 64))
-        assert np.array_equal(picture, pygame.surfarray.array3d(smooth).transpose(1, 0, 2))
+        assert np.array_equal(picture, pygame.surfarray.array3d(smooth).transpose(1, 0, 2))  # (the same scaling)
         blocky = frame.repeat(4, axis=0).repeat(4, axis=1)
         assert np.abs(picture - blocky).mean() > 5  # smoothed, not blown-up pixels
         means = picture.reshape(16, 4, 16, 4, 3).mean(axis=(1, 3))
@@ -161,81 +221,65 @@ def test_pause_and_next_scene_crossfade(bundle, gen, producers):
     start = producer.scene.start
     assert producer.scene is not first_scene
     picture = gen.images([start], psi=0.7)[0]
-    assert close(fresh[0], blend(before, picture, 1 / 4))  # the crossfade starts from the frame on screen
+    assert_same_pictures(fresh[0], blend(before, picture, 1 / 4))  # the crossfade starts from the frame on screen
     weights = [np.abs(f.astype(int) - before).mean() for f in fresh]
     assert weights[0] < weights[1] < weights[2]
 
 
-class FailOnce:
-    """The real runner, except that its `at`-th run raises, as an engine can (a lost GPU, a driver reset)."""
+def test_engine_fault_is_logged_and_the_engine_closed_and_reopened(bundle, producers, loop_frames, caplog):
+    opened: list[Noted] = []
 
-    def __init__(self, runner, at: int) -> None:
-        self.runner, self.at, self.calls = runner, at, 0
-        self.name, self.spec = runner.name, runner.spec
-
-    def run(self, feeds):
-        self.calls += 1
-        if self.calls == self.at:
-            raise RuntimeError("injected engine fault")
-        return self.runner.run(feeds)
-
-
-def test_engine_fault_is_logged_and_the_runner_reopened(bundle, producers, loop_frames, caplog):
-    opened = []
-
-    def open_model():
-        gen = BundleGenerator(bundle, "cpu")
+    def open_model() -> Noted:
+        gen = Noted(bundle, "cpu")
         if not opened:
-            gen.synthesis = FailOnce(gen.synthesis, at=2)  # the second leg fails once
+            gen.synthesis = Faulty(gen.synthesis, 2, 2)  # the second leg fails once
         opened.append(gen)
         return gen
 
-    walk = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)
-    producer = FrameProducer(open_model, lambda: WalkScene(SEEDS, walk, random.Random(0), "loop", start=3),
-                             retry_min=0.01)
+    producer = FrameProducer(open_model, loop_scene, retry_min=0.01)
     producers.append(producer.start())
     frames = wait_frames(producer, 30)
     assert producer.errors == 1 and producer.opened == 2 and "injected engine fault" in caplog.text
-    assert all(close(f, loop_frames[k % 18]) for k, f in enumerate(frames))  # carried on from the same frame
+    assert opened[0].closed and not opened[1].closed  # the failed engine was closed before another was opened
+    # It carried on from the same frame; after the fault, in other batches than gen walk's.
+    assert_same_pictures(np.stack(frames), loop_frames[np.arange(30) % 18])
+    producer.stop()
+    assert opened[1].closed  # and the thread closed its engine as it stopped
 
 
-def test_dream_zoom_frames_and_fault(producers, caplog):
-    from gen.runtime.dream.engine import open_dream_bundle
-
-    if not (MODELS / "dream-lite0").is_dir():
-        pytest.skip("the shipped dream bundle models/dream-lite0 is not here")
-    gradient, min_side, _ = open_dream_bundle(MODELS / "dream-lite0", "cpu")
-    photo = fit_long_side(load_image(MODELS / "photos" / "chelsea.jpg"), 64, min_side)
-    settings = DreamSettings(octaves=1, iterations=2, min_side=min_side)
+def test_dream_zoom_frames_and_fault(dream_engine, producers, caplog):
+    photo = fit_long_side(load_image(SHIPPED / "photos" / "chelsea.jpg"), 64, dream_engine.min_side)
+    settings = DreamSettings(octaves=1, iterations=2, min_side=dream_engine.min_side)
     feedback = FeedbackSettings(frames=3, zoom=1.1)
     scene = DreamScene(photo, settings, feedback, tween=4)
-    frames = np.concatenate([scene.render(gradient), scene.render(gradient)])
-    keys = list(feedback_frames(photo, gradient, settings, feedback))
+    frames = np.concatenate([scene.render(dream_engine), scene.render(dream_engine)])
+    keys = list(feedback_frames(photo, dream_engine.gradient, settings, feedback))
     assert scene.done and len(frames) == 8
-    assert close(frames[0], keys[0]) and close(frames[4], keys[1])  # keyframes: gen dream --frames' frames
+    # Keyframes are gen dream --frames' frames: the same runner on the same pictures, so exactly.
+    assert np.array_equal(frames[0], keys[0]) and np.array_equal(frames[4], keys[1])
     jump = np.abs(keys[1].astype(int) - keys[0]).mean()
     steps = np.abs(np.diff(frames[:5].astype(int), axis=0)).mean(axis=(1, 2, 3))
     assert steps.max() < 0.6 * jump  # in-between frames split the jump into smaller moves
 
-    calls = []
+    opened = []
 
-    def open_gradient():
-        calls.append(1)
+    def open_flaky() -> DreamEngine:
+        first, runs = not opened, []
 
         def flaky(image):
-            flaky.n += 1
-            if len(calls) == 1 and flaky.n == 3:
+            runs.append(1)
+            if first and len(runs) == 3:  # the first engine's third run fails
                 raise RuntimeError("injected engine fault")
-            return gradient(image)
+            return dream_engine.gradient(image)
 
-        flaky.n = 0
-        return flaky
+        opened.append(flaky)
+        return DreamEngine(flaky, dream_engine.min_side, "flaky")  # (closing it leaves the shared engine open)
 
-    producer = FrameProducer(open_gradient, lambda: DreamScene(photo, settings, FeedbackSettings(frames=1000,
-                             zoom=1.1), tween=2), retry_min=0.01)
+    producer = FrameProducer(open_flaky, lambda: DreamScene(photo, settings, FeedbackSettings(frames=1000, zoom=1.1),
+                                                            tween=2), retry_min=0.01)
     producers.append(producer.start())
     frames = wait_frames(producer, 12)
-    assert producer.errors == 1 and len(calls) == 2 and "injected engine fault" in caplog.text
+    assert producer.errors == 1 and len(opened) == 2 and "injected engine fault" in caplog.text
     assert all(f.shape == photo.shape for f in frames) and not np.array_equal(frames[0], frames[-1])
 
 
@@ -247,7 +291,7 @@ def test_served_page_renders_in_headless_chromium(bundle, producers, loop_frames
             pytest.fail("chromium is not installed but GEN_REQUIRE_CHROMIUM=1: install Debian's chromium")
         pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
 
-    server = FrameServer(Player(loop_producer(bundle, producers)), fps=6, port=0)
+    server = FrameServer(Player(loop_producer(bundle, producers)), 6, Address(port=0))
     threading.Thread(target=server.serve, daemon=True).start()
     try:
         with urllib.request.urlopen(server.url, timeout=10) as r:
@@ -256,8 +300,11 @@ def test_served_page_renders_in_headless_chromium(bundle, producers, loop_frames
             assert r.headers["Content-Type"] == "image/jpeg"
             served = np.asarray(Image.open(r).convert("RGB")).astype(int)
         assert min(np.abs(served - f).mean() for f in loop_frames) < 12  # a frame of the walk (JPEG-coded)
-        request = lambda key: urllib.request.urlopen(urllib.request.Request(server.url + f"key/{key}", method="POST"),  # noqa: E731
-                                                     timeout=10)
+
+        def request(key: str):
+            return urllib.request.urlopen(urllib.request.Request(server.url + f"key/{key}", method="POST"),
+                                          timeout=10)
+
         assert request("space").status == 204 and server.player.paused
         assert request("space").status == 204 and not server.player.paused
         with pytest.raises(urllib.error.HTTPError, match="404"):
@@ -283,36 +330,19 @@ def test_serving_beyond_localhost_warns(bundle, producers):
     from gen.runtime.kiosk.serve import FrameServer
 
     with pytest.warns(GenWarning, match="anyone who can reach"):
-        FrameServer(Player(loop_producer(bundle, producers)), host="0.0.0.0", port=0).close()
-
-
-NO_PYGAME = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'pygame'):
-            raise ImportError(name + ' is not installed here')
-sys.meta_path.insert(0, Block())
-from gen.cli import main
-sys.argv = ['gen'] + sys.argv[1:]
-main()
-"""
+        FrameServer(Player(loop_producer(bundle, producers)), 30, Address("0.0.0.0", 0)).close()
 
 
 def test_cli_window_service_unit_and_missing_extra(bundle, tmp_path, monkeypatch):
-    from conftest import TORCH_BLOCKED
-
     pytest.importorskip("pygame")
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-    run = lambda script, *a, **kw: subprocess.run([sys.executable, "-c", script, *a], capture_output=True,  # noqa: E731
-                                                  text=True, timeout=120, **kw)
     args = ["kiosk", str(bundle.path), "--windowed", "--frames", "5", "--fps", "60", "--seeds", "1-9", "--engine",
             "cpu", "--save-dir", str(tmp_path)]
-    p = run(TORCH_BLOCKED, *args)
+    p = gen_without_torch(*args)
     assert p.returncode == 0, p.stderr
 
     unit = tmp_path / "gen kiosk.service"  # a space, to check the quoting
-    p = run(TORCH_BLOCKED, *args, "--install-service", "--unit", str(unit), cwd=tmp_path)
+    p = gen_without_torch(*args, "--install-service", "--unit", str(unit), cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "systemctl --user daemon-reload && systemctl --user enable --now" in p.stderr and "not enabled" in p.stderr
     text = unit.read_text()
@@ -323,10 +353,30 @@ def test_cli_window_service_unit_and_missing_extra(bundle, tmp_path, monkeypatch
     p = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)  # the unit's command runs
     assert p.returncode == 0, p.stderr
 
-    p = run(NO_PYGAME, *args)
+    no_pygame = TORCH_BLOCKED.replace("'onnxscript')", "'onnxscript', 'pygame')")  # a runtime without the kiosk extra
+    assert no_pygame != TORCH_BLOCKED
+    p = subprocess.run([sys.executable, "-c", no_pygame, *args], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "pip install 'gen[kiosk]'" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    p = run(TORCH_BLOCKED, "kiosk", str(bundle.path), "--seeds", "5", "--windowed")
+    p = gen_without_torch("kiosk", str(bundle.path), "--seeds", "5", "--windowed")
     assert p.returncode == 2 and "at least 2 different seeds" in p.stderr
+
+
+def test_cli_serve_says_where_and_stops_on_ctrl_c(bundle, tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", TORCH_BLOCKED, "kiosk", str(bundle.path), "--serve", "--port", "0",
+                          "--seeds", "1-9", "--engine", "cpu"], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line = p.stderr.readline()
+        while line and not line.startswith("serving "):  # (log lines may come first)
+            line = p.stderr.readline()
+        url = line.split()[1]
+        assert url.startswith("http://127.0.0.1:") and f"fullscreen: chromium --kiosk --app={url}" in line, line
+        with urllib.request.urlopen(url + "frame.jpg", timeout=30) as r:
+            assert r.status == 200 and r.read()[:2] == b"\xff\xd8"
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=30) == 0  # Ctrl-C is the served kiosk's q
+    finally:
+        p.kill()
+        p.stderr.close()
 
 
 def smooth_picture(h: int = 72, w: int = 96) -> np.ndarray:
@@ -347,34 +397,28 @@ def test_zoom_without_a_turn_is_the_turned_zoom_at_no_angle(zoom):
     assert np.abs(crop.astype(int) - picture).mean() > 2  # (and a view that moved)
 
 
-def test_dream_segments_come_a_few_frames_at_a_time():
-    from gen.runtime.dream.engine import open_dream_bundle
-
-    if not (MODELS / "dream-lite0").is_dir():
-        pytest.skip("the shipped dream bundle models/dream-lite0 is not here")
-    gradient, min_side, _ = open_dream_bundle(MODELS / "dream-lite0", "cpu")
-    photo = fit_long_side(load_image(MODELS / "photos" / "chelsea.jpg"), 48, min_side)
-    settings, feedback = DreamSettings(octaves=1, iterations=1, min_side=min_side), FeedbackSettings(frames=3, zoom=1.1)
+def test_dream_segments_come_a_few_frames_at_a_time(dream_engine):
+    photo = fit_long_side(load_image(SHIPPED / "photos" / "chelsea.jpg"), 48, dream_engine.min_side)
+    settings = DreamSettings(octaves=1, iterations=1, min_side=dream_engine.min_side)
+    feedback = FeedbackSettings(frames=3, zoom=1.1)
     whole = DreamScene(photo, settings, feedback, tween=10, batch=10)
     chunked = DreamScene(photo, settings, feedback, tween=10, batch=4)
-    expected = np.concatenate([whole.render(gradient) for _ in range(2)])
+    expected = np.concatenate([whole.render(dream_engine) for _ in range(2)])
     sizes, got = [], []
     while not chunked.done:
-        got.append(chunked.render(gradient))
+        got.append(chunked.render(dream_engine))
         sizes.append(len(got[-1]))
     assert sizes == [4, 4, 2, 4, 4, 2] and whole.done  # 2 segments of 10 frames, 4 at a time
-    assert np.array_equal(np.concatenate(got), expected)  # the same frames as all at once
+    # The same frames as all at once, exactly: the same runner dreams the same keyframes, and each frame in
+    # between is made on its own (a batch here is a list of frames, not an engine batch).
+    assert np.array_equal(np.concatenate(got), expected)
 
 
-def test_make_producer_dreams_the_photos_and_skips_a_bad_one(tmp_path, producers, caplog):
-    from gen.runtime.dream.engine import open_dream_bundle
-
-    if not (MODELS / "dream-lite0").is_dir():
-        pytest.skip("the shipped dream bundle models/dream-lite0 is not here")
-    dream_bundle = load_bundle(MODELS / "dream-lite0")
+def test_make_producer_dreams_the_photos_and_skips_a_bad_one(dream_engine, tmp_path, producers, caplog):
+    dream_bundle = load_bundle(SHIPPED / "dream-lite0")
     photos = tmp_path / "photos"
     photos.mkdir()
-    shutil.copy(MODELS / "photos" / "chelsea.jpg", photos / "a.jpg")
+    shutil.copy(SHIPPED / "photos" / "chelsea.jpg", photos / "a.jpg")
     (photos / "b.jpg").write_bytes(b"not a picture")  # skipped at start-up, with a warning
     dream = DreamSettings(octaves=1, iterations=1)
     settings = KioskSettings(fps=4, speed=1.0, crossfade=0, photos=(photos,), size=48, scene_seconds=2, dream=dream)
@@ -382,11 +426,12 @@ def test_make_producer_dreams_the_photos_and_skips_a_bad_one(tmp_path, producers
     producers.append(producer)
     frames = wait_frames(producer, 6)
     assert "skipping 1 photo" in caplog.text and "b.jpg" in caplog.text
-    gradient, min_side, _ = open_dream_bundle(MODELS / "dream-lite0", "cpu")
+    min_side = dream_engine.min_side
     photo = fit_long_side(load_image(photos / "a.jpg"), 48, min_side)
-    first = next(feedback_frames(photo, gradient, replace(dream, min_side=min_side, seed=0),
+    first = next(feedback_frames(photo, dream_engine.gradient, replace(dream, min_side=min_side, seed=0),
                                  FeedbackSettings(frames=2, zoom=1.03)))
-    assert close(frames[0], first)  # gen dream --frames' first keyframe of the photo
+    # gen dream --frames' first keyframe of the photo; the kiosk's own runner of the graph, in another thread.
+    assert_same_pictures(frames[0], first)
     assert all(f.shape == photo.shape for f in frames) and not np.array_equal(frames[1], frames[0])
     assert producer.errors == producer.scene_errors == 0
 
@@ -395,44 +440,32 @@ def test_make_producer_dreams_the_photos_and_skips_a_bad_one(tmp_path, producers
         make_producer(dream_bundle, settings, [], "cpu")
 
 
-class Broken:
-    """The real runner, except that every run raises from the `at`-th on, as an engine that is gone does."""
-
-    def __init__(self, runner, at: int = 1) -> None:
-        self.runner, self.at, self.calls = runner, at, 0
-        self.name, self.spec = runner.name, runner.spec
-
-    def run(self, feeds):
-        self.calls += 1
-        if self.calls >= self.at:
-            raise RuntimeError("injected engine fault")
-        return self.runner.run(feeds)
-
-
 def test_a_persistent_engine_fault_stops_the_window_with_status_1(bundle, producers, monkeypatch):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     pygame = pytest.importorskip("pygame")
     from gen.runtime.kiosk.display import show
 
-    def open_model():
-        gen = BundleGenerator(bundle, "cpu")
-        gen.synthesis = Broken(gen.synthesis)
-        return gen
+    opened: list[Noted] = []
 
-    walk = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)
-    producer = FrameProducer(open_model, lambda: WalkScene(SEEDS, walk, random.Random(0), "loop", start=3),
-                             retry_min=0.01, max_failures=4)
+    def open_model() -> Noted:
+        opened.append(Noted(bundle, "cpu"))
+        opened[-1].synthesis = Faulty(opened[-1].synthesis, 1)  # an engine that is gone: every run fails
+        return opened[-1]
+
+    producer = FrameProducer(open_model, loop_scene, retry_min=0.01, max_failures=4)
     producers.append(producer.start())
     start = time.monotonic()
     give_up = threading.Timer(30, lambda: pygame.event.post(pygame.event.Event(pygame.QUIT)))  # (fail, not hang)
     give_up.start()
     with pytest.raises(KioskFailure) as failure:
-        show(Player(producer), fps=60, windowed=True, window_size=(32, 32))
+        show(Player(producer), 60, Window(windowed=True, size=(32, 32)))
     give_up.cancel()
     assert time.monotonic() - start < 30 and producer.errors == producer.opened == 4
     message = str(failure.value)
     assert "injected engine fault" in message and "4 failures in a row" in message and "\n" not in message
     assert failure.value.status == 1
+    producer.stop()
+    assert all(gen.closed for gen in opened)  # each failed engine closed, the last as the thread gave up
 
 
 class Dies(BaseException):
@@ -440,8 +473,6 @@ class Dies(BaseException):
 
 
 def test_watchdog_sees_a_dead_or_stalled_producer(bundle, producers):
-    walk = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)
-
     class Scene:
         done = False
 
@@ -450,16 +481,16 @@ def test_watchdog_sees_a_dead_or_stalled_producer(bundle, producers):
 
         def render(self, model):
             self.action()
-            return WalkScene(SEEDS, walk, random.Random(0), "loop").render(model)
+            return loop_scene().render(model)
 
     def die():
         raise Dies("out of the blue")
 
     hang = threading.Event()
-    gen = BundleGenerator(bundle, "cpu")
-    dead = FrameProducer(lambda: gen, lambda: Scene(die)).start()
-    stalled = FrameProducer(lambda: gen, lambda: Scene(lambda: hang.wait(30)), stall_seconds=0.5).start()
-    healthy = FrameProducer(lambda: gen, lambda: Scene(lambda: None), stall_seconds=0.5, ahead=2).start()
+    open_gen = partial(BundleGenerator, bundle, "cpu")  # one each: a producer closes its engine when it ends
+    dead = FrameProducer(open_gen, lambda: Scene(die)).start()
+    stalled = FrameProducer(open_gen, lambda: Scene(lambda: hang.wait(30)), stall_seconds=0.5).start()
+    healthy = FrameProducer(open_gen, lambda: Scene(lambda: None), stall_seconds=0.5, ahead=2).start()
     producers.extend([dead, stalled, healthy])
     try:
         time.sleep(1.5)  # (healthy: its queue full and nobody taking frames, like a paused kiosk)
@@ -492,7 +523,7 @@ def test_server_keeps_alive_encodes_only_when_watched_and_refuses_other_sites(bu
 
     from gen.runtime.kiosk.serve import FrameServer
 
-    server = FrameServer(Player(loop_producer(bundle, producers)), fps=30, port=0, idle_after=1.0)
+    server = FrameServer(Player(loop_producer(bundle, producers)), 30, Address(port=0), idle_after=1.0)
     threading.Thread(target=server.serve, daemon=True).start()
     try:
         time.sleep(0.5)
@@ -529,12 +560,11 @@ def test_server_keeps_alive_encodes_only_when_watched_and_refuses_other_sites(bu
 
 
 def test_cli_failures_are_one_line_errors(bundle, tmp_path):
-    from conftest import TORCH_BLOCKED
-
     pytest.importorskip("pygame")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
-    run = lambda *a, env=env: subprocess.run([sys.executable, "-c", TORCH_BLOCKED, "kiosk", str(bundle.path), *a],  # noqa: E731
-                                             capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return gen_without_torch("kiosk", str(bundle.path), *args, env=env, cwd=tmp_path)
 
     def error(p) -> str:
         lines = p.stderr.strip().splitlines()
@@ -562,21 +592,19 @@ from gen.cli import main""")
 
 
 def test_queue_grows_to_hold_a_slow_render(bundle, producers):
-    walk = WalkSettings(psi=0.7, fps=6, seconds_per_seed=1.0)
-    gen = BundleGenerator(bundle, "cpu")
-
     class Slow:  # a dream keyframe: one render that takes longer than the queue's frames last on screen
         done = False
 
         def __init__(self) -> None:
-            self.walk = WalkScene(SEEDS, walk, random.Random(0), "loop")
+            self.walk = loop_scene()
 
         def render(self, model):
             time.sleep(0.4)
             return self.walk.render(model)
 
-    grows = FrameProducer(lambda: gen, Slow, ahead=10, fps=30).start()  # 10 frames: 1/3 s at 30 fps
-    fixed = FrameProducer(lambda: gen, Slow, ahead=10).start()
+    open_gen = partial(BundleGenerator, bundle, "cpu")
+    grows = FrameProducer(open_gen, Slow, ahead=10, fps=30).start()  # 10 frames: 1/3 s at 30 fps
+    fixed = FrameProducer(open_gen, Slow, ahead=10).start()
     producers.extend([grows, fixed])
     wait_frames(grows, 1)
     wait_frames(fixed, 1)

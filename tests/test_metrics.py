@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from conftest import EMOJI
+from conftest import EMOJI, SHIPPED
 from gen.train.distances import fid_from_features, frechet_distance, gaussian_fit, kid_from_features
 from gen.train.metrics import FEATURE_DIM, Lite0Features, compute_metrics, real_images
-
-MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def gen_cli(*args: str) -> subprocess.CompletedProcess:
@@ -159,7 +156,7 @@ def test_gen_metrics_cli_writes_json_with_the_floor(tiny_run, emoji_subset, tmp_
     (["--data", "{data}", "--num", "6", "--real-floor", "--out", "{missing}/m.json"], "does not exist"),
 ])
 def test_gen_metrics_cli_refuses_bad_input_in_one_line(args, message, emoji_subset, tmp_path):
-    fill = {"data": str(emoji_subset), "dream": str(MODELS / "dream-lite0"), "missing": str(tmp_path / "nope")}
+    fill = {"data": str(emoji_subset), "dream": str(SHIPPED / "dream-lite0"), "missing": str(tmp_path / "nope")}
     p = gen_cli("metrics", *[a.format(**fill) for a in args])
     assert p.returncode == 2, p.stdout + p.stderr
     assert message in p.stderr and "Traceback" not in p.stderr

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import SHIPPED
 from gen.runtime.errors import GenError
 from gen.runtime.stylegan.walk import WalkSettings, walk_frames
 from gen.runtime.verify import psnr
 from gen.train.projector import ProjectSettings, learning_rate, noise_regularisation, project
 from gen.train.sample import generate, load_generator
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
-PHOTO = MODELS / "photos" / "chelsea.jpg"
+PHOTO = SHIPPED / "photos" / "chelsea.jpg"
 
 
 def gen_cli(*args: str) -> subprocess.CompletedProcess:

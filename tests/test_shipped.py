@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHIPPED
 from gen.runtime.bundle import is_bundle, load_bundle
 from gen.runtime.verify import verify
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
-SHIPPED = sorted(p for p in MODELS.iterdir() if is_bundle(p))
+BUNDLES = sorted(p for p in SHIPPED.iterdir() if is_bundle(p))
 
 
 def test_there_are_shipped_bundles():
-    kinds = {load_bundle(p).manifest.kind for p in SHIPPED}
+    kinds = {load_bundle(p).manifest.kind for p in BUNDLES}
     assert kinds == {"dream", "stylegan"}
-    assert "Noto Emoji" in load_bundle(MODELS / "emoji").manifest.license  # the training data is credited
+    assert "Noto Emoji" in load_bundle(SHIPPED / "emoji").manifest.license  # the training data is credited
 
 
 def test_shipped_stylegan_bundle_samples_a_grid_without_torch(tmp_path):
@@ -28,16 +27,16 @@ def test_shipped_stylegan_bundle_samples_a_grid_without_torch(tmp_path):
     out = tmp_path / "grid.png"
     code = ("import sys; sys.modules['torch'] = None; sys.argv = ['gen', 'sample', sys.argv[1], '--seeds', '0-15', "
             "'--out', sys.argv[2]]; from gen.cli import main; main()")
-    result = subprocess.run([sys.executable, "-c", code, str(MODELS / "emoji"), str(out)], capture_output=True,
+    result = subprocess.run([sys.executable, "-c", code, str(SHIPPED / "emoji"), str(out)], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
     grid = np.asarray(Image.open(out))
-    res = load_bundle(MODELS / "emoji").manifest.stylegan.resolution
+    res = load_bundle(SHIPPED / "emoji").manifest.stylegan.resolution
     assert grid.shape[0] >= 4 * res and grid.shape[1] >= 4 * res
     assert grid.std() > 20  # pictures, not a flat field
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+@pytest.mark.parametrize("path", BUNDLES, ids=[p.name for p in BUNDLES])
 def test_shipped_bundle_verifies(path):
     bundle = load_bundle(path)
     checks = verify(bundle, "cpu")
@@ -51,8 +50,8 @@ def test_shipped_dream_bundle_dreams_on_the_shipped_photo(tmp_path):
     from gen.cli import app
 
     out = tmp_path / "dream.png"
-    result = CliRunner().invoke(app, ["dream", str(MODELS / "photos" / "chelsea.jpg"), "--bundle",
-                                      str(MODELS / "dream-lite0"), "--octaves", "2", "--iterations", "2", "-o",
+    result = CliRunner().invoke(app, ["dream", str(SHIPPED / "photos" / "chelsea.jpg"), "--bundle",
+                                      str(SHIPPED / "dream-lite0"), "--octaves", "2", "--iterations", "2", "-o",
                                       str(out)])
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 10_000

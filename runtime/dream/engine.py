@@ -59,15 +59,9 @@ def describe(bundle: Bundle) -> str:
     return f"{d.backbone} ({what}{', guided' if o.get('guide') else ''})"
 
 
-def bundle_engine(path: str | Path, engine: str = "auto") -> DreamEngine:
-    """The dream bundle at `path` on `engine`, ready for the loop; close it when done."""
-    bundle = load_bundle(path)
+def bundle_engine(bundle: Bundle | str | Path, engine: str = "auto") -> DreamEngine:
+    """A dream bundle (loaded, or its folder) on `engine`, ready for the loop; close it when done."""
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     gradient, runner = bundle_gradient(bundle, engine)
     return DreamEngine(gradient, bundle.manifest.dream.min_size, f"{describe(bundle)} from {bundle.path} on "
                        f"{runner.name}", runner.close)
-
-
-def open_dream_bundle(path: str | Path, engine: str = "auto") -> tuple[GradientFn, int, str]:
-    """Kept only until tests/test_kiosk.py moves to `bundle_engine`, whose runner can be closed."""
-    opened = bundle_engine(path, engine)
-    return opened.gradient, opened.min_side, opened.description

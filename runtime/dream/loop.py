@@ -58,10 +58,6 @@ class DreamSettings:
         if self.tile and self.tile < 2 * self.min_side:
             raise GenError(f"tile must be 0 (no tiles) or at least {2 * self.min_side} pixels (got {self.tile})")
 
-    def check(self) -> DreamSettings:
-        """Kept only until benchmarks/kiosk_speed.py stops calling it: making one checks it."""
-        return self
-
 
 def _nothing_to_close() -> None:
     pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,6 +22,17 @@ from gen.runtime.errors import GenError, require_extra
 from .player import Player
 
 HEADLESS_DRIVERS = ("offscreen", "dummy")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where the kiosk shows its frames: fullscreen on `display` (0 = the first), or a window of `size`
+    (testing); `frames` > 0 quits after showing that many new frames (tests, benchmarks)."""
+
+    windowed: bool = False
+    display: int = 0
+    size: tuple[int, int] = (960, 540)
+    frames: int = 0
 
 
 def import_pygame():
@@ -39,22 +51,21 @@ def fit(size: tuple[int, int], screen: tuple[int, int]) -> tuple[int, int, int, 
     return (screen[0] - fw) // 2, (screen[1] - fh) // 2, fw, fh
 
 
-def show(player: Player, fps: float = 30.0, windowed: bool = False, display: int = 0,
-         window_size: tuple[int, int] = (960, 540), frames: int = 0,
+def show(player: Player, fps: float, window: Window = Window(),
          on_frame: Callable[[np.ndarray, object], None] | None = None) -> int:
-    """Run the window until q (or `frames` new frames were shown); returns how many were shown.
+    """Run the window until q (or `window.frames` new frames were shown); returns how many were shown.
 
     `on_frame(frame, screen)` is called after each new frame is on the screen (tests, benchmarks).
     """
     pg = import_pygame()
     try:
-        return _show(pg, player, fps, windowed, display, window_size, frames, on_frame)
+        return _show(pg, player, fps, window, on_frame)
     except pg.error as e:
         raise GenError(f"the kiosk window failed: {e}") from None
 
 
-def _show(pg, player: Player, fps: float, windowed: bool, display: int, window_size: tuple[int, int], frames: int,
-          on_frame: Callable[[np.ndarray, object], None] | None) -> int:
+def _show(pg, player: Player, fps: float, window: Window, on_frame: Callable[[np.ndarray, object], None] | None
+          ) -> int:
     chosen = os.environ.get("SDL_VIDEODRIVER")  # (read before init: pygame may set its own fallback)
     pg.display.init()
     try:
@@ -62,11 +73,11 @@ def _show(pg, player: Player, fps: float, windowed: bool, display: int, window_s
         if driver in HEADLESS_DRIVERS and not chosen:
             raise GenError(f"no display: SDL fell back to its '{driver}' driver, so the window would show nothing; "
                            "set DISPLAY (e.g. DISPLAY=:0) or run under a desktop session, or use --serve")
-        displays = pg.display.get_num_displays()
+        displays, display = pg.display.get_num_displays(), window.display
         if not 0 <= display < displays:
             raise GenError(f"display {display} does not exist; this machine has {displays} (0-{displays - 1})")
-        if windowed:
-            screen = pg.display.set_mode(window_size, pg.RESIZABLE, display=display)
+        if window.windowed:
+            screen = pg.display.set_mode(window.size, pg.RESIZABLE, display=display)
         else:
             screen = pg.display.set_mode((0, 0), pg.FULLSCREEN, display=display)  # (0, 0): the display's own size
         pg.display.set_caption("gen kiosk")
@@ -99,7 +110,7 @@ def _show(pg, player: Player, fps: float, windowed: bool, display: int, window_s
                 shown += 1
                 if on_frame is not None:
                     on_frame(player.frame, screen)
-                if frames and shown >= frames:
+                if window.frames and shown >= window.frames:
                     break
             clock.tick(fps)
     finally:

@@ -2,10 +2,11 @@
 
 Frames wait in a bounded queue: the display takes at most one per tick and never waits, and memory
 stays flat however long the kiosk runs. Whatever goes wrong in the thread is caught: an engine error
-re-opens the engine (after a pause that doubles), a scene that cannot start (an unreadable photo) is
-skipped. The display calls `check()` every tick: it raises KioskFailure (the CLI exits with status 1,
-so systemd's Restart=on-failure starts the kiosk afresh) when the thread died, when `max_failures`
-tries in a row failed, or when no frame was made for `stall_seconds` although the queue had room.
+closes the engine and opens it again (after a pause that doubles), a scene that cannot start (an
+unreadable photo) is skipped. The display calls `check()` every tick: it raises KioskFailure (the CLI
+exits with status 1, so systemd's Restart=on-failure starts the kiosk afresh) when the thread died,
+when `max_failures` tries in a row failed, or when no frame was made for `stall_seconds` although the
+queue had room.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -33,18 +35,26 @@ class KioskFailure(GenError):
     status = 1
 
 
+class Model(Protocol):
+    """What scenes render with (a BundleGenerator, a DreamEngine): an engine that holds memory until closed."""
+
+    def close(self) -> None: ...
+
+
 class FrameProducer:
     """Renders scenes in a background thread into a bounded queue; survives engine and scene errors.
 
-    `open_model()` opens the engine (again after an engine error); `new_scene()` makes the next scene
-    (a failure there is the scene's: the engine is kept and the next scene tried). Each failure is
-    logged and retried after a pause that doubles from `retry_min` up to `retry_max` seconds.
+    `open_model()` opens the engine (again after an engine error, the failed one closed first); the
+    thread closes it when it ends (stop, or giving up), so no render is ever under way on a closed engine.
+    `new_scene()` makes the next scene (a failure there is the scene's: the engine is kept and the next
+    scene tried). Each failure is logged and retried after a pause that doubles from `retry_min` up to
+    `retry_max` seconds.
 
     Given `fps`, the queue grows (once, up to 4x `ahead` and `max_bytes`) to hold 1.5x the longest render
     seen (a dream keyframe dreamed in one go), so the screen does not wait while one is made.
     """
 
-    def __init__(self, open_model: Callable[[], object], new_scene: Callable[[], Scene], crossfade_frames: int = 0,
+    def __init__(self, open_model: Callable[[], Model], new_scene: Callable[[], Scene], crossfade_frames: int = 0,
                  ahead: int = 30, retry_min: float = 0.5, retry_max: float = 30.0, max_failures: int = 10,
                  stall_seconds: float = 300.0, fps: float | None = None, max_bytes: int = 128 << 20) -> None:
         self.open_model, self.new_scene = open_model, new_scene
@@ -53,7 +63,7 @@ class FrameProducer:
         self.max_failures, self.stall_seconds = max(1, max_failures), stall_seconds
         self.queue: queue.Queue[tuple[int, np.ndarray]] = queue.Queue(maxsize=max(1, ahead))  # (scene number, frame)
         self.fps, self.max_ahead, self.max_bytes = fps, 4 * max(1, ahead), max_bytes
-        self.model: object | None = None
+        self.model: Model | None = None
         self.scene: Scene | None = None
         self.shown: np.ndarray | None = None  # the frame the viewer sees now: crossfades start from it
         self.opened = self.errors = self.scene_errors = self.produced = 0
@@ -73,6 +83,7 @@ class FrameProducer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread; it closes the engine as it ends (if a render outlasts `timeout`, once that is done)."""
         self._stop.set()
         if self._thread.ident is not None:
             self._thread.join(timeout)
@@ -107,6 +118,8 @@ class FrameProducer:
         except BaseException as e:  # (nothing should reach here; if it does, the watchdog says so)
             self.failure = f"the frame producer stopped: {type(e).__name__}: {e}"
             log.critical(self.failure, exc_info=True)
+        finally:
+            self._close_model()
 
     def _loop(self) -> None:
         delay = self.retry_min
@@ -136,13 +149,18 @@ class FrameProducer:
                         break  # a new scene was asked for (or stop): the rest of this batch is dropped
             except Exception as e:  # an engine error must not freeze the screen: log, re-open, go on
                 self.errors += 1
-                self.model = None
+                self._close_model()
                 if self._failed(f"frame producer failed ({type(e).__name__}: {e}); re-opening the engine", delay):
                     return
                 delay = min(2 * delay, self.retry_max)
                 continue
             delay = self.retry_min
             self.failures = 0
+
+    def _close_model(self) -> None:
+        model, self.model = self.model, None
+        if model is not None:
+            model.close()
 
     def _grow(self, seconds: float, frames: np.ndarray) -> None:
         if self.fps is None or not len(frames):

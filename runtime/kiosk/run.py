@@ -1,4 +1,5 @@
-"""`gen kiosk` as a library: the frame producer for a bundle, and the kiosk run in a window or a browser.
+"""`gen kiosk` as a library: a bundle played in a window or a browser until stopped, its systemd unit, and
+the frame producer for a bundle.
 
 Scenes (an endless walk, dream zooms) are in scenes.py, the background thread that renders them ahead
 and its watchdog in producer.py, the viewer's controls in player.py. Torch-free.
@@ -6,55 +7,134 @@ and its watchdog in producer.py, the viewer's controls in player.py. Torch-free.
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
+from pathlib import Path
 
-from gen.runtime.dream.feedback import FeedbackSettings
+from gen.runtime.bundle import Bundle, load_bundle
+from gen.runtime.dream.engine import bundle_engine
+from gen.runtime.dream.loop import DreamEngine
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image
+from gen.runtime.latents import parse_seeds
+from gen.runtime.stylegan.generator import BundleGenerator
 
+from .display import Window, import_pygame, show
+from .player import Player
 from .producer import FrameProducer
 from .scenes import DreamScene, WalkScene, fit_long_side, usable_photos
-from .settings import KioskSettings
+from .serve import Address, FrameServer
+from .service import install_service
+from .settings import MAX_POOL, KioskSettings
 
 
-def make_producer(bundle, settings: KioskSettings, pool: Sequence[int], engine: str = "auto") -> FrameProducer:
+def run_kiosk(bundle: Path, settings: KioskSettings, seeds: str, save_dir: Path, screen: Window | Address,
+              engine: str = "auto", on_serving: Callable[[str], None] | None = None) -> None:
+    """Play `bundle` on `screen` (a window, or a page served at an address) until q or Ctrl-C.
+
+    `seeds` is a stylegan walk's pool ('0-99'); the s key saves into `save_dir`; `on_serving(url)` is told
+    where the page is once it is served. Raises KioskFailure (status 1) when the kiosk cannot go on by itself.
+    """
+    loaded, pool = check_kiosk(bundle, seeds, save_dir)
+    if isinstance(screen, Window):
+        import_pygame()  # a missing extra is said now, before any thread starts
+    # Engine errors, skipped photos and saves are logged to stderr (under systemd: the journal);
+    # a no-op where the caller set logging up already.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    producer = make_producer(loaded, settings, pool, engine).start()
+    player = Player(producer, save_dir)
+    try:
+        if isinstance(screen, Window):
+            show(player, settings.fps, screen)
+        else:
+            _serve(player, settings.fps, screen, on_serving)
+    finally:
+        producer.stop()
+
+
+def install_kiosk_service(bundle: Path, seeds: str, save_dir: Path, unit: Path | None, argv: list[str],
+                          serve: bool) -> tuple[Path, str]:
+    """Write a systemd unit that runs the kiosk command line `argv`, checked first as a run would be;
+    returns the unit's path and the command that enables it."""
+    check_kiosk(bundle, seeds, save_dir)
+    return install_service(unit, argv, serve)
+
+
+def check_kiosk(bundle: Path, seeds: str, save_dir: Path) -> tuple[Bundle, list[int]]:
+    """What a kiosk refuses before it starts: the loaded bundle, the walk's pool (none for a dream), a save folder."""
+    loaded = load_bundle(bundle)
+    pool = seed_pool(seeds) if loaded.manifest.kind == "stylegan" else []
+    if not save_dir.is_dir():
+        raise GenError(f"--save-dir '{save_dir}' is not a folder; create it first")
+    return loaded, pool
+
+
+def seed_pool(text: str) -> list[int]:
+    """The walk's pool from '0-99' or '3,17,42'; refuses more than MAX_POOL seeds before making the list."""
+    return parse_seeds(text, limit=MAX_POOL, what="a kiosk's pool of seeds")
+
+
+def _serve(player: Player, fps: float, address: Address, on_serving: Callable[[str], None] | None) -> None:
+    server = FrameServer(player, fps, address)
+    if on_serving is not None:
+        on_serving(server.url)
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a served kiosk is stopped: a clean exit, like q in the window
+    finally:
+        server.close()
+
+
+def open_model(bundle: Bundle, engine: str = "auto") -> BundleGenerator | DreamEngine:
+    """What the bundle's scenes render with: its generator (stylegan) or its dream gradient (dream); close it."""
+    return bundle_engine(bundle, engine) if bundle.manifest.kind == "dream" else BundleGenerator(bundle, engine)
+
+
+def make_producer(bundle: Bundle, settings: KioskSettings, pool: Sequence[int], engine: str = "auto"
+                  ) -> FrameProducer:
     """The producer for a loaded bundle: an endless walk (stylegan) or dream zooms of the photos in turn (dream)."""
-    settings.check()
+    kind = bundle.manifest.kind
+    if kind not in ("stylegan", "dream"):
+        raise GenError(f"'{bundle.path}' is a {kind} bundle; the kiosk plays stylegan or dream bundles")
+    new_scene = _walks(settings, pool) if kind == "stylegan" else _dreams(bundle, settings)
     fps = settings.fps
-    common = dict(crossfade_frames=round(settings.crossfade * fps), ahead=max(2, round(settings.ahead * fps)),
-                  max_failures=settings.max_failures, stall_seconds=settings.watchdog, fps=fps)
-    if bundle.manifest.kind == "stylegan":
-        from gen.runtime.stylegan.generator import BundleGenerator
+    return FrameProducer(partial(open_model, bundle, engine), new_scene, round(settings.crossfade * fps),
+                         ahead=max(2, round(settings.ahead * fps)), max_failures=settings.max_failures,
+                         stall_seconds=settings.watchdog, fps=fps)
 
-        walk = replace(settings.walk, fps=fps, seconds_per_seed=settings.speed)
-        rng = random.Random(settings.seed)
-        WalkScene(pool, walk, random.Random(), settings.order)  # refuses a bad pool here, not in the thread
-        scenes = 0
 
-        def new_walk() -> WalkScene:
-            nonlocal scenes
-            scenes += 1  # the first walk of a loop starts at the pool's first seed, like gen walk; n: a random one
-            start = pool[0] if settings.order == "loop" and scenes == 1 else pool[rng.randrange(len(pool))]
-            return WalkScene(pool, walk, rng, settings.order, start=start)
+def _walks(settings: KioskSettings, pool: Sequence[int]) -> Callable[[], WalkScene]:
+    """Each call, the next walk through the pool: from its first seed (loop), then from a random one (n)."""
+    walk = settings.paced_walk()
+    rng = random.Random(settings.seed)
+    WalkScene(pool, walk, random.Random(), settings.order)  # refuses a bad pool here, not in the thread
+    scenes = 0
 
-        return FrameProducer(lambda: BundleGenerator(bundle, engine), new_walk, **common)
-    if bundle.manifest.kind == "dream":
-        from gen.runtime.dream.engine import bundle_gradient
+    def new_walk() -> WalkScene:
+        nonlocal scenes
+        scenes += 1  # the first walk of a loop starts at the pool's first seed, like gen walk; n: a random one
+        start = pool[0] if settings.order == "loop" and scenes == 1 else pool[rng.randrange(len(pool))]
+        return WalkScene(pool, walk, rng, settings.order, start=start)
 
-        min_side = bundle.manifest.dream.min_size
-        photos = usable_photos(settings.photos, min_side)  # each decoded once now: bad ones skipped, with a warning
-        dream_settings = replace(settings.dream, min_side=min_side, seed=settings.seed).check()
-        keyframes = max(1, round(settings.scene_seconds / settings.speed))
-        feedback = FeedbackSettings(frames=keyframes, zoom=settings.zoom, rotate=settings.rotate, fps=fps)
-        turn = -1
+    return new_walk
 
-        def new_dream() -> DreamScene:
-            nonlocal turn
-            turn = (turn + 1) % len(photos)  # moves on first: a photo gone bad since is skipped on the retry
-            photo = fit_long_side(load_image(photos[turn], min_size=min_side), settings.size, min_side)
-            return DreamScene(photo, dream_settings, feedback, tween=round(settings.speed * fps))
 
-        return FrameProducer(lambda: bundle_gradient(bundle, engine)[0], new_dream, **common)
-    raise GenError(f"'{bundle.path}' is a {bundle.manifest.kind} bundle; the kiosk plays stylegan or dream bundles")
+def _dreams(bundle: Bundle, settings: KioskSettings) -> Callable[[], DreamScene]:
+    """Each call, a dream zoom into the next photo, round and round."""
+    min_side = bundle.manifest.dream.min_size
+    photos = usable_photos(settings.photos, min_side)  # each decoded once now: bad ones skipped, with a warning
+    dream_settings = replace(settings.dream, min_side=min_side, seed=settings.seed)  # (checks the tile against it)
+    feedback = settings.paced_feedback()
+    turn = -1
+
+    def new_dream() -> DreamScene:
+        nonlocal turn
+        turn = (turn + 1) % len(photos)  # moves on first: a photo gone bad since is skipped on the retry
+        photo = fit_long_side(load_image(photos[turn], min_size=min_side), settings.size, min_side)
+        return DreamScene(photo, dream_settings, feedback, tween=round(settings.speed * settings.fps))
+
+    return new_dream

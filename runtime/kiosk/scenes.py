@@ -1,7 +1,7 @@
 """What a kiosk shows: scenes that render a few frames at a time. Torch-free.
 
 A scene renders a few frames at a time from a model (a BundleGenerator for a stylegan bundle, the
-gradient function of a dream bundle) and moves its own position forward only when they are done, so
+DreamEngine of a dream bundle) and moves its own position forward only when they are done, so
 after an engine error the producer re-opens the model and the scene carries on from the same frame.
 """
 
@@ -16,13 +16,19 @@ from typing import Protocol
 import numpy as np
 
 from gen.runtime.dream.feedback import FeedbackSettings, feedback_frames, zoom_rotate
-from gen.runtime.dream.loop import DreamSettings, GradientFn
+from gen.runtime.dream.loop import DreamEngine, DreamSettings, GradientFn
 from gen.runtime.errors import GenError
 from gen.runtime.images import IMAGE_SUFFIXES, blend, load_image, resize
 from gen.runtime.stylegan.walk import WalkSettings, path_images, walk_keys
 
 log = logging.getLogger("gen.kiosk")
 ORDERS = ("random", "loop")
+
+
+def check_order(order: str) -> None:
+    """Refuse a walk order other than random (the next seed drawn) or loop (the pool in order)."""
+    if order not in ORDERS:
+        raise GenError(f"unknown order '{order}'; choose random or loop")
 
 
 class Scene(Protocol):
@@ -48,9 +54,8 @@ class WalkScene:
                  start: int | None = None, batch: int = 8) -> None:
         if len(set(pool)) < 2:
             raise GenError("a kiosk walk needs a pool of at least 2 different seeds, e.g. --seeds 0-99")
-        if order not in ORDERS:
-            raise GenError(f"unknown order '{order}'; choose random or loop")
-        self.pool, self.settings, self.rng, self.order, self.batch = list(pool), settings.check(), rng, order, batch
+        check_order(order)
+        self.pool, self.settings, self.rng, self.order, self.batch = list(pool), settings, rng, order, batch
         self.index = self.pool.index(start) if start is not None else self._draw(None)
         self.start = self.pool[self.index]
         self.next_index = self._draw(self.index)
@@ -95,7 +100,7 @@ class DreamScene:
 
     def __init__(self, photo: np.ndarray, settings: DreamSettings, feedback: FeedbackSettings, tween: int,
                  batch: int = 4) -> None:
-        self.photo, self.settings, self.feedback = photo, settings.check(), feedback.check()
+        self.photo, self.settings, self.feedback = photo, settings, feedback
         self.tween, self.batch = max(1, tween), max(1, batch)
         self.key: np.ndarray | None = None  # the last keyframe: the segment runs from it ...
         self.target: np.ndarray | None = None  # ... to this one
@@ -108,8 +113,8 @@ class DreamScene:
     def done(self) -> bool:
         return self.keyframes >= self.feedback.frames
 
-    def _next_key(self, gradient: GradientFn) -> np.ndarray:
-        self._gradient = gradient  # a re-opened engine takes over the running loop
+    def _next_key(self, engine: DreamEngine) -> np.ndarray:
+        self._gradient = engine.gradient  # a re-opened engine takes over the running loop
         if self._keys is None:  # first, or after an error ended the loop: go on from the last keyframe
             start = self.photo if self.key is None else zoom_rotate(self.key, self.feedback.zoom, self.feedback.rotate)
             self._keys = feedback_frames(start, lambda x: self._gradient(x), self.settings, self.feedback)
@@ -119,14 +124,14 @@ class DreamScene:
             self._keys = None
             raise
 
-    def render(self, gradient: GradientFn) -> np.ndarray:
+    def render(self, engine: DreamEngine) -> np.ndarray:
         if self.key is None:
-            self.key = self._next_key(gradient)
+            self.key = self._next_key(engine)
             self.keyframes = 1
             if self.done:
                 return self.key[None]
         if self.target is None:
-            self.target = self._next_key(gradient)
+            self.target = self._next_key(engine)
         end = min(self.j + self.batch, self.tween)
         frames = np.stack([self.between(self.key, self.target, j / self.tween) for j in range(self.j, end)])
         self.j = end

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from gen.runtime.errors import GenError, GenWarning
@@ -68,6 +69,15 @@ document.addEventListener("keydown", e => {
 """
 
 
+@dataclass(frozen=True)
+class Address:
+    """Where the page is served: this machine only, unless another host is given (then anyone who can
+    reach it can watch); port 0 takes a free one."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -80,8 +90,9 @@ def is_loopback(host: str) -> bool:
 class FrameServer:
     """Serves the page and the player's newest frame as JPEG; call `serve()` (blocks) and `close()`."""
 
-    def __init__(self, player: Player, fps: float = 30.0, host: str = "127.0.0.1", port: int = 8765,
-                 quality: int = 90, idle_after: float = 5.0) -> None:
+    def __init__(self, player: Player, fps: float, address: Address = Address(), quality: int = 90,
+                 idle_after: float = 5.0) -> None:
+        host, port = address.host, address.port
         if not is_loopback(host):
             warnings.warn(f"serving on {host}: anyone who can reach this machine on port {port} can watch and "
                           "press keys (space, s, n); bind to 127.0.0.1 unless that is meant", GenWarning, stacklevel=2)

@@ -15,7 +15,7 @@ import numpy as np
 from gen.runtime.errors import GenError
 from gen.runtime.latents import STILL_NOISE_MODES, check_noise_mode, seeds_to_z
 
-STYLE_NAMES = ("coarse", "middle", "fine")
+from .walk import check_size, upscale
 
 
 def style_ranges(num_ws: int) -> dict[str, range]:
@@ -77,7 +77,7 @@ def mix_to_file(bundle: Path, out: Path, rows: str, cols: str, styles: str = "fi
     """Write the style-mixing grid as one picture; `size` upscales each cell (Lanczos)."""
     from gen.runtime.bundle import load_bundle
     from gen.runtime.files import check_output_path
-    from gen.runtime.images import make_grid, resize, save_image
+    from gen.runtime.images import make_grid, save_image
     from gen.runtime.latents import parse_seeds
 
     from .generator import BundleGenerator
@@ -85,13 +85,10 @@ def mix_to_file(bundle: Path, out: Path, rows: str, cols: str, styles: str = "fi
     out = check_output_path(out)
     check_noise_mode(noise_mode, STILL_NOISE_MODES, "a mixing grid (random noise would change a seed's picture "
                                                     "from cell to cell)")
-    if size is not None and not 8 <= size <= 4096:
-        raise GenError(f"size must be between 8 and 4096 pixels (got {size})")
+    check_size(size)
     seeds = {name: parse_seeds(text, what=f"--{name}") for name, text in (("rows", rows), ("cols", cols))}
-    gen = BundleGenerator(load_bundle(bundle), engine)
-    layers = parse_styles(styles, gen.meta.num_ws)
-    grid = mix_grid(gen, seeds["rows"], seeds["cols"], layers, psi, noise_mode)
-    cells = grid.reshape(-1, *grid.shape[2:])
-    if size is not None and size != cells.shape[1]:
-        cells = np.stack([resize(c, size, size) for c in cells])
+    with BundleGenerator(load_bundle(bundle), engine) as gen:
+        layers = parse_styles(styles, gen.meta.num_ws)
+        grid = mix_grid(gen, seeds["rows"], seeds["cols"], layers, psi, noise_mode)
+    cells = upscale(grid.reshape(-1, *grid.shape[2:]), size)
     return save_image(out, make_grid(cells, cols=grid.shape[1]))

@@ -31,11 +31,7 @@ class WalkSettings:
     noise_mode: str = "const"
     size: int | None = None  # upscale frames to this many pixels a side (Lanczos)
 
-    @property
-    def frames_per_seed(self) -> int:
-        return max(1, round(self.seconds_per_seed * self.fps))
-
-    def check(self) -> WalkSettings:
+    def __post_init__(self) -> None:  # also run by dataclasses.replace: no walk settings exist unchecked
         if not self.fps > 0:
             raise GenError(f"fps must be positive (got {self.fps})")
         if not self.seconds_per_seed > 0:
@@ -43,9 +39,26 @@ class WalkSettings:
         if self.space not in SPACES:
             raise GenError(f"unknown walk space '{self.space}'; choose z or w")
         check_noise_mode(self.noise_mode, STILL_NOISE_MODES, "a walk (random noise would flicker)")
-        if self.size is not None and not 8 <= self.size <= 4096:
-            raise GenError(f"size must be between 8 and 4096 pixels (got {self.size})")
-        return self
+        check_size(self.size)
+
+    @property
+    def frames_per_seed(self) -> int:
+        return max(1, round(self.seconds_per_seed * self.fps))
+
+
+def check_size(size: int | None) -> None:
+    """Refuse an upscale size (pixels a side; None: no upscaling) that walks and mixing grids cannot make."""
+    if size is not None and not 8 <= size <= 4096:
+        raise GenError(f"size must be between 8 and 4096 pixels (got {size})")
+
+
+def upscale(pictures: np.ndarray, size: int | None) -> np.ndarray:
+    """uint8 square pictures [N, R, R, 3] resized to `size` a side (Lanczos); as they are if None or R."""
+    from gen.runtime.images import resize
+
+    if size is None or size == pictures.shape[1]:
+        return pictures
+    return np.stack([resize(p, size, size) for p in pictures])
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray | float) -> np.ndarray:
@@ -56,14 +69,18 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray | float) -> np.ndarray:
     """
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
     t = np.asarray(t, np.float64).reshape(-1, *([1] * (a64.ndim - 1)))
-    unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)  # noqa: E731
-    omega = np.arccos(np.clip(np.sum(unit(a64) * unit(b64), axis=-1, keepdims=True), -1.0, 1.0))
+    omega = np.arccos(np.clip(np.sum(_unit(a64) * _unit(b64), axis=-1, keepdims=True), -1.0, 1.0))
     sin = np.sin(omega)
     parallel = sin < 1e-6  # (nearly) the same direction: a straight line is the same path
     safe = np.where(parallel, 1.0, sin)
     wa = np.where(parallel, 1.0 - t, np.sin((1.0 - t) * omega) / safe)
     wb = np.where(parallel, t, np.sin(t * omega) / safe)
     return (wa * a64 + wb * b64).astype(np.asarray(a).dtype)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (a zero row stays zero)."""
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
 def ease(t: np.ndarray | float) -> np.ndarray:
@@ -96,7 +113,6 @@ def walk_frames(gen, seeds: Sequence[int], settings: WalkSettings, batch: int = 
 
     `gen` is a BundleGenerator; frame k * frames_per_seed is seed k's `gen sample` picture.
     """
-    settings.check()
     if len(seeds) < 2:
         raise GenError("a walk needs at least 2 seeds, e.g. --seeds 3,17,42")
     keys = walk_keys(gen, seeds, settings)
@@ -151,14 +167,11 @@ def parse_waypoints(text: str) -> list[int | np.ndarray]:
 
 def path_images(gen, keys: np.ndarray, times: np.ndarray, settings: WalkSettings) -> np.ndarray:
     """uint8 frames [N, H, W, 3] at loop `times` along `keys`, in one batch (gen walk and gen kiosk share it)."""
-    from gen.runtime.images import nchw_to_images, resize
+    from gen.runtime.images import nchw_to_images
 
     latents = path_at(keys, times, settings.space, settings.ease)
     ws = gen.styles(latents, gen.psi(settings.psi), settings.cutoff) if settings.space == "z" else latents
-    frames = nchw_to_images(gen.synthesize(ws, settings.noise_mode))
-    if settings.size is not None and settings.size != frames.shape[1]:
-        frames = np.stack([resize(f, settings.size, settings.size) for f in frames])
-    return frames
+    return upscale(nchw_to_images(gen.synthesize(ws, settings.noise_mode)), settings.size)
 
 
 def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, settings: WalkSettings,
@@ -177,12 +190,13 @@ def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, set
         if not seconds > 0:
             raise GenError(f"--seconds must be positive (got {seconds})")
         settings = replace(settings, seconds_per_seed=seconds / len(seed_list))
-    settings.check()
-    gen = BundleGenerator(load_bundle(bundle), engine)
     total = settings.frames_per_seed * len(seed_list)
-    start = time.perf_counter()
-    with progress_bar(disable=not show_progress) as bar:
+    with BundleGenerator(load_bundle(bundle), engine) as gen, progress_bar(disable=not show_progress) as bar:
         task = bar.add_task("walk", total=total, rate="", info=f"{len(seed_list)} seeds, {settings.space}")
-        tick = lambda k: bar.update(task, advance=1, rate=rate_text(k + 1, time.perf_counter() - start, "frame"))  # noqa: E731
+        start = time.perf_counter()
+
+        def tick(k: int) -> None:
+            bar.update(task, advance=1, rate=rate_text(k + 1, time.perf_counter() - start, "frame"))
+
         count = write_video(out, walk_frames(gen, seed_list, settings, on_frame=tick), settings.fps)
     return out, count
