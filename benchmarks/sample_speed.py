@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from machine import best_rate, describe
 
 from gen.export.stylegan import export_stylegan
+from gen.runtime.latents import DEFAULT_PSI
 from gen.runtime.stylegan.generator import BundleGenerator
 from gen.train.sample import generate, load_generator
 
@@ -37,16 +39,17 @@ def main() -> None:
     machine = describe(device)
     print(f"machine: {machine}")
     G = load_generator(args.checkpoint, device)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         bundle, _ = export_stylegan(args.checkpoint, Path(tmp) / "bundle")
-        rt = BundleGenerator(bundle, args.engine)
+        rt = stack.enter_context(BundleGenerator(bundle, args.engine))
         res = G.cfg.resolution
-        print(f"{'batch':>5} {'torch img/s':>12} {'runtime img/s':>14} {'runtime/torch':>14}   ({res}x{res}, psi 0.7)")
+        print(f"{'batch':>5} {'torch img/s':>12} {'runtime img/s':>14} {'runtime/torch':>14}   "
+              f"({res}x{res}, psi {DEFAULT_PSI:g})")
         for batch in [int(b) for b in args.batches.split(",")]:
             seeds = list(range(batch))
             with torch.inference_mode():
-                pt = best_rate(lambda s=seeds, b=batch: generate(G, s, psi=0.7, batch=b), batch, repeats=args.repeats)
-            ort = best_rate(lambda s=seeds, b=batch: rt.images(s, psi=0.7, batch=b), batch, repeats=args.repeats)
+                pt = best_rate(lambda s=seeds, b=batch: generate(G, s, psi=DEFAULT_PSI, batch=b), batch, args.repeats)
+            ort = best_rate(lambda s=seeds, b=batch: rt.images(s, psi=DEFAULT_PSI, batch=b), batch, args.repeats)
             print(f"{batch:>5} {pt:>12.1f} {ort:>14.1f} {ort / pt:>13.2f}x")
             if not args.no_record:
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)

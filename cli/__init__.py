@@ -10,19 +10,19 @@ import os
 import sys
 import warnings
 
-import typer
+# OpenMP threads that spin while waiting make PyTorch ~10x slower whenever another program keeps a core
+# busy (measured on 2 cores: 2.0 s instead of 0.2 s per dream tile, and the same on training steps);
+# passive waiting costs nothing on an idle machine. It must be set before torch is first imported, so
+# here, before any command runs; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import typer  # noqa: E402 (below the setting above, as is everything that could import torch)
 from rich.markup import escape
 
 from gen.runtime.errors import GenError, GenWarning
 
 from . import bundles, dream, kiosk, stylegan, train
 from .output import err
-
-# OpenMP threads that spin while waiting make PyTorch ~10x slower whenever another program keeps a core
-# busy (measured on 2 cores: 2.0 s instead of 0.2 s per dream tile, and the same on training steps);
-# passive waiting costs nothing on an idle machine. It must be set before torch is first imported, so
-# here, before any command runs; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train StyleGAN and DeepDream in PyTorch, export them, run them torch-free.")

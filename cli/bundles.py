@@ -10,7 +10,7 @@ from rich.markup import escape
 from gen.runtime.errors import require_extra
 from gen.runtime.latents import DEFAULT_PSI
 
-from .output import out
+from .output import err, out
 
 
 def export(
@@ -44,6 +44,7 @@ def export(
                                   overwrite=overwrite, fp16_graph=fp16_graph, fp16=fp16, ranges=ranges,
                                   version_compatible=trt_version_compatible,
                                   hardware_compatible=trt_hardware_compatible,
+                                  announce=lambda line: err.print(escape(line)),
                                   **({"license": license} if license else {}))
     report_export(done.bundle, done.reports)
     if done.fp16_psnr_db is not None:
@@ -90,11 +91,15 @@ def verify(
     """Check a bundle on this machine: golden inputs through each engine vs the PyTorch outputs."""
     from gen.runtime.report import verify_report
 
-    raise typer.Exit(0 if verify_report(bundle, engine) else 1)
+    lines, ok = verify_report(bundle, engine)
+    for line in lines:
+        out.print(line)
+    raise typer.Exit(0 if ok else 1)
 
 
 def info(bundle: Path = typer.Argument(..., help="Bundle folder.")) -> None:
     """Print a bundle's manifest as readable tables."""
     from gen.runtime.report import info_report
 
-    info_report(bundle)
+    for line in info_report(bundle):
+        out.print(line)

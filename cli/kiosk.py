@@ -12,6 +12,7 @@ from gen.runtime.errors import GenError
 from gen.runtime.kiosk.display import Window
 from gen.runtime.kiosk.serve import Address
 from gen.runtime.kiosk.settings import KioskSettings
+from gen.runtime.latents import DEFAULT_PSI
 from gen.runtime.stylegan.walk import WalkSettings
 
 from .output import err
@@ -43,7 +44,7 @@ def kiosk(
                                    "same twice in a row) or loop (the pool in order, round and round)."),
     speed: float = typer.Option(KioskSettings.speed, help="Seconds per seed (walk) or per dreamed keyframe (dream)."),
     psi: float = typer.Option(WalkSettings.psi, "--psi", "--trunc", show_default=False,
-                              help="Walk: truncation psi (default: the bundle's, usually 0.7)."),
+                              help=f"Walk: truncation psi (default: the bundle's, usually {DEFAULT_PSI:g})."),
     space: str = typer.Option(WalkSettings.space, help="Walk: z (slerp between latents) or w (lerp between styles)."),
     crossfade: float = typer.Option(KioskSettings.crossfade,
                                     help="Seconds of crossfade into a new scene (n, or the next photo)."),

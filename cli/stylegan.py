@@ -3,6 +3,7 @@ training run's checkpoint (the PyTorch reference)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -10,7 +11,7 @@ from rich.markup import escape
 
 from gen.runtime.bundle import is_bundle
 from gen.runtime.errors import require_extra
-from gen.runtime.latents import parse_seeds
+from gen.runtime.latents import DEFAULT_PSI
 from gen.runtime.stylegan.walk import WalkSettings
 
 from .output import err
@@ -22,7 +23,7 @@ def sample(
     outdir: Path = typer.Option(None, help="Also write one PNG per seed into this folder (seed0007.png, ...)."),
     seeds: str = typer.Option("0-15", help="Seeds, e.g. '0-15' or '1,5,9'."),
     psi: float = typer.Option(None, "--psi", "--trunc", help="Truncation psi: 1 = none, 0 = the average picture "
-                                                             "(default: the bundle's, else 0.7)."),
+                                                             f"(default: the bundle's, else {DEFAULT_PSI:g})."),
     cutoff: int = typer.Option(None, help="Truncate only the first N style layers (default: all)."),
     noise_mode: str = typer.Option("const", help="const | random (drawn per seed: the same on a bundle and its "
                                                  "checkpoint) | none."),
@@ -30,19 +31,17 @@ def sample(
     engine: str = typer.Option("auto", help="Bundle engine: auto | cpu | cuda. Checkpoint device: cpu | cuda."),
 ) -> None:
     """Draw pictures for a list of seeds, from a bundle (runtime) or a checkpoint (PyTorch reference)."""
-    from gen.runtime.stylegan.sample import bundle_images, check_sample_outputs, save_samples
+    from gen.runtime.stylegan.sample import bundle_images, sample_to_files
 
-    out = check_sample_outputs(out, outdir)
-    seed_list = parse_seeds(seeds)
     if is_bundle(source):
-        images = bundle_images(source, seed_list, psi, cutoff, noise_mode, engine)
+        draw = partial(bundle_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, engine=engine)
     else:
         require_extra("torch")
         from gen.train.sample import checkpoint_images
 
-        device = "cpu" if engine in ("auto", "cpu") else engine
-        images = checkpoint_images(source, seed_list, psi, cutoff, noise_mode, device)
-    err.print(escape(f"wrote {save_samples(images, seed_list, out, outdir, cols)}"))
+        device = "cpu" if engine in ("auto", "cpu") else engine  # a checkpoint's --engine names a torch device
+        draw = partial(checkpoint_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, device=device)
+    err.print(escape(f"wrote {sample_to_files(draw, seeds, out, outdir, cols)}"))
 
 
 def walk(
@@ -54,7 +53,8 @@ def walk(
                                                                  f"{WalkSettings.seconds_per_seed:g} s per seed)."),
     fps: float = typer.Option(WalkSettings.fps, help="Frames per second."),
     psi: float = typer.Option(WalkSettings.psi, "--psi", "--trunc", show_default=False,
-                              help="Truncation psi (default: the bundle's, usually 0.7: varied yet clean)."),
+                              help=f"Truncation psi (default: the bundle's, usually {DEFAULT_PSI:g}: varied yet "
+                                   "clean)."),
     cutoff: int = typer.Option(WalkSettings.cutoff, show_default=False,
                                 help="Truncate only the first N style layers."),
     space: str = typer.Option(WalkSettings.space,
@@ -83,7 +83,7 @@ def mix(
                                             "(features), fine (colour, texture) or ws indices A-B."),
     out: Path = typer.Option(Path("mix.png"), "--out", "-o", help="Grid image to write."),
     psi: float = typer.Option(None, "--psi", "--trunc", show_default=False,
-                              help="Truncation psi (default: the bundle's, usually 0.7)."),
+                              help=f"Truncation psi (default: the bundle's, usually {DEFAULT_PSI:g})."),
     size: int = typer.Option(None, show_default=False, help="Upscale each cell to this many pixels (Lanczos)."),
     noise_mode: str = typer.Option("const", help="const | none."),
     engine: str = typer.Option("auto", help="auto | cpu | cuda."),

@@ -38,8 +38,7 @@ def train(
 ) -> None:
     """Train a StyleGAN on a folder of images (one process, or several under torchrun)."""
     require_extra("torch")
-    from gen.train.checkpoint import CHECKPOINT_NAME
-    from gen.train.trainer import start_or_resume
+    from gen.train.trainer import run_summary, start_or_resume
 
     state = start_or_resume(
         data, out_dir, preset=preset, resume=resume, background=parse_color(background), device=device,
@@ -47,10 +46,7 @@ def train(
         train_overrides={"kimg": kimg, "batch": batch, "snapshot_kimg": snapshot_kimg, "xflip": xflip},
         workers=workers, seed=seed, metrics_kimg=metrics_kimg, metrics_num=metrics_num)
     if state.procs.is_main:
-        run = Path(resume or out_dir)
-        grids = sorted(run.glob("grid-*.png"))
-        print(f"{state.nimg / 1000:.3f} kimg in {state.step} steps; latest grid: {grids[-1] if grids else '-'}; "
-              f"checkpoint: {run / CHECKPOINT_NAME} (continue with --resume {run})")
+        print(run_summary(state, resume or out_dir))
 
 
 def metrics(
@@ -84,9 +80,10 @@ def project(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A training run folder or checkpoint .safetensors."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for projected.png, w.npy, compare.png, target.png."),
     steps: int = typer.Option(ProjectSettings.steps, help="Optimisation steps."),
-    w_plus: bool = typer.Option(False, "--w-plus", help="One w per style layer (closer, less editable); "
-                                                        "w.npy is then [num_ws, w_dim], else [1, w_dim]."),
-    optimize_noise: bool = typer.Option(False, "--optimize-noise",
+    w_plus: bool = typer.Option(ProjectSettings.w_plus, "--w-plus",
+                                help="One w per style layer (closer, less editable); w.npy is then \\[num_ws, w_dim], "
+                                     "else \\[1, w_dim]."),
+    optimize_noise: bool = typer.Option(ProjectSettings.optimize_noise, "--optimize-noise",
                                         help="Also fit the noise maps (saved in noise.npz; w alone no longer "
                                              "reproduces the picture)."),
     video: Path = typer.Option(None, show_default=False, help="Write the search as a video (.mp4 or .gif)."),

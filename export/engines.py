@@ -7,9 +7,8 @@ and the timing cache (kept in the bundle, so a rebuild here reuses its measureme
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-
-from rich.console import Console
 
 from gen.runtime.bundle import Bundle
 from gen.runtime.engines.trt import build_engine, import_tensorrt, this_device
@@ -18,8 +17,6 @@ from gen.runtime.errors import GenError
 
 from .writer import extend_bundle
 
-out = Console(stderr=True)
-
 
 def engine_graphs(bundle: Bundle) -> list[str]:
     """Every graph but the FP16 variants, which are build sources of their FP32 graph's FP16 engine."""
@@ -27,8 +24,10 @@ def engine_graphs(bundle: Bundle) -> list[str]:
 
 
 def add_engines(bundle: Bundle, fp16: bool | None = None, ranges: dict[str, tuple[int, int, int]] | None = None,
-                version_compatible: bool = False, hardware_compatible: bool = False) -> Bundle:
-    """Build an engine per graph on this GPU and rewrite the bundle with them (replacing same-named ones)."""
+                version_compatible: bool = False, hardware_compatible: bool = False,
+                announce: Callable[[str], None] = print) -> Bundle:
+    """Build an engine per graph on this GPU and rewrite the bundle with them (replacing same-named ones);
+    `announce` gets a line before each build, which takes minutes."""
     if not can_build(import_tensorrt()):
         raise GenError("this TensorRT has no builder (a lean or dispatch runtime); install the full tensorrt")
     device = this_device()
@@ -38,7 +37,7 @@ def add_engines(bundle: Bundle, fp16: bool | None = None, ranges: dict[str, tupl
         records = fields.get("engines") or []
         for graph in engine_graphs(bundle):
             precision = graph_precision(graph, fp16, device.compute_capability)
-            out.print(f"building the TensorRT {precision} engine for '{graph}' on {device.gpu_name} "
+            announce(f"building the TensorRT {precision} engine for '{graph}' on {device.gpu_name} "
                       f"(compute {device.compute_capability}, TensorRT {device.tensorrt_version}); this takes minutes")
             rec = build_engine(bundle, graph, folder, device, precision, ranges, cache, version_compatible,
                                hardware_compatible)

@@ -4,6 +4,7 @@ FP16 synthesis graph and TensorRT engines for this GPU."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,9 +34,9 @@ def export_stylegan_bundle(checkpoint: Path, out: Path, target: str = "onnx", ps
                            simplify: bool = True, overwrite: bool = False, fp16_graph: bool = False,
                            fp16: bool | None = None, ranges: dict[str, tuple[int, int, int]] | None = None,
                            version_compatible: bool = False, hardware_compatible: bool = False,
-                           license: str = LICENSE) -> Exported:
+                           license: str = LICENSE, announce: Callable[[str], None] = print) -> Exported:
     """Export, self-check (write_bundle holds the bundle to its golden data before it is in place), and
-    add the FP16 graph and TensorRT engines when asked."""
+    add the FP16 graph and TensorRT engines when asked. `announce` gets a line before each engine build."""
     if target not in TARGETS:
         raise GenError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
     bundle, reports = export_stylegan(checkpoint, out, simplify=simplify, overwrite=overwrite, psi=psi,
@@ -44,13 +45,13 @@ def export_stylegan_bundle(checkpoint: Path, out: Path, target: str = "onnx", ps
     if fp16_graph:
         done.bundle, done.fp16_psnr_db = add_fp16_graph(done.bundle)
     if target == "trt":
-        done.bundle = add_trt_engines(done.bundle, fp16, ranges, version_compatible, hardware_compatible)
+        done.bundle = add_trt_engines(done.bundle, fp16, ranges, version_compatible, hardware_compatible, announce)
         done.engines = list(done.bundle.manifest.engines or [])
     return done
 
 
 def add_trt_engines(bundle: Bundle, fp16: bool | None, ranges: dict | None, version_compatible: bool,
-                    hardware_compatible: bool) -> Bundle:
+                    hardware_compatible: bool, announce: Callable[[str], None] = print) -> Bundle:
     """Engines are built where TensorRT is; elsewhere (a training box) the ONNX bundle is the product and
     the device builds its engines on first use, so a missing TensorRT warns instead of failing."""
     if "trt" not in available_engines():
@@ -61,6 +62,6 @@ def add_trt_engines(bundle: Bundle, fp16: bool | None, ranges: dict | None, vers
     from .engines import add_engines
 
     try:
-        return add_engines(bundle, fp16, ranges, version_compatible, hardware_compatible)
+        return add_engines(bundle, fp16, ranges, version_compatible, hardware_compatible, announce)
     except GenError as e:
         raise GenError(f"wrote the ONNX bundle {bundle.path} but no TensorRT engines: {e}") from None

@@ -137,7 +137,9 @@ def blend(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     """(1 - t) a + t b, uint8; a is resized to b's size first (photos differ in shape)."""
     if a.shape != b.shape:
         a = resize(a, b.shape[1], b.shape[0])
-    mixed = a.astype(np.float32) + (b.astype(np.float32) - a) * np.float32(t)
+    # The arithmetic `gen dream --blend` has always used (a float64 sum with a float32 term), so its
+    # animations stay bit for bit: dreaming amplifies a one-level rounding change over the frames.
+    mixed = (1.0 - t) * a.astype(np.float64) + t * b.astype(np.float32)
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 

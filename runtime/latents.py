@@ -17,13 +17,13 @@ NOISE_MODES = ("const", "random", "none")
 STILL_NOISE_MODES = ("const", "none")
 
 
-def check_noise_mode(mode: str, allowed: Sequence[str] = NOISE_MODES, what: str = "") -> str:
-    """`mode` if it is one of `allowed`, else one line naming them; `what` says who refuses the others and why."""
+def check_noise_mode(mode: str, allowed: Sequence[str] = NOISE_MODES, what: str = "", why: str = "") -> str:
+    """`mode` if it is one of `allowed`, else one line naming them; `what` refuses the others (and says `why`)."""
     if mode in allowed:
         return mode
     if mode not in NOISE_MODES or not what:
         raise GenError(f"unknown noise mode '{mode}'; choose one of {', '.join(allowed)}")
-    raise GenError(f"{what} takes noise mode {' or '.join(allowed)}, not '{mode}'")
+    raise GenError(f"{what} takes noise mode {' or '.join(allowed)}, not '{mode}'" + (f" ({why})" if why else ""))
 
 
 def seed_stream(seed: int) -> np.random.RandomState:
@@ -55,12 +55,12 @@ def seed_noise(seeds: Sequence[int], z_dim: int, shapes: Sequence[Sequence[int]]
     return [np.stack(layer) for layer in zip(*per_seed)]
 
 
-def parse_seeds(text: str, limit: int | None = None, what: str = "seeds") -> list[int]:
+def parse_seeds(text: str, limit: int | None = None, refusal: str | None = None) -> list[int]:
     """'1,2,5-8' -> [1, 2, 5, 6, 7, 8]; more than `limit` seeds are refused before any list is made.
-    A bad text is one GenError line that names it (and `what` it was for, e.g. "--rows")."""
+    A bad text is one GenError line: `refusal` (default "cannot read seeds 'TEXT'"), a colon, and why."""
 
     def refuse(why: str) -> GenError:
-        return GenError(f"cannot read {what} '{text}': {why}")
+        return GenError(f"{refusal or f'cannot read seeds {text!r}'}: {why}")
 
     parts: list[range] = []
     for part in text.split(","):
@@ -74,6 +74,8 @@ def parse_seeds(text: str, limit: int | None = None, what: str = "seeds") -> lis
             raise refuse(f"'{part}' is not a seed or a range A-B") from None
         if hi < lo:
             raise refuse(f"seed range '{part}' runs backwards")
+        if hi >= 2**32:
+            raise refuse(f"seed {hi} is out of range; seeds run from 0 to {2**32 - 1}")
         parts.append(range(lo, hi + 1))
     count = sum(len(r) for r in parts)
     if limit is not None and count > limit:

@@ -1,7 +1,8 @@
-"""One progress bar for long work: count, rate and ETA."""
+"""One progress bar for long work: count, rate and ETA, on stderr (stdout stays for what a user may pipe)."""
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,6 +24,7 @@ def progress_bar(transient: bool = False, disable: bool = False) -> Progress:
         TextColumn("ETA"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
+        console=Console(stderr=True),
         transient=transient,
         disable=disable,
     )

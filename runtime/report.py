@@ -1,20 +1,19 @@
-"""Readable tables for `gen info` and `gen verify`."""
+"""A bundle as readable tables, for `gen info` and `gen verify` (the CLI prints them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import RenderableType
 from rich.table import Table
 
 from .bundle import load_bundle
 from .engines import available_engines
 from .verify import verify
 
-out = Console()
 
-
-def info_report(path: Path) -> None:
+def info_report(path: Path) -> list[RenderableType]:
+    """The manifest: a head table (kind, versions, licence, the model's section), the graphs, the golden data."""
     b = load_bundle(path)
     m = b.manifest
     head = Table(show_header=False, title=f"bundle {path}")
@@ -29,7 +28,6 @@ def info_report(path: Path) -> None:
         elif k == "noise_inputs":
             v = f"{len(v)} ({v[0]} ... {v[-1]})"
         head.add_row(k, str(v))
-    out.print(head)
     graphs = Table(title="graphs")
     for col in ("graph", "file", "opset", "inputs", "outputs", "size"):
         graphs.add_column(col)
@@ -37,14 +35,14 @@ def info_report(path: Path) -> None:
         ins = ", ".join(f"{t.name} {t.shape}" for t in g.inputs[:3]) + (" ..." if len(g.inputs) > 3 else "")
         outs = ", ".join(f"{t.name} {t.shape}" for t in g.outputs)
         graphs.add_row(name, g.file, str(g.opset), ins, outs, f"{m.files[g.file].size / 1e6:.2f} MB")
-    out.print(graphs)
     tol = ", ".join(f"{g}: " + " ".join(f"{k} {v:g}" for k, v in t.model_dump(exclude_none=True).items())
                     for g, t in m.golden.tolerances.items())
-    out.print(f"golden: {len(m.golden.cases)} cases in {m.golden.file}; tolerances {tol}")
+    return [head, graphs, f"golden: {len(m.golden.cases)} cases in {m.golden.file}; tolerances {tol}"]
 
 
-def verify_report(path: Path, engine: str = "auto") -> bool:
-    """Print one row per golden output and engine; True when every row is within tolerance."""
+def verify_report(path: Path, engine: str = "auto") -> tuple[list[RenderableType], bool]:
+    """One row per golden output and engine ('all': every engine here), a verdict line, and whether every
+    row is within tolerance."""
     b = load_bundle(path)
     engines = available_engines() if engine == "all" else [engine]
     table = Table(title=f"verify {path}")
@@ -58,6 +56,5 @@ def verify_report(path: Path, engine: str = "auto") -> bool:
             table.add_row(c.engine, f"{c.graph}.{c.output}", c.note, f"{c.max_abs:.2e}", f"{c.rel_l2:.2e}", tol,
                           "[green]ok[/]" if c.ok else "[red]FAIL[/]")
             all_ok &= c.ok
-    out.print(table)
-    out.print("[green]all within tolerance[/]" if all_ok else "[red]some outputs are outside tolerance[/]")
-    return all_ok
+    verdict = "[green]all within tolerance[/]" if all_ok else "[red]some outputs are outside tolerance[/]"
+    return [table, verdict], all_ok

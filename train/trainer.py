@@ -460,6 +460,13 @@ def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, 
                  resume=resume is not None, metrics_kimg=metrics_kimg, metrics_num=metrics_num)
 
 
+def run_summary(state: StyleGANTraining, run: Path) -> str:
+    """One line on where a run stands: how far, its latest grid, its checkpoint and how to continue."""
+    grids = sorted(Path(run).glob("grid-*.png"))
+    return (f"{state.nimg / 1000:.3f} kimg in {state.step} steps; latest grid: {grids[-1] if grids else '-'}; "
+            f"checkpoint: {Path(run) / ckpt.CHECKPOINT_NAME} (continue with --resume {run})")
+
+
 def refuse_other_config(have: ModelConfig, asked: ModelConfig) -> None:
     diff = [f"{k}: checkpoint {getattr(have, k)!r}, asked {getattr(asked, k)!r}"
             for k in to_json(have) if getattr(have, k) != getattr(asked, k)]

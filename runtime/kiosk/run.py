@@ -74,7 +74,7 @@ def check_kiosk(bundle: Path, seeds: str, save_dir: Path) -> tuple[Bundle, list[
 
 def seed_pool(text: str) -> list[int]:
     """The walk's pool from '0-99' or '3,17,42'; refuses more than MAX_POOL seeds before making the list."""
-    return parse_seeds(text, limit=MAX_POOL, what="a kiosk's pool of seeds")
+    return parse_seeds(text, limit=MAX_POOL, refusal=f"cannot use seeds '{text}' as a kiosk's pool")
 
 
 def _serve(player: Player, fps: float, address: Address, on_serving: Callable[[str], None] | None) -> None:

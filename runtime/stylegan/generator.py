@@ -20,7 +20,11 @@ class BundleGenerator:
             raise BundleError(f"'{bundle.path}' is a {bundle.manifest.kind} bundle; this needs a stylegan bundle")
         self.bundle, self.meta = bundle, bundle.manifest.stylegan
         self.mapping = open_runner(bundle, "mapping", engine)
-        self.synthesis = open_runner(bundle, "synthesis", engine)
+        try:
+            self.synthesis = open_runner(bundle, "synthesis", engine)
+        except BaseException:
+            self.mapping.close()
+            raise
         self.w_avg = np.asarray(self.meta.w_avg, dtype=np.float32)
         shapes = {t.name: t.shape for t in bundle.manifest.graphs["synthesis"].inputs}
         self.noise_shapes = [tuple(shapes[name][1:]) for name in self.meta.noise_inputs]

@@ -83,10 +83,11 @@ def mix_to_file(bundle: Path, out: Path, rows: str, cols: str, styles: str = "fi
     from .generator import BundleGenerator
 
     out = check_output_path(out)
-    check_noise_mode(noise_mode, STILL_NOISE_MODES, "a mixing grid (random noise would change a seed's picture "
-                                                    "from cell to cell)")
+    # random noise would differ between a seed's own picture and its row
+    check_noise_mode(noise_mode, STILL_NOISE_MODES, "mix")
     check_size(size)
-    seeds = {name: parse_seeds(text, what=f"--{name}") for name, text in (("rows", rows), ("cols", cols))}
+    seeds = {name: parse_seeds(text, refusal=f"cannot read --{name} '{text}'")
+             for name, text in (("rows", rows), ("cols", cols))}
     with BundleGenerator(load_bundle(bundle), engine) as gen:
         layers = parse_styles(styles, gen.meta.num_ws)
         grid = mix_grid(gen, seeds["rows"], seeds["cols"], layers, psi, noise_mode)

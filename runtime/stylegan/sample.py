@@ -1,11 +1,11 @@
-"""`gen sample` on a bundle: seeds -> pictures, torch-free, and the pictures -> a grid (and one file per seed).
+"""`gen sample`: seeds -> pictures from a bundle, torch-free, and pictures -> a grid (and one file per seed).
 
 A checkpoint's pictures come from gen.train.sample (the PyTorch reference) and are saved here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from gen.runtime.bundle import load_bundle
 from gen.runtime.errors import GenError
 from gen.runtime.files import check_output_path
 from gen.runtime.images import make_grid, save_image
+from gen.runtime.latents import parse_seeds
 
 from .generator import BundleGenerator
 
@@ -25,17 +26,17 @@ def bundle_images(bundle: Path, seeds: Sequence[int], psi: float | None = None, 
         return gen.images(seeds, psi=gen.psi(psi), cutoff=cutoff, noise_mode=noise_mode)
 
 
-def check_sample_outputs(out: Path, outdir: Path | None) -> Path:
-    """Refuse an unwritable grid path or a missing --outdir before any picture is drawn."""
+def sample_to_files(draw: Callable[[list[int]], np.ndarray], seeds: str, out: Path, outdir: Path | None = None,
+                    cols: int | None = None) -> Path:
+    """`gen sample`: the pictures `draw(seeds)` makes (a bundle's, `bundle_images`, or a checkpoint's) as one
+    grid at `out` and, with `outdir`, one seedNNNN.png each. The paths and seeds are checked before any
+    picture is drawn. Returns `out`."""
+    out = check_output_path(out)
     if outdir is not None and not outdir.is_dir():
         raise GenError(f"--outdir '{outdir}' does not exist; create it first")
-    return check_output_path(out)
-
-
-def save_samples(images: np.ndarray, seeds: Sequence[int], out: Path, outdir: Path | None = None,
-                 cols: int | None = None) -> Path:
-    """The pictures as one grid at `out` and, with `outdir`, one seedNNNN.png each; returns `out`."""
+    seed_list = parse_seeds(seeds)
+    images = draw(seed_list)
     if outdir is not None:
-        for seed, img in zip(seeds, images):
+        for seed, img in zip(seed_list, images):
             save_image(outdir / f"seed{seed:04d}.png", img)
     return save_image(out, make_grid(images, cols=cols))

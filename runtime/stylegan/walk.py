@@ -38,7 +38,7 @@ class WalkSettings:
             raise GenError(f"seconds must be positive (got {self.seconds_per_seed})")
         if self.space not in SPACES:
             raise GenError(f"unknown walk space '{self.space}'; choose z or w")
-        check_noise_mode(self.noise_mode, STILL_NOISE_MODES, "a walk (random noise would flicker)")
+        check_noise_mode(self.noise_mode, STILL_NOISE_MODES, "a walk", "random would flicker")
         check_size(self.size)
 
     @property
@@ -159,7 +159,7 @@ def parse_waypoints(text: str) -> list[int | np.ndarray]:
             except (OSError, ValueError) as e:
                 raise GenError(f"cannot read the w in '{part}' ({e})") from None
         elif part:
-            points.extend(parse_seeds(part, what=f"seeds '{text}': the part"))
+            points.extend(parse_seeds(part, refusal=f"cannot read seeds '{text}'"))
     if not points:
         raise GenError(f"cannot read seeds '{text}': no seeds given")
     return points
