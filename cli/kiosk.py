@@ -19,12 +19,11 @@ from .output import err
 
 
 def _window_size(text: str) -> tuple[int, int]:
+    """'960x540' -> (960, 540); Window checks the numbers."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise GenError(f"cannot read window size '{text}'; write WIDTHxHEIGHT, e.g. 960x540") from None
-    if w < 1 or h < 1:
-        raise GenError(f"window size must be positive (got {text})")
     return w, h
 
 

@@ -34,6 +34,12 @@ class Window:
     size: tuple[int, int] = (960, 540)
     frames: int = 0
 
+    def __post_init__(self) -> None:
+        if min(self.size) < 1:
+            raise GenError(f"window size must be positive (got {self.size[0]}x{self.size[1]})")
+        if self.display < 0 or self.frames < 0:
+            raise GenError(f"display and frames must be 0 or more (got {self.display}, {self.frames})")
+
 
 def import_pygame():
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # its banner would land in the journal every start

@@ -77,6 +77,10 @@ class Address:
     host: str = "127.0.0.1"
     port: int = 8765
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise GenError(f"port must be between 0 and 65535 (got {self.port})")
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
