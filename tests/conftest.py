@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from gen.train.config import ModelConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from gen.runtime.kiosk.producer import FrameProducer
 
 SHARED = Path(os.environ.get("GEN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 EMOJI = SHARED / "data" / "emoji-google-64"
@@ -34,6 +39,19 @@ def emoji_subset(tmp_path) -> Path:
     for p in src[:: max(len(src) // 24, 1)][:24]:
         (out / p.name).symlink_to(p)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """PyTorch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): small images
+    gain nothing from threads, and on a busy 2-core machine OpenMP threads that wait for a core make a gradient
+    100x slower; one thread keeps the dream tests fast and steady."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,6 +100,20 @@ def assert_same_pictures(a: np.ndarray, b: np.ndarray) -> None:
     assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
     diff = np.abs(a.astype(int) - b.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
+
+
+def wait_frames(producer: FrameProducer, count: int, timeout: float = 60.0) -> list[np.ndarray]:
+    """Take `count` frames from a kiosk's producer as they come (a display never waits like this)."""
+    out, deadline = [], time.monotonic() + timeout
+    while len(out) < count:
+        frame = producer.get()
+        if frame is not None:
+            out.append(frame)
+        elif time.monotonic() > deadline:
+            raise TimeoutError(f"{len(out)} of {count} frames in {timeout} s")
+        else:
+            time.sleep(0.002)
+    return out
 
 
 # `gen` as a runtime-only install runs it: torch, safetensors and onnxscript cannot be imported.

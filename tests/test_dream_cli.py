@@ -9,7 +9,6 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,12 +20,7 @@ FAST = ["--octaves", "2", "--iterations", "1", "--layers", "block3"]
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_dream_torch.one_thread
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: torch on one thread
 
 
 @pytest.fixture
@@ -56,10 +50,11 @@ def test_dream_writes_a_new_file_and_never_replaces(photo, tmp_path, monkeypatch
     for name in ("in-dream.png", "in-dream-2.png"):
         result = gen_dream(photo, *FAST)
         assert result.exit_code == 0, result.output
-        first, last = result.stderr.splitlines()
+        lines = result.stderr.splitlines()
+        first, last = lines[0], lines[-1]
         assert first.startswith("dreaming 56x48 with efficientnet_lite0 (block3) on ") and first.endswith(": 2 steps")
         assert last.startswith(f"wrote {name} (56x48, ")
-        assert "2/2" in result.stdout  # the progress bar stays once done
+        assert "2/2" in result.stderr and not result.stdout  # the progress bar stays once done, on stderr
         out = iio.imread(tmp_path / name)
         assert out.shape == (48, 56, 3)
     assert photo.read_bytes() == before

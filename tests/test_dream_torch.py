@@ -27,15 +27,7 @@ from gen.train.dream_torch import (
     torch_gradient,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small images gain nothing from threads, and on a busy 2-core machine OpenMP threads that wait
-    for a core make a gradient 100x slower; one thread keeps these tests fast and steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: torch on one thread
 
 
 @pytest.fixture(scope="module")

@@ -36,12 +36,7 @@ PHOTO = PHOTOS / "chelsea.png"
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a shared 2-core machine are slower than one
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: torch on one thread
 
 
 @pytest.fixture(scope="module")

@@ -72,16 +72,3 @@ def save_frame(frame: np.ndarray, folder: Path) -> Path:
             return save_image(path, frame)
     raise GenError(f"too many saved frames this second in '{folder}'")
 
-
-def wait_frames(producer: FrameProducer, count: int, timeout: float = 60.0) -> list[np.ndarray]:
-    """Take `count` frames as they come (tests and benchmarks; a display never waits like this)."""
-    out, deadline = [], time.monotonic() + timeout
-    while len(out) < count:
-        frame = producer.get()
-        if frame is not None:
-            out.append(frame)
-        elif time.monotonic() > deadline:
-            raise TimeoutError(f"{len(out)} of {count} frames in {timeout} s")
-        else:
-            time.sleep(0.002)
-    return out
