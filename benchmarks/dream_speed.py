@@ -11,24 +11,20 @@ description to benchmarks/results/dream_speed.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see gen dream)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from machine import best_rate, describe  # noqa: E402
+from machine import best_rate, describe, record  # noqa: E402
 
 from gen.export.dream import export_dream  # noqa: E402
 from gen.runtime.dream.engine import bundle_gradient  # noqa: E402
 from gen.train.devices import resolve_device  # noqa: E402
 from gen.train.dream_torch import build_objective, torch_gradient  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "dream_speed.jsonl"
 
 
 def main() -> None:
@@ -60,13 +56,10 @@ def main() -> None:
                 ort = best_rate(lambda x=image: runtime(x), repeats=args.repeats)
                 print(f"{size:>4}x{size:<4} {pt:>14.2f} {ort:>13.2f} {ort / pt:>10.2f}x")
                 if not args.no_record:
-                    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                    with open(RESULTS, "a", encoding="utf-8") as f:
-                        f.write(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                            "backbone": args.backbone, "layers": args.layers, "size": size,
-                                            "engine": runner.name, "torch_device": str(device),
-                                            "torch_steps_per_s": round(pt, 3), "onnx_steps_per_s": round(ort, 3),
-                                            "ratio": round(ort / pt, 3), "machine": machine}) + "\n")
+                    record("dream_speed", {"backbone": args.backbone, "layers": args.layers, "size": size,
+                                           "engine": runner.name, "torch_device": str(device),
+                                           "torch_steps_per_s": round(pt, 3), "onnx_steps_per_s": round(ort, 3),
+                                           "ratio": round(ort / pt, 3)}, machine)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,15 @@ Appends the results with the machine's description to benchmarks/results/kiosk_s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from machine import describe
+from machine import describe, record
 
 from gen.runtime.bundle import load_bundle
 from gen.runtime.kiosk.display import Window, show
@@ -37,7 +35,6 @@ from gen.runtime.kiosk.run import make_producer, open_model
 from gen.runtime.kiosk.scenes import DreamScene, WalkScene, fit_long_side
 from gen.runtime.kiosk.settings import KioskSettings
 
-RESULTS = Path(__file__).parent / "results" / "kiosk_speed.jsonl"
 MODELS = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_BUNDLE = MODELS / "emoji"
 DEFAULT_PHOTO = MODELS / "photos" / "chelsea.jpg"
@@ -151,16 +148,12 @@ def main() -> None:
     uncapped = display_run(bundle, replace(settings, fps=1000.0, ahead=0.03), args.engine, 1000.0, 10.0, size)
     print(f"uncapped: {uncapped}")
     if not args.no_record:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                "bundle": Path(args.bundle).name, "kind": bundle.manifest.kind,
-                                "command": " ".join(["python", "benchmarks/kiosk_speed.py", *sys.argv[1:]]),
-                                **({"photo": Path(args.photo).name, "dream_size": args.dream_size}
-                                   if bundle.manifest.kind == "dream" else {}),
-                                "window": args.size, "render": render,
-                                "display": soak, "uncapped": uncapped, "load_average": os.getloadavg(),
-                                "machine": machine}) + "\n")
+        record("kiosk_speed", {"bundle": Path(args.bundle).name, "kind": bundle.manifest.kind,
+                               "command": " ".join(["python", "benchmarks/kiosk_speed.py", *sys.argv[1:]]),
+                               **({"photo": Path(args.photo).name, "dream_size": args.dream_size}
+                                  if bundle.manifest.kind == "dream" else {}),
+                               "window": args.size, "render": render, "display": soak, "uncapped": uncapped,
+                               "load_average": os.getloadavg()}, machine)
 
 
 if __name__ == "__main__":

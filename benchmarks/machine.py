@@ -1,11 +1,14 @@
-"""What every benchmark shares: the machine it ran on (recorded with each result) and how a rate is timed."""
+"""What every benchmark shares: the machine it ran on, how a rate is timed, and how a result is recorded."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
 
 
 def describe(device: str = "cpu") -> dict:
@@ -39,3 +42,16 @@ def best_rate(fn: Callable[[], object], work: float = 1.0, repeats: int = 3) -> 
         fn()
         best = min(best, time.perf_counter() - t0)
     return work / best
+
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def record(name: str, row: dict, machine: dict) -> Path:
+    """Append `row`, dated and with the machine, as one JSON line to benchmarks/results/NAME.jsonl."""
+    path = RESULTS / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **row,
+                            "machine": machine}) + "\n")
+    return path

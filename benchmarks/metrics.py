@@ -10,18 +10,14 @@ description, to benchmarks/results/metrics.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the gen command sets it (see runtime/cli.py)
 
-from machine import describe  # noqa: E402
+from machine import describe, record  # noqa: E402
 
 from gen.train.metrics import compute_metrics, format_metrics  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "metrics.jsonl"
 
 
 def main() -> None:
@@ -41,12 +37,9 @@ def main() -> None:
     command = " ".join(["gen metrics", *([args.source] if args.source else []), "--data", args.data, "--num",
                         str(args.num), *(["--psi", str(args.psi)] if args.source else []),
                         *(["--real-floor"] if args.real_floor else [])])
-    record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
-              "machine": describe("cuda" if args.device == "cuda" else "cpu"), **result}
     if not args.no_record:
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        print(f"appended to {RESULTS}")
+        path = record("metrics", {"command": command, **result}, describe("cuda" if args.device == "cuda" else "cpu"))
+        print(f"appended to {path}")
 
 
 if __name__ == "__main__":

@@ -10,21 +10,17 @@ Appends the results with the machine's description to benchmarks/results/sample_
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from contextlib import ExitStack
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from machine import best_rate, describe
+from machine import best_rate, describe, record
 
 from gen.export.stylegan import export_stylegan
 from gen.runtime.latents import DEFAULT_PSI
 from gen.runtime.stylegan.generator import BundleGenerator
 from gen.train.sample import generate, load_generator
-
-RESULTS = Path(__file__).parent / "results" / "sample_speed.jsonl"
 
 
 def main() -> None:
@@ -52,13 +48,9 @@ def main() -> None:
             ort = best_rate(lambda s=seeds, b=batch: rt.images(s, psi=DEFAULT_PSI, batch=b), batch, args.repeats)
             print(f"{batch:>5} {pt:>12.1f} {ort:>14.1f} {ort / pt:>13.2f}x")
             if not args.no_record:
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                with open(RESULTS, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                        "checkpoint": Path(args.checkpoint).name, "resolution": res,
+                record("sample_speed", {"checkpoint": Path(args.checkpoint).name, "resolution": res,
                                         "engine": rt.engine, "batch": batch, "torch_img_per_s": round(pt, 2),
-                                        "runtime_img_per_s": round(ort, 2), "ratio": round(ort / pt, 3),
-                                        "machine": machine}) + "\n")
+                                        "runtime_img_per_s": round(ort, 2), "ratio": round(ort / pt, 3)}, machine)
 
 
 if __name__ == "__main__":

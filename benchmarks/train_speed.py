@@ -12,19 +12,14 @@ description. Not a test: timings belong here, not in the suite.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
-from machine import describe
+from machine import describe, record
 
 from gen.train.config import get_preset
 from gen.train.data import SAMPLE_DATA, ImageFolder
 from gen.train.trainer import Dist, StyleGANTraining
-
-RESULTS = Path(__file__).parent / "results" / "train_speed.jsonl"
 
 
 def measure(preset: str, device: str, steps: int) -> dict:
@@ -65,10 +60,7 @@ def main() -> None:
         r = measure(preset, args.device, args.steps)
         print(f"{r['preset']:<10} {r['device']:<8} {r['batch']:>5} {r['img_per_s']:>9.2f} {r['sec_per_step']:>8.3f}")
         if not args.no_record:
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            with open(RESULTS, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"date": stamp, **r, "machine": machine}) + "\n")
+            record("train_speed", r, machine)
 
 
 if __name__ == "__main__":
