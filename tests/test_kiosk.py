@@ -3,6 +3,7 @@ an engine fault is survived, the served page renders in headless Chromium, the C
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import shlex
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import replace
 from functools import partial
@@ -372,19 +374,26 @@ def test_cli_window_service_unit_and_missing_extra(bundle, tmp_path, monkeypatch
 def test_cli_serve_says_where_and_stops_on_ctrl_c(bundle, tmp_path):
     p = subprocess.Popen([sys.executable, "-c", TORCH_BLOCKED, "kiosk", str(bundle.path), "--serve", "--port", "0",
                           "--seeds", "1-9", "--engine", "cpu"], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    logged: list[str] = []
     try:
         line = p.stderr.readline()
         while line and not line.startswith("serving "):  # (log lines may come first)
+            logged.append(line)
             line = p.stderr.readline()
+        # Read the rest as it comes, so a full pipe never blocks the kiosk's logging.
+        threading.Thread(target=lambda: logged.extend(p.stderr), daemon=True).start()
         url = line.split()[1]
         assert url.startswith("http://127.0.0.1:") and f"fullscreen: chromium --kiosk --app={url}" in line, line
-        with urllib.request.urlopen(url + "frame.jpg", timeout=30) as r:
-            assert r.status == 200 and r.read()[:2] == b"\xff\xd8"
+        # A page that stays connected (keep-alive) must not hold up the stop.
+        page = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
+        page.request("GET", "/frame.jpg")
+        response = page.getresponse()
+        assert response.status == 200 and response.read()[:2] == b"\xff\xd8"
         p.send_signal(signal.SIGINT)
-        assert p.wait(timeout=30) == 0  # Ctrl-C is the served kiosk's q
+        assert p.wait(timeout=60) == 0, "".join(logged)  # Ctrl-C is the served kiosk's q
+        page.close()
     finally:
         p.kill()
-        p.stderr.close()
 
 
 def smooth_picture(h: int = 72, w: int = 96) -> np.ndarray:
