@@ -32,31 +32,55 @@ manifest.json fields:
 - ``dream``: backbone, layers and weights, objective, and the value range the graphs expect.
   Graphs: ``features`` (image -> chosen layers) and ``dream_grad`` (image [1, 3, height, width] ->
   grad of the same shape and the scalar objective).
-- ``golden``: the npz file, ``cases`` (graph, inputs and expected outputs by npz key, a note) and
-  ``tolerances`` per graph (``max_abs``, ``rel_l2`` and/or ``psnr_db``: PSNR in dB over the reference's
-  own value range). ``<graph>_fp16`` names the tolerance for any FP16 computation of ``<graph>``: the
-  optional ``synthesis_fp16`` graph (FP16 weights and arithmetic, FP32 inputs and outputs, checked on
-  the ``synthesis`` cases) and FP16 TensorRT engines of ``synthesis``.
+- ``golden``: the npz file, ``cases`` (graph, inputs and expected outputs by npz key, a note; every
+  graph has at least one) and ``tolerances`` per graph (``max_abs``, ``rel_l2`` and/or ``psnr_db``: PSNR
+  in dB over the reference's own value range). ``<graph>_fp16`` names the tolerance for any FP16
+  computation of ``<graph>``: the optional ``synthesis_fp16`` graph (FP16 weights and arithmetic, FP32
+  inputs and outputs, checked on the ``synthesis`` cases) and FP16 TensorRT engines of ``synthesis``.
 - ``engines`` (optional): TensorRT engines, one record each: the graph it was built from and that
   graph's sha256, file, GPU name, compute capability ("8.7"), TensorRT version, precision, the
   optimisation profile per dynamic input (min/opt/max shapes), and whether it was built
   version-compatible or hardware-compatible (Ampere and later). An engine runs only on the GPU and
   TensorRT it was built for; ``gen.runtime.engines.trt_plan`` picks the one that fits or says why none does.
 
-Validation on load (``load_bundle``) reports one line per problem with what to do about it. This module
-reads and checks bundles and runs no engine; ``gen.export.writer`` writes them and holds each new one
-to its golden data before it replaces anything.
+Bounds (a manifest is data from anywhere; each bound is far beyond what ``gen export`` writes):
+
+- manifest.json is a regular file of at most ``MAX_MANIFEST_BYTES`` (4 MiB), checked before it is read
+  (never a device, FIFO or huge file); JSON nested too deeply or with integers of thousands of digits is
+  refused. A folder with a manifest.json (``has_manifest``) is a bundle to commands that also take
+  checkpoints, so its own error is shown; ``is_bundle`` says whether it is a readable gen bundle.
+- Shapes: rank <= 8; a fixed dimension is an integer 1..65536, a dynamic one an identifier-like name.
+  ``z_dim``, ``w_dim`` <= 4096, ``num_ws`` <= 64, at least one noise input (every StyleGAN layer has
+  noise), noise [batch, 1, h, w] with h, w <= resolution, mapping w [batch, w_dim], synthesis img
+  [batch, 3, resolution, resolution].
+- Numbers that feed pictures are finite: ``w_avg``, ``value_range`` (low < high), ``mean``, ``std``
+  (3 values each, std >= 1e-3) within +-1e4; ``default_psi`` in [-2, 2]. ``dream.objective`` is a
+  description whose known keys have their types (``terms`` a list of strings, ``class`` an integer).
+- Verification cannot be switched off: every graph has golden cases, every case at least one output,
+  every tolerance at least one bound, and no bound looser than the runtime's: ``rel_l2`` <= 1e-2,
+  ``psnr_db`` >= 30, ``max_abs`` <= 1% of the width of ``value_range`` (see ``MAX_REL_L2`` and the
+  constants beside it for why). Golden arrays have their tensor's declared dtype and fixed sizes.
+- When a graph is opened, onnxruntime's own view of it must agree with the manifest: names, dtypes,
+  ranks and fixed sizes of every input and output (``gen.runtime.engines.ort``); what a graph returns
+  is checked where the runtime relies on it (w, img, the dream gradient and its scalar objective).
+
+Validation on load (``load_bundle``) reports one line per problem (at most ``MAX_PROBLEMS``) with what to
+do about it. This module reads and checks bundles and runs no engine; ``gen.export.writer`` writes them
+and holds each new one to its golden data before it replaces anything.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import stat
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import GenError
 from .latents import DEFAULT_PSI
@@ -65,6 +89,24 @@ FORMAT = "gen-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
+
+# Bounds the runtime owns: a manifest is data from anywhere and must not make a device hang, eat its memory or
+# switch verification off. Each is far beyond what `gen export` writes (see the docstring's "Bounds").
+MAX_MANIFEST_BYTES = 4 << 20  # 4 MiB; shipped manifests are ~20 KB, an engine record adds ~1 KB
+MAX_DIM = 1 << 16  # a fixed tensor dimension (an image side, a channel count)
+MAX_RANK = 8
+MAX_LATENT = 4096  # z_dim and w_dim: StyleGAN uses 512
+MAX_NUM_WS = 64  # 18 at 1024 px
+MAX_ABS_VALUE = 1e4  # value ranges, mean, std, w_avg: O(1) in practice, 255 for 8-bit ranges
+PSI_RANGE = (-2.0, 2.0)  # the default truncation psi: 0 = the average picture, 1 = none; beyond 2 is noise
+# Verification bounds: a manifest may ask for tighter tolerances, never looser ones.
+# rel_l2 <= 1e-2: FP32 engines agree with PyTorch to ~1e-6 and FP16 to ~1e-3, while a wrong op or weight is off
+# by 1e-1 and more. psnr_db >= 30: an RMS error of 3% of the value range (~8 levels of 8 bits); FP16 synthesis
+# measures ~80 dB, a wrong op < 30 dB. max_abs <= 1% of the width of preprocessing.value_range (~2.5 levels of
+# 8 bits on a picture); the golden data's other tensors (w, features, gradients) are of that size or smaller.
+MAX_REL_L2 = 1e-2
+MIN_PSNR_DB = 30.0
+MAX_ABS_OF_RANGE = 1e-2
 
 
 class BundleError(GenError):
@@ -75,41 +117,53 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Value = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+Dim = Annotated[int, Field(ge=1, le=MAX_DIM)]
+Axis = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]  # a named dynamic axis
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class TensorSpec(Strict):
-    name: str = Field(min_length=1)
+    name: Name
     dtype: Literal["float32", "float16", "int64", "int32"]
-    shape: list[int | str]
+    shape: list[Dim | Axis] = Field(max_length=MAX_RANK)
 
 
 class GraphSpec(Strict):
     file: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.onnx$")
-    opset: int = Field(ge=7)
-    inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[TensorSpec] = Field(min_length=1)
+    opset: int = Field(ge=7, le=100)
+    inputs: list[TensorSpec] = Field(min_length=1, max_length=256)
+    outputs: list[TensorSpec] = Field(min_length=1, max_length=256)
 
 
 class FileEntry(Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=1 << 40)
 
 
 class Preprocessing(Strict):
-    value_range: tuple[float, float]
-    mean: list[float] | None = None
-    std: list[float] | None = None
+    value_range: tuple[Value, Value]
+    mean: list[Value] | None = Field(default=None, min_length=3, max_length=3)  # per RGB channel
+    std: list[Annotated[Value, Field(ge=1e-3)]] | None = Field(default=None, min_length=3, max_length=3)
     layout: Literal["NCHW"] = "NCHW"
     color: Literal["RGB"] = "RGB"
+
+    @model_validator(mode="after")
+    def _range(self):
+        if not self.value_range[0] < self.value_range[1]:
+            raise ValueError(f"value_range {list(self.value_range)} must run from low to high")
+        return self
 
 
 class StyleGANMeta(Strict):
     variant: Literal["stylegan2", "stylegan1"]
     resolution: int = Field(ge=8, le=1024)
-    z_dim: int = Field(ge=1)
-    w_dim: int = Field(ge=1)
-    num_ws: int = Field(ge=1)
-    w_avg: list[float]
-    default_psi: float = DEFAULT_PSI
-    noise_inputs: list[str]
+    z_dim: int = Field(ge=1, le=MAX_LATENT)
+    w_dim: int = Field(ge=1, le=MAX_LATENT)
+    num_ws: int = Field(ge=1, le=MAX_NUM_WS)
+    w_avg: list[Value] = Field(max_length=MAX_LATENT)
+    default_psi: float = Field(default=DEFAULT_PSI, allow_inf_nan=False, ge=PSI_RANGE[0], le=PSI_RANGE[1])
+    noise_inputs: list[Name] = Field(min_length=1, max_length=2 * MAX_NUM_WS)  # every layer has noise
 
     @model_validator(mode="after")
     def _w_avg_size(self):
@@ -118,42 +172,71 @@ class StyleGANMeta(Strict):
         return self
 
     def check_graphs(self, graphs: dict[str, GraphSpec]) -> None:
-        """The graph signatures the runtime relies on: names, and the static sizes of z, w and ws."""
+        """The graph signatures the runtime relies on: names, and the static sizes of z, w, ws, noise and img."""
         mapping, synthesis = graphs["mapping"], graphs["synthesis"]
         ins = {t.name: t.shape for t in synthesis.inputs}
         want = {"ws", "const_noise", *self.noise_inputs}
         if set(ins) != want or len(want) != 2 + len(self.noise_inputs):
             raise ValueError(f"synthesis inputs {sorted(ins)} do not match ws, const_noise and noise_inputs")
-        if ins["ws"][1:] != [self.num_ws, self.w_dim]:
+        if len(ins["ws"]) != 3 or ins["ws"][1:] != [self.num_ws, self.w_dim]:
             raise ValueError(f"synthesis input ws has shape {ins['ws']}, not [batch, {self.num_ws}, {self.w_dim}]")
-        for name in self.noise_inputs:
-            if len(ins[name]) != 4 or not all(isinstance(d, int) for d in ins[name][1:]):
-                raise ValueError(f"noise input {name} must have shape [batch, 1, h, w], not {ins[name]}")
+        if ins["const_noise"] != [1]:
+            raise ValueError(f"synthesis input const_noise has shape {ins['const_noise']}, not [1]")
+        r = self.resolution
+        for name in self.noise_inputs:  # a layer's noise is at most the picture's size
+            s = ins[name]
+            if len(s) != 4 or s[1] != 1 or not all(isinstance(d, int) and d <= r for d in s[2:]):
+                raise ValueError(f"noise input {name} must have shape [batch, 1, h, w] with h, w <= {r}, not {s}")
         z = {t.name: t.shape for t in mapping.inputs}
-        if list(z) != ["z"] or z["z"][1:] != [self.z_dim]:
+        if list(z) != ["z"] or len(z["z"]) != 2 or z["z"][1:] != [self.z_dim]:
             raise ValueError(f"mapping must take z [batch, {self.z_dim}], not {z}")
-        if "w" not in {t.name for t in mapping.outputs} or "img" not in {t.name for t in synthesis.outputs}:
-            raise ValueError("mapping must output w and synthesis must output img")
+        w = {t.name: t.shape for t in mapping.outputs}
+        if "w" not in w or len(w["w"]) != 2 or w["w"][1:] != [self.w_dim]:
+            raise ValueError(f"mapping must output w [batch, {self.w_dim}], not {w}")
+        img = {t.name: t.shape for t in synthesis.outputs}
+        if "img" not in img or len(img["img"]) != 4 or img["img"][1:] != [3, r, r]:
+            raise ValueError(f"synthesis must output img [batch, 3, {r}, {r}], not {img}")
 
 
 class DreamMeta(Strict):
     backbone: str
-    layers: dict[str, float]
-    objective: dict[str, object]
-    classes: int | None = None
-    min_size: int = Field(default=32, ge=1)  # the smallest image side the backbone takes
+    layers: dict[str, Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]]
+    objective: dict[str, object]  # a description: type, terms, value, class, guide (see export.dream)
+    classes: int | None = Field(default=None, ge=1, le=1 << 20)
+    min_size: int = Field(default=32, ge=1, le=MAX_DIM)  # the smallest image side the backbone takes
+
+    @field_validator("objective")
+    @classmethod
+    def _objective(cls, o: dict[str, object]) -> dict[str, object]:
+        kinds = {"type": str, "terms": list, "value": str, "class": int, "guide": str}
+        for key, kind in kinds.items():
+            v = o.get(key)
+            if key in o and (not isinstance(v, kind) or isinstance(v, bool)):
+                raise ValueError(f"objective.{key} must be a {kind.__name__}")
+        if not all(isinstance(t, str) for t in o.get("terms", [])):
+            raise ValueError("objective.terms must be a list of strings")
+        return o
 
 
 class Tolerance(Strict):
-    max_abs: float | None = Field(default=None, gt=0)
-    rel_l2: float | None = Field(default=None, gt=0)
-    psnr_db: float | None = Field(default=None, gt=0)  # at least this PSNR (for FP16, where max abs is noisy)
+    """At least one bound; each no looser than the runtime's maxima (MAX_REL_L2, MIN_PSNR_DB, MAX_ABS_OF_RANGE,
+    the last checked against the manifest's value range)."""
+
+    max_abs: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    rel_l2: float | None = Field(default=None, gt=0, le=MAX_REL_L2)
+    psnr_db: float | None = Field(default=None, ge=MIN_PSNR_DB, allow_inf_nan=False)  # for FP16: max abs is noisy
+
+    @model_validator(mode="after")
+    def _some_bound(self):
+        if self.max_abs is None and self.rel_l2 is None and self.psnr_db is None:
+            raise ValueError("a tolerance needs at least one of max_abs, rel_l2, psnr_db")
+        return self
 
 
 class GoldenCase(Strict):
     graph: str
     inputs: dict[str, str]  # graph input name -> npz key
-    outputs: dict[str, str]  # graph output name -> npz key
+    outputs: dict[str, str] = Field(min_length=1)  # graph output name -> npz key
     note: str = ""
 
 
@@ -164,15 +247,16 @@ class GoldenSpec(Strict):
 
 
 class ShapeProfile(Strict):
-    min: list[int]
-    opt: list[int]
-    max: list[int]
+    min: list[int] = Field(max_length=MAX_RANK)
+    opt: list[int] = Field(max_length=MAX_RANK)
+    max: list[int] = Field(max_length=MAX_RANK)
 
     @model_validator(mode="after")
     def _ordered(self):
         if not len(self.min) == len(self.opt) == len(self.max) or not all(
-                1 <= a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
-            raise ValueError(f"profile needs 1 <= min <= opt <= max per axis, got {self.min} {self.opt} {self.max}")
+                1 <= a <= b <= c <= MAX_DIM for a, b, c in zip(self.min, self.opt, self.max)):
+            raise ValueError(f"profile needs 1 <= min <= opt <= max <= {MAX_DIM} per axis, got {self.min} "
+                             f"{self.opt} {self.max}")
         return self
 
 
@@ -219,6 +303,11 @@ class Manifest(Strict):
                 raise ValueError(f"engine '{e.file}' names graph '{e.graph}' or a file that the bundle does not have")
         if self.golden.file not in self.files:
             raise ValueError(f"golden file '{self.golden.file}' is not listed in files")
+        lo, hi = self.preprocessing.value_range
+        for name, tol in self.golden.tolerances.items():
+            if tol.max_abs is not None and tol.max_abs > MAX_ABS_OF_RANGE * (hi - lo):
+                raise ValueError(f"tolerance {name}.max_abs {tol.max_abs:g} is looser than {MAX_ABS_OF_RANGE:g} of "
+                                 f"the value range {[lo, hi]}")
         for case in self.golden.cases:
             if case.graph not in self.graphs:
                 raise ValueError(f"a golden case names graph '{case.graph}', which the bundle does not have")
@@ -260,11 +349,60 @@ class Bundle:
 
 
 def is_bundle(path: str | Path) -> bool:
-    """A folder whose manifest.json says it is a gen bundle (not any folder with a manifest.json)."""
+    """A folder whose manifest.json says it is a gen bundle (not any folder with a manifest.json). Reads the
+    manifest only if it is a regular file of at most MAX_MANIFEST_BYTES (never a device, FIFO or huge file)."""
     try:
-        return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        raw = read_manifest(Path(path) / MANIFEST)
+    except BundleError:
         return False
+    return isinstance(raw, dict) and raw.get("format") == FORMAT
+
+
+def has_manifest(path: str | Path) -> bool:
+    """A folder with a manifest.json entry of any kind, even a broken one: a command that takes a bundle or
+    something else (`gen sample`: a checkpoint) treats it as a bundle, so that the bundle's own error is shown."""
+    path = Path(path)
+    return path.is_dir() and os.path.lexists(path / MANIFEST)
+
+
+def clip(text: object, limit: int = 200) -> str:
+    """Text from a manifest or a library, made one short line for a message."""
+    line = re.sub(r"\s+", " ", str(text)).strip()
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def read_manifest(manifest_path: Path) -> object:
+    """The parsed JSON of a manifest file, after checking that it is a regular file of sane size."""
+    try:
+        st = manifest_path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleError(f"{manifest_path} is not a regular file: not a gen bundle (or a damaged copy)")
+        if st.st_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{manifest_path} is {st.st_size} bytes, more than a manifest's limit of "
+                              f"{MAX_MANIFEST_BYTES} bytes: not a gen bundle (or a damaged copy)")
+        # O_NONBLOCK: should a FIFO replace the file after the check, opening it does not wait for a writer
+        fd = os.open(manifest_path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise BundleError(f"{manifest_path} is not a regular file: not a gen bundle (or a damaged copy)")
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as e:
+        raise BundleError(f"{manifest_path} cannot be read ({clip(e.strerror or e)}); check the bundle's "
+                          "permissions or copy it again") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path} is more than a manifest's limit of {MAX_MANIFEST_BYTES} bytes: "
+                          "not a gen bundle (or a damaged copy)")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise BundleError(f"{manifest_path} is nested too deeply to be a manifest; the copy is damaged: copy "
+                          "the bundle again") from None
+    except ValueError as e:  # bad UTF-8, bad JSON, an integer of thousands of digits
+        raise BundleError(f"{manifest_path} is not valid JSON ({clip(e)}); the copy is damaged: copy the bundle "
+                          "again") from None
+
+
+MAX_PROBLEMS = 10  # lines of a schema error; the rest are counted
 
 
 def load_bundle(path: str | Path, check_files: bool = True) -> Bundle:
@@ -273,40 +411,51 @@ def load_bundle(path: str | Path, check_files: bool = True) -> Bundle:
     if not path.is_dir():
         raise BundleError(f"bundle '{path}' does not exist or is not a folder; export one with `gen export`")
     manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
+    if not os.path.lexists(manifest_path):
         raise BundleError(f"'{path}' has no {MANIFEST}: it is not a gen bundle (or an incomplete copy)")
-    try:
-        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{manifest_path} is not valid JSON ({e}); the copy is damaged: copy the bundle again"
-                          ) from None
+    raw = read_manifest(manifest_path)
     _check_version(raw, manifest_path)
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as e:
-        lines = [f"{manifest_path}: {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-                 for err in e.errors()]
+        errs = e.errors()
+        lines = [f"{manifest_path}: {clip('.'.join(str(p) for p in err['loc']) or '(top)', 120)}: "
+                 f"{clip(err['msg'])}" for err in errs[:MAX_PROBLEMS]]
+        if len(errs) > MAX_PROBLEMS:
+            lines.append(f"{manifest_path}: and {len(errs) - MAX_PROBLEMS} more problems")
         raise BundleError("\n".join(lines + ["re-export the bundle with `gen export`"])) from None
+    except RecursionError:  # pydantic's own guard normally answers first
+        raise BundleError(f"{manifest_path} is nested too deeply to be a manifest; re-export the bundle") from None
+    _check_golden_coverage(manifest, manifest_path)
     bundle = Bundle(path, manifest)
     if check_files:
         check_bundle_files(bundle)
     return bundle
 
 
+def _check_golden_coverage(m: Manifest, where: Path) -> None:
+    """Every graph is verified: a manifest cannot leave one out of `gen verify` (the schema allows it, for
+    manifests that describe only engines)."""
+    if missing := sorted(set(m.graphs) - {c.graph for c in m.golden.cases}):
+        raise BundleError(f"{where}: graphs {clip(missing)} have no golden cases, so they cannot be verified; "
+                          "re-export the bundle with `gen export`")
+
+
 def _check_version(raw: object, where: Path) -> None:
     if not isinstance(raw, dict):
         raise BundleError(f"{where}: the manifest must be a JSON object")
     if raw.get("format") != FORMAT:
-        raise BundleError(f"{where}: format is {raw.get('format')!r}, not '{FORMAT}': this is not a gen bundle")
+        raise BundleError(f"{where}: format is {clip(repr(raw.get('format')), 80)}, not '{FORMAT}': this is not a "
+                          "gen bundle")
     v = raw.get("format_version")
-    if not isinstance(v, int):
+    if not isinstance(v, int) or isinstance(v, bool):
         raise BundleError(f"{where}: format_version is missing or not an integer")
     if v > FORMAT_VERSION:
-        raise BundleError(f"{where}: bundle format version {v} is newer than this runtime reads ({FORMAT_VERSION}); "
-                          "upgrade gen on this device")
+        raise BundleError(f"{where}: bundle format version {clip(v, 40)} is newer than this runtime reads "
+                          f"({FORMAT_VERSION}); upgrade gen on this device")
     if v < FORMAT_VERSION:
-        raise BundleError(f"{where}: bundle format version {v} is older than this runtime reads ({FORMAT_VERSION}); "
-                          "re-export the bundle with this gen")
+        raise BundleError(f"{where}: bundle format version {clip(v, 40)} is older than this runtime reads "
+                          f"({FORMAT_VERSION}); re-export the bundle with this gen")
 
 
 def check_bundle_files(bundle: Bundle) -> None:

@@ -24,9 +24,9 @@ def info_report(path: Path) -> list[RenderableType]:
     section = m.stylegan or m.dream
     for k, v in section.model_dump().items():
         if k == "w_avg":
-            v = f"[{len(v)} values, mean {sum(v) / len(v):+.4f}]"
+            v = f"[{len(v)} values, mean {sum(v) / max(len(v), 1):+.4f}]"
         elif k == "noise_inputs":
-            v = f"{len(v)} ({v[0]} ... {v[-1]})"
+            v = f"{len(v)} ({v[0]} ... {v[-1]})" if v else "none"
         head.add_row(k, str(v))
     graphs = Table(title="graphs")
     for col in ("graph", "file", "opset", "inputs", "outputs", "size"):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, Tolerance
+from .bundle import Bundle, BundleError, TensorSpec, Tolerance, clip
 from .engines import Runner, open_runner
 
 # The FP16 bound when a bundle states none: PSNR 50 dB is an RMS error of 0.3% of the value range, under
@@ -40,7 +40,8 @@ def relative_l2(got: np.ndarray, want: np.ndarray) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     if got.shape != want.shape:
         return float("inf")
-    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+    with np.errstate(all="ignore"):
+        return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
 
 def errors(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
@@ -48,7 +49,8 @@ def errors(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     if got.shape != want.shape:
         return float("inf"), float("inf")
-    return float(np.abs(got - want).max(initial=0.0)), relative_l2(got, want)
+    with np.errstate(all="ignore"):
+        return float(np.abs(got - want).max(initial=0.0)), relative_l2(got, want)
 
 
 def psnr(got: np.ndarray, want: np.ndarray, peak: float | None = None) -> float:
@@ -57,10 +59,11 @@ def psnr(got: np.ndarray, want: np.ndarray, peak: float | None = None) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     if got.shape != want.shape:
         return float("-inf")
-    mse = float(np.mean((got - want) ** 2))
-    if peak is None:
-        peak = float(want.max(initial=0.0) - want.min(initial=0.0)) or 1.0
-    return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
+    with np.errstate(all="ignore"):  # golden data of huge or non-finite values gives inf/nan, a FAIL, not a warning
+        mse = float(np.mean((got - want) ** 2))
+        if peak is None:
+            peak = float(want.max(initial=0.0) - want.min(initial=0.0)) or 1.0
+        return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
 
 
 def tolerance_for(bundle: Bundle, graph: str, precision: str = "fp32") -> Tolerance:
@@ -69,6 +72,18 @@ def tolerance_for(bundle: Bundle, graph: str, precision: str = "fp32") -> Tolera
     if precision == "fp16" and not graph.endswith("_fp16"):
         return tols.get(f"{graph}_fp16") or Tolerance(psnr_db=FP16_PSNR_DB)
     return tols[graph]
+
+
+def golden_array(bundle: Bundle, golden: dict[str, np.ndarray], key: str, spec: TensorSpec) -> np.ndarray:
+    """The golden array `key` for the tensor `spec`: present, of the declared dtype and of a shape it can have."""
+    if key not in golden:
+        raise BundleError(f"{bundle.path}: golden data lacks '{clip(key, 80)}'; re-export the bundle")
+    a = golden[key]
+    if a.dtype != np.dtype(spec.dtype) or a.ndim != len(spec.shape) or any(
+            isinstance(d, int) and d != n for d, n in zip(spec.shape, a.shape)):
+        raise BundleError(f"{bundle.path}: golden array '{clip(key, 80)}' is {clip(a.dtype, 40)} {list(a.shape)} but "
+                          f"'{clip(spec.name, 80)}' is {spec.dtype} {spec.shape}; re-export the bundle")
+    return a
 
 
 def verify(bundle: Bundle, engine: str = "auto") -> list[Check]:
@@ -82,11 +97,10 @@ def verify(bundle: Bundle, engine: str = "auto") -> list[Check]:
             if case.graph not in runners:
                 runners[case.graph] = runners_open.enter_context(open_runner(bundle, case.graph, engine))
             runner = runners[case.graph]
-            try:
-                feeds = {name: golden[key] for name, key in case.inputs.items()}
-                wants = {name: golden[key] for name, key in case.outputs.items()}
-            except KeyError as e:
-                raise BundleError(f"{bundle.path}: golden data lacks {e}; re-export the bundle") from None
+            spec = m.graphs[case.graph]
+            ins, outs_spec = {t.name: t for t in spec.inputs}, {t.name: t for t in spec.outputs}
+            feeds = {name: golden_array(bundle, golden, key, ins[name]) for name, key in case.inputs.items()}
+            wants = {name: golden_array(bundle, golden, key, outs_spec[name]) for name, key in case.outputs.items()}
             outs = runner.run(feeds)
             tol = tolerance_for(bundle, case.graph, runner.precision)
             for name, want in wants.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gen.runtime.bundle import FORMAT_VERSION, BundleError, load_bundle, sha256_file
+from conftest import SHIPPED, gen_without_torch
+from gen.runtime.bundle import FORMAT_VERSION, MAX_MANIFEST_BYTES, BundleError, is_bundle, load_bundle, sha256_file
 from gen.runtime.stylegan.generator import BundleGenerator
 from gen.runtime.verify import verify
 
@@ -260,3 +262,365 @@ def test_export_is_atomic_and_refuses_to_overwrite(good_bundle, tmp_path):
     with pytest.raises(RuntimeError):
         write_bundle(tmp_path / "new", broken)
     assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new*"))
+
+
+# -- issue 12: the bundle boundary (a hostile tester's manifests) --------------------------------
+
+def edited(src: Path, dst: Path, change) -> Path:
+    """A copy of the bundle `src` whose manifest `change(manifest)` edited in place (or replaced, if it returns)."""
+    folder = copy_bundle(src, dst)
+    m = json.loads((folder / "manifest.json").read_text())
+    write_manifest(folder, change(m) or m)
+    return folder
+
+
+def graph_input(m: dict, graph: str, name: str) -> dict:
+    return next(t for t in m["graphs"][graph]["inputs"] if t["name"] == name)
+
+
+def one_line_error(p: subprocess.CompletedProcess, *words: str) -> None:
+    """A CLI run that ended in a GenError: exit 2, one line, no traceback."""
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr[-2000:]
+    for w in words:
+        assert w in p.stderr, p.stderr
+
+
+EMOJI = SHIPPED / "emoji"
+DREAM = SHIPPED / "dream-lite0"
+
+
+def test_manifest_that_is_a_device_or_a_fifo_is_refused_without_reading_it(tmp_path):
+    """Item 1: /dev/zero would be read until memory runs out, a FIFO waits for a writer forever."""
+    import os
+
+    folder = copy_bundle(EMOJI, tmp_path / "zero")
+    (folder / "manifest.json").unlink()
+    (folder / "manifest.json").symlink_to("/dev/zero")
+    assert not is_bundle(folder)
+    with pytest.raises(BundleError, match="is not a regular file"):
+        load_bundle(folder)
+    fifo = copy_bundle(EMOJI, tmp_path / "fifo")
+    (fifo / "manifest.json").unlink()
+    os.mkfifo(fifo / "manifest.json")
+    for command in (["info", str(fifo)], ["sample", str(fifo), "-o", str(tmp_path / "s.png")]):
+        one_line_error(gen_without_torch(*command, timeout=60), "is not a regular file")
+
+
+def test_oversized_manifest_is_refused(tmp_path):
+    folder = copy_bundle(EMOJI, tmp_path / "big")
+    text = (folder / "manifest.json").read_text()
+    (folder / "manifest.json").write_text(text + " " * MAX_MANIFEST_BYTES)  # valid JSON, absurd size
+    assert not is_bundle(folder)
+    with pytest.raises(BundleError, match="more than a manifest's limit"):
+        load_bundle(folder)
+
+
+@pytest.mark.parametrize("text,words", [("[" * 100000 + "]" * 100000, "nested too deeply"),
+                                        ('{"format": ' + "9" * 5000 + "}", "not valid JSON")])
+def test_pathological_json_is_one_line(tmp_path, text, words):
+    """Item 2: RecursionError and the int digit limit's ValueError were tracebacks in every command."""
+    folder = copy_bundle(EMOJI, tmp_path / "b")
+    (folder / "manifest.json").write_text(text)
+    with pytest.raises(BundleError, match=words):
+        load_bundle(folder)
+    assert not is_bundle(folder)
+    photo = str(SHIPPED / "photos" / "chelsea.jpg")
+    for command in (["info", str(folder)], ["verify", str(folder)],
+                    ["sample", str(folder), "-o", str(tmp_path / "s.png")],
+                    ["dream", photo, "--bundle", str(folder), "-o", str(tmp_path / "d.png")]):
+        one_line_error(gen_without_torch(*command, timeout=60), words)
+
+
+def test_sample_shows_a_broken_bundles_own_error_without_torch(tmp_path):
+    """Item 11: a folder with a manifest.json is a bundle to `gen sample`, never a checkpoint that needs torch."""
+    folder = edited(EMOJI, tmp_path / "b", lambda m: m["stylegan"].__setitem__("z_dim", "many"))
+    p = gen_without_torch("sample", str(folder), "-o", str(tmp_path / "s.png"))
+    assert p.returncode == 2 and "stylegan.z_dim" in p.stderr and "torch" not in p.stderr, p.stderr
+    folder = edited(EMOJI, tmp_path / "c", lambda m: m.__setitem__("format", "other"))  # not ours: say so
+    p = gen_without_torch("sample", str(folder), "-o", str(tmp_path / "s.png"))
+    one_line_error(p, "not a gen bundle")
+
+
+def fp16_img(m: dict) -> None:
+    m["graphs"]["synthesis_fp16"]["outputs"][0]["shape"] = ["batch", 3, 16, 16]
+
+
+def noise_5x5(m: dict) -> None:
+    for g in ("synthesis", "synthesis_fp16"):
+        graph_input(m, g, "noise_0")["shape"] = ["batch", 1, 5, 5]
+
+
+@pytest.mark.parametrize("change,words,sampling", [
+    (lambda m: graph_input(m, "mapping", "z").__setitem__("dtype", "int64"),
+     "input 'z' is tensor(float) in the graph, the manifest says int64", True),
+    (lambda m: graph_input(m, "synthesis_fp16", "ws").__setitem__("dtype", "float16"),
+     "input 'ws' is tensor(float) in the graph", False),
+    (fp16_img, "output 'img' has shape ['batch', 3, 32, 32] in the graph", False),
+    (noise_5x5, "input 'noise_0' has shape ['batch', 1, 4, 4] in the graph", True),
+])
+def test_manifest_dtypes_and_sizes_are_checked_against_the_graph(tmp_path, change, words, sampling):
+    """Item 3: onnxruntime's own view of each graph's inputs and outputs must agree with the manifest."""
+    bundle = load_bundle(edited(EMOJI, tmp_path / "b", change))
+    with pytest.raises(BundleError, match=re.escape(words)):
+        verify(bundle, "cpu")
+    if sampling:
+        with pytest.raises(BundleError, match=re.escape(words)):
+            BundleGenerator(bundle, "cpu")
+
+
+def noise_shape(m: dict, shape: list) -> None:
+    for g in ("synthesis", "synthesis_fp16"):
+        graph_input(m, g, "noise_0")["shape"] = shape
+
+
+def huge_z(m: dict) -> None:
+    m["stylegan"]["z_dim"] = 2**40
+    m["graphs"]["mapping"]["inputs"][0]["shape"] = ["batch", 2**40]
+
+
+def narrow_w(m: dict) -> None:
+    m["graphs"]["mapping"]["outputs"][0]["shape"] = ["batch", 16]
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda m: noise_shape(m, ["batch", 1, -4, -4]), "greater than or equal to 1"),
+    (lambda m: noise_shape(m, ["batch", 1, 0, 4]), "greater than or equal to 1"),
+    (lambda m: noise_shape(m, ["batch", 1, 4096, 4096]), "h, w <= 32"),
+    (huge_z, "less than or equal to 4096"),
+    (narrow_w, "mapping must output w [batch, 64]"),
+    (lambda m: m["stylegan"].__setitem__("num_ws", 10**9), "less than or equal to 64"),
+])
+def test_shape_integers_are_bounded(tmp_path, change, words):
+    """Item 4: negative, zero or absurd sizes were numpy ValueError / MemoryError tracebacks in `gen sample`."""
+    folder = edited(EMOJI, tmp_path / "b", change)
+    with pytest.raises(BundleError, match=re.escape(words)):
+        use(folder)
+
+
+def test_mapping_output_of_the_wrong_width_is_refused_at_run_time(tmp_path):
+    """Item 4: the graph itself, whatever the manifest says: w must be [batch, w_dim]."""
+
+    class Narrow:
+        def run(self, feeds):
+            return {"w": np.zeros((len(feeds["z"]), 3), np.float32)}
+
+        def close(self):
+            pass
+
+    with BundleGenerator(load_bundle(EMOJI), "cpu") as gen:
+        gen.mapping.close()
+        gen.mapping = Narrow()
+        with pytest.raises(BundleError, match=r"w of shape \[2, 3\] for 2 latents, not \[2, 64\]"):
+            gen.images([0, 1])
+
+
+def rewrite_golden(folder: Path, **arrays) -> None:
+    with np.load(folder / "golden.npz") as z:
+        data = {k: z[k] for k in z.files}
+    data.update(arrays)
+    np.savez(folder / "golden.npz", **data)
+    reseal(folder, "golden.npz")
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("mapping/0/z", np.array([["x"] * 64]), "golden array 'mapping/0/z' is <U1 [1, 64] but 'z' is float32"),
+    ("mapping/0/w", np.array([["x"] * 64]), "golden array 'mapping/0/w' is <U1"),
+    ("mapping/0/w", np.zeros((1, 64), np.float64), "is float64 [1, 64] but 'w' is float32"),
+    ("mapping/0/z", np.zeros((1, 63), np.float32), "is float32 [1, 63] but 'z' is float32 ['batch', 64]"),
+    ("mapping/0/w", np.zeros((1, 64), np.complex64), "is complex64"),
+])
+def test_golden_arrays_must_be_numbers_of_the_declared_dtype_and_shape(tmp_path, key, value, words):
+    """Item 5: a golden array of strings (rehashed) was a ValueError traceback in `gen verify`."""
+    folder = copy_bundle(EMOJI, tmp_path / "b")
+    rewrite_golden(folder, **{key: value})
+    with pytest.raises(BundleError, match=re.escape(words)):
+        verify(load_bundle(folder), "cpu")
+
+
+def no_noise(m: dict) -> None:
+    m["stylegan"]["noise_inputs"] = []
+    for g in ("synthesis", "synthesis_fp16"):
+        m["graphs"][g]["inputs"] = m["graphs"][g]["inputs"][:2]
+    for case in m["golden"]["cases"]:
+        case["inputs"] = {k: v for k, v in case["inputs"].items() if not k.startswith("noise")}
+
+
+def test_a_stylegan_bundle_needs_noise_inputs(tmp_path):
+    """Item 6: `gen info` on noise_inputs [] was an IndexError. Every StyleGAN synthesis layer has noise and
+    `gen export` lists one input per layer, so a bundle without any is refused."""
+    from gen.runtime.report import info_report
+
+    folder = edited(EMOJI, tmp_path / "b", no_noise)
+    with pytest.raises(BundleError, match="noise_inputs: List should have at least 1 item"):
+        info_report(folder)
+
+
+def tiny_dream_bundle(folder: Path, bad: str | None = None, objective_shape: list | None = None) -> Path:
+    """A dream bundle of a few ONNX ops: objective = mean(image^2), grad = 2 image (not its true gradient: a
+    stand-in the runtime cannot tell apart), features = relu(image). `bad` makes the graph itself return a grad
+    of another shape ("grad") or a non-scalar objective ("objective") while declaring the right ones."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from gen.runtime.bundle import sha256_file as sha
+
+    folder.mkdir(parents=True)
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"])
+    ints = lambda name, v: helper.make_tensor(name, TensorProto.INT64, [len(v)], v)  # noqa: E731
+    nodes = [helper.make_node("Add", ["image", "image"], ["grad2"]),
+             helper.make_node("Mul", ["image", "image"], ["sq"]),
+             helper.make_node("Slice", ["grad2", "zero", "one", "two"], ["grad"]) if bad == "grad"
+             else helper.make_node("Identity", ["grad2"], ["grad"]),
+             helper.make_node("ReduceMean", ["sq", "hw"], ["objective"], keepdims=1) if bad == "objective"
+             else helper.make_node("ReduceMean", ["sq"], ["objective"], keepdims=0)]
+    inits = [ints("zero", [0]), ints("one", [1]), ints("two", [2]), ints("hw", [2, 3])]
+    outs = [helper.make_tensor_value_info("grad", TensorProto.FLOAT, [1, 3, "height", "width"]),
+            helper.make_tensor_value_info("objective", TensorProto.FLOAT, [])]
+    graphs = {"dream_grad": helper.make_graph(nodes, "dream_grad", [image], outs, initializer=inits),
+              "features": helper.make_graph([helper.make_node("Relu", ["image"], ["feat"])], "features", [image], [
+                  helper.make_tensor_value_info("feat", TensorProto.FLOAT, [1, 3, "height", "width"])])}
+    for name, g in graphs.items():
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+        model.ir_version = 9
+        onnx.save(model, folder / f"{name}.onnx")
+    x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
+    np.savez(folder / "golden.npz", image=x, grad=2 * x, objective=np.float32(np.mean(x * x)), feat=x)
+    spec = {"name": "image", "dtype": "float32", "shape": [1, 3, "height", "width"]}
+    out = lambda name, shape: {"name": name, "dtype": "float32", "shape": shape}  # noqa: E731
+    manifest = {
+        "format": "gen-bundle", "format_version": 1, "gen_version": "test", "created": "2026-12-01T00:00:00+00:00",
+        "license": "test", "kind": "dream",
+        "files": {f.name: {"sha256": sha(f), "size": f.stat().st_size} for f in sorted(folder.iterdir())},
+        "graphs": {"dream_grad": {"file": "dream_grad.onnx", "opset": 18, "inputs": [spec], "outputs": [
+            out("grad", [1, 3, "height", "width"]), out("objective", objective_shape or [])]},
+            "features": {"file": "features.onnx", "opset": 18, "inputs": [spec],
+                         "outputs": [out("feat", [1, 3, "height", "width"])]}},
+        "preprocessing": {"value_range": [0.0, 1.0]},
+        "dream": {"backbone": "tiny", "layers": {"feat": 1.0}, "objective": {"type": "layers", "terms": ["feat"]},
+                  "min_size": 8},
+        "golden": {"cases": [{"graph": "dream_grad", "inputs": {"image": "image"},
+                              "outputs": {"grad": "grad", "objective": "objective"}},
+                             {"graph": "features", "inputs": {"image": "image"}, "outputs": {"feat": "feat"}}],
+                   "tolerances": {"dream_grad": {"rel_l2": 1e-5}, "features": {"rel_l2": 1e-5}}},
+    }
+    write_manifest(folder, manifest)
+    return folder
+
+
+def test_tiny_dream_bundle_dreams_and_verifies(tmp_path):
+    from gen.runtime.dream.engine import bundle_engine
+
+    bundle = load_bundle(tiny_dream_bundle(tmp_path / "d"))
+    assert all(c.ok for c in verify(bundle, "cpu"))
+    engine = bundle_engine(bundle, "cpu")
+    grad, objective = engine.gradient(np.full((1, 3, 9, 8), 0.5, np.float32))
+    assert grad.shape == (1, 3, 9, 8) and objective == pytest.approx(0.25)
+    engine.close()
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda m: m["preprocessing"].__setitem__("mean", [0.5, 0.5]), "preprocessing.mean: List should have at least 3"),
+    (lambda m: m["preprocessing"].__setitem__("std", [0.2] * 4), "preprocessing.std: List should have at most 3"),
+    (lambda m: m["dream"]["objective"].__setitem__("terms", 5), "objective.terms must be a list"),
+    (lambda m: m["dream"]["objective"].__setitem__("terms", None), "objective.terms must be a list"),
+    (lambda m: m["dream"]["objective"].__setitem__("terms", [1, {}]), "objective.terms must be a list of strings"),
+    (lambda m: m["dream"]["objective"].__setitem__("class", "cat"), "objective.class must be a int"),
+])
+def test_dream_manifest_values_are_checked(tmp_path, change, words):
+    """Item 7: these were tracebacks in `gen dream --bundle`."""
+    from gen.runtime.dream.engine import bundle_engine
+
+    folder = edited(DREAM, tmp_path / "b", change)
+    with pytest.raises(BundleError, match=re.escape(words)):
+        bundle_engine(folder, "cpu")
+
+
+@pytest.mark.parametrize("bad,objective_shape,words", [
+    ("objective", None, "output 'objective' has shape [1, 3, 1, 1] in the graph, the manifest says float32 []"),
+    ("grad", None, "a gradient of shape [1, 3, 1, 8] for an image of shape [1, 3, 8, 8]"),
+    (None, [1, 3], "output 'objective' has shape [] in the graph, the manifest says float32 [1, 3]"),
+])
+def test_dream_gradient_graph_must_give_a_scalar_and_a_gradient_of_the_image_shape(tmp_path, bad, objective_shape,
+                                                                                   words):
+    """Item 7: verify reported these as FAIL; dreaming did not check and failed later in NumPy."""
+    from gen.runtime.dream.engine import bundle_engine
+
+    bundle = load_bundle(tiny_dream_bundle(tmp_path / "d", bad, objective_shape))
+    with pytest.raises(BundleError, match=re.escape(words)):
+        engine = bundle_engine(bundle, "cpu")
+        engine.gradient(np.zeros((1, 3, 8, 8), np.float32))
+    if bad == "grad":
+        assert not all(c.ok for c in verify(bundle, "cpu"))
+
+
+def test_dream_gradient_checks_what_the_graph_returns(tmp_path):
+    """Item 7: the graph's own outputs, whatever its signature says (onnxruntime may not know their shapes)."""
+    from gen.runtime.dream.engine import bundle_gradient
+
+    gradient, runner = bundle_gradient(load_bundle(tiny_dream_bundle(tmp_path / "d")), "cpu")
+    runner.run = lambda feeds: {"grad": feeds["image"], "objective": np.zeros((2, 2), np.float32)}
+    with pytest.raises(BundleError, match=re.escape("an objective of shape [2, 2], not a scalar")):
+        gradient(np.zeros((1, 3, 8, 8), np.float32))
+    runner.close()
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("stylegan", "default_psi", float("nan")), ("stylegan", "default_psi", float("inf")),
+    ("stylegan", "default_psi", 1e300), ("stylegan", "w_avg", "nan-entry"), ("stylegan", "w_avg", "huge-entry"),
+    ("preprocessing", "value_range", [float("nan"), 1.0]), ("preprocessing", "value_range", [1.0, -1.0]),
+    ("preprocessing", "value_range", [-1.0, float("inf")]), ("preprocessing", "mean", [0.5, float("nan"), 0.5]),
+    ("preprocessing", "std", [0.2, float("inf"), 0.2]), ("preprocessing", "std", [0.2, 0.0, 0.2]),
+    ("preprocessing", "std", [0.2, -0.2, 0.2]),
+])
+def test_non_finite_numbers_are_refused(tmp_path, section, key, value):
+    """Item 8 (the schema's part): NaN and infinity in what feeds pictures, std 0, a range running backwards."""
+
+    def change(m):
+        v = value
+        if value in ("nan-entry", "huge-entry"):
+            v = list(m["stylegan"]["w_avg"])
+            v[3] = float("nan") if value == "nan-entry" else 1e300
+        m[section][key] = v
+
+    folder = edited(EMOJI, tmp_path / "b", change)
+    with pytest.raises(BundleError, match=f"{section}(.{key}|: Value error, {key})"):
+        load_bundle(folder)
+
+
+def tolerance(graph: str, value) -> callable:
+    return lambda m: m["golden"]["tolerances"].__setitem__(graph, value)
+
+
+@pytest.mark.parametrize("change,words", [
+    (tolerance("mapping", {}), "a tolerance needs at least one of max_abs, rel_l2, psnr_db"),
+    (tolerance("mapping", {"rel_l2": 1e300}), "rel_l2: Input should be less than or equal to 0.01"),
+    (tolerance("mapping", {"rel_l2": float("nan")}), "rel_l2"),
+    (tolerance("mapping", {"max_abs": 1e300}), "mapping.max_abs 1e+300 is looser than 0.01 of the value range"),
+    (tolerance("mapping", {"max_abs": 0.021}), "is looser than 0.01 of the value range [-1.0, 1.0]"),
+    (tolerance("synthesis_fp16", {"psnr_db": 1}), "psnr_db: Input should be greater than or equal to 30"),
+    (lambda m: m["golden"]["cases"][0].__setitem__("outputs", {}), "outputs: Dictionary should have at least 1 item"),
+    (lambda m: m["golden"].__setitem__("cases", [c for c in m["golden"]["cases"] if c["graph"] != "synthesis"]),
+     "graphs ['synthesis'] have no golden cases"),
+])
+def test_a_manifest_cannot_switch_verification_off(tmp_path, change, words):
+    """Item 9: these made `gen verify` say "all within tolerance" whatever the graphs computed."""
+    folder = edited(EMOJI, tmp_path / "b", change)
+    with pytest.raises(BundleError, match=re.escape(words)):
+        load_bundle(folder)
+
+
+def test_tolerances_at_the_runtimes_limits_are_accepted(tmp_path):
+    def change(m):
+        m["golden"]["tolerances"].update({"mapping": {"rel_l2": 1e-2, "max_abs": 0.02},
+                                          "synthesis_fp16": {"psnr_db": 30}})
+
+    assert all(c.ok for c in verify(load_bundle(edited(EMOJI, tmp_path / "b", change)), "cpu"))
+
+
+@pytest.mark.parametrize("path", [EMOJI, DREAM])
+def test_shipped_bundles_meet_the_bounds(path):
+    assert is_bundle(path)
+    from gen.runtime.report import info_report
+
+    assert info_report(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gen.runtime.bundle import Bundle, BundleError, load_bundle
+from gen.runtime.bundle import Bundle, BundleError, clip, load_bundle
 from gen.runtime.engines import Runner, open_runner
 from gen.runtime.errors import GenError
 
@@ -35,11 +35,11 @@ def bundle_gradient(bundle: Bundle, engine: str = "auto") -> tuple[GradientFn, R
         raise GenError(f"'{bundle.path}' is a {bundle.manifest.kind} bundle; dreaming needs one made by "
                        "`gen export-dream`")
     runner = open_runner(bundle, GRAPH, engine)
-    names = {t.name for t in runner.spec.outputs}
-    if not {"grad", "objective"} <= names or [t.name for t in runner.spec.inputs] != ["image"]:
+    try:
+        _check_signature(bundle, runner)
+    except BaseException:
         runner.close()
-        raise BundleError(f"'{bundle.path}': {GRAPH} must map 'image' to 'grad' and 'objective' "
-                          f"(it has {sorted(names)}); re-export the bundle")
+        raise
     scale, offset = _affine(bundle)
 
     def gradient(image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -47,9 +47,27 @@ def bundle_gradient(bundle: Bundle, engine: str = "auto") -> tuple[GradientFn, R
         if x.ndim != 4 or x.shape[:2] != (1, 3):
             raise GenError(f"the dream gradient takes one RGB image [1, 3, H, W], got {list(x.shape)}")
         out = runner.run({"image": x * scale + offset})
-        return out["grad"] * scale, float(out["objective"])  # d/dx = d/d(graph value) * scale
+        grad, objective = np.asarray(out["grad"]), np.asarray(out["objective"])
+        if grad.shape != x.shape or objective.size != 1:  # the graph itself, whatever its manifest says
+            raise BundleError(f"'{bundle.path}': {GRAPH} gave a gradient of shape {list(grad.shape)} for an image "
+                              f"of shape {list(x.shape)} and an objective of shape {list(objective.shape)}, not a "
+                              "scalar; re-export the bundle")
+        return grad * scale, float(objective.reshape(()))  # d/dx = d/d(graph value) * scale
 
     return gradient, runner
+
+
+def _check_signature(bundle: Bundle, runner: Runner) -> None:
+    """image [1, 3, h, w] -> grad of the image's shape and a scalar objective, as the manifest states it."""
+    ins, outs = {t.name: t.shape for t in runner.spec.inputs}, {t.name: t.shape for t in runner.spec.outputs}
+    if not {"grad", "objective"} <= set(outs) or list(ins) != ["image"]:
+        raise BundleError(f"'{bundle.path}': {GRAPH} must map 'image' to 'grad' and 'objective' "
+                          f"(it has {clip(sorted(outs))}); re-export the bundle")
+    image = ins["image"]
+    if len(image) != 4 or image[:2] != [1, 3] or outs["grad"] != image or outs["objective"] not in ([], [1]):
+        raise BundleError(f"'{bundle.path}': {GRAPH} must map image [1, 3, height, width] to grad of the same shape "
+                          f"and a scalar objective, not {image} to {outs['grad']} and {outs['objective']}; "
+                          "re-export the bundle")
 
 
 def describe(bundle: Bundle) -> str:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gen.runtime.bundle import GraphSpec, TensorSpec
+from gen.runtime.bundle import GraphSpec, TensorSpec, clip
 from gen.runtime.errors import GenError
 
 ENGINES = ("auto", "cpu", "cuda", "ort-trt", "trt")
@@ -72,8 +72,12 @@ def resolve_engine(engine: str) -> str:
 def check_input(spec: TensorSpec, value: np.ndarray | None, graph: GraphSpec) -> np.ndarray:
     """Cast to the declared dtype; refuse a missing input or a shape the graph cannot take."""
     if value is None:
-        raise GenError(f"input '{spec.name}' of {graph.file} was not given")
+        raise GenError(f"input '{clip(spec.name, 80)}' of {graph.file} was not given")
+    value = np.asarray(value)
+    if value.dtype.kind not in "biuf":  # strings, objects, dates: no cast to a tensor's dtype means anything
+        raise GenError(f"input '{clip(spec.name, 80)}' of {graph.file} must be numbers, got {value.dtype}")
     value = np.ascontiguousarray(value, dtype=spec.dtype)
     if value.ndim != len(spec.shape) or any(isinstance(d, int) and d != v for d, v in zip(spec.shape, value.shape)):
-        raise GenError(f"input '{spec.name}' of {graph.file} must have shape {spec.shape}, got {list(value.shape)}")
+        raise GenError(f"input '{clip(spec.name, 80)}' of {graph.file} must have shape {spec.shape}, "
+                       f"got {list(value.shape)}")
     return value

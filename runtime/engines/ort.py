@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gen.runtime.bundle import BundleError, GraphSpec
+from gen.runtime.bundle import BundleError, GraphSpec, TensorSpec, clip
 from gen.runtime.errors import GenError, GenWarning
 
 from .base import Closing, check_input, resolve_engine
@@ -65,19 +65,21 @@ class OrtRunner(Closing):
         self.engine, self.name = "cpu", "onnxruntime-cpu"
 
     def _check_against_manifest(self, path: Path) -> None:
+        """The graph's own signature (onnxruntime's view) against the manifest's: names, dtypes, ranks and fixed
+        sizes of every input and output, so that a wrong manifest is refused here, not deep in a run."""
         got = {i.name: i for i in self.session.get_inputs()}
         want = {t.name: t for t in self.spec.inputs}
         if set(got) != set(want):
-            raise BundleError(f"'{path.name}' has inputs {sorted(got)} but the manifest says {sorted(want)}; "
-                              "re-export the bundle")
-        outs = [o.name for o in self.session.get_outputs()]
+            raise BundleError(f"'{path.name}' has inputs {clip(sorted(got))} but the manifest says "
+                              f"{clip(sorted(want))}; re-export the bundle")
+        outs = {o.name: o for o in self.session.get_outputs()}
         if not {t.name for t in self.spec.outputs} <= set(outs):
-            raise BundleError(f"'{path.name}' has outputs {outs} but the manifest says "
-                              f"{[t.name for t in self.spec.outputs]}; re-export the bundle")
-        for name, t in want.items():
-            if len(got[name].shape) != len(t.shape):
-                raise BundleError(f"'{path.name}' input '{name}' has rank {len(got[name].shape)}, "
-                                  f"the manifest says shape {t.shape}; re-export the bundle")
+            raise BundleError(f"'{path.name}' has outputs {clip(list(outs))} but the manifest says "
+                              f"{clip([t.name for t in self.spec.outputs])}; re-export the bundle")
+        for role, graph_side, specs in (("input", got, self.spec.inputs), ("output", outs, self.spec.outputs)):
+            for t in specs:
+                if problem := signature_mismatch(t, graph_side[t.name].type, graph_side[t.name].shape):
+                    raise BundleError(f"'{path.name}' {role} '{clip(t.name, 80)}' {problem}; re-export the bundle")
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {t.name: check_input(t, feeds.get(t.name), self.spec) for t in self.spec.inputs}
@@ -86,3 +88,25 @@ class OrtRunner(Closing):
 
     def close(self) -> None:
         self.session = None  # onnxruntime frees the session's memory when its last reference goes
+
+
+_ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)",
+              "int32": "tensor(int32)"}
+
+
+def signature_mismatch(spec: TensorSpec, ort_type: str, ort_shape: list | None) -> str | None:
+    """How onnxruntime's view of a tensor (type 'tensor(float)', shape with an int per fixed axis and a str or
+    None per dynamic one) contradicts the manifest's, or None. A named (dynamic) axis in the manifest must be
+    dynamic in the graph; a fixed one must match, or be dynamic there (the manifest then pins it)."""
+    ort_shape = list(ort_shape) if ort_shape is not None else None
+    said = f"the manifest says {spec.dtype} {spec.shape}"
+    if ort_type != _ORT_TYPES[spec.dtype]:
+        return f"is {clip(ort_type, 40)} in the graph, {said}"
+    if ort_shape is None:
+        return None  # the graph states no shape: nothing to compare
+    fixed = [d if isinstance(d, int) else None for d in ort_shape]
+    if len(ort_shape) != len(spec.shape) or any(
+            (isinstance(m, int) and g is not None and g != m) or (isinstance(m, str) and g is not None)
+            for m, g in zip(spec.shape, fixed)):
+        return f"has shape {clip(ort_shape, 80)} in the graph, {said}"
+    return None

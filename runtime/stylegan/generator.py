@@ -50,6 +50,9 @@ class BundleGenerator:
     def styles(self, z: np.ndarray, psi: float = 1.0, cutoff: int | None = None) -> np.ndarray:
         """z [N, z_dim] -> ws [N, num_ws, w_dim], truncated towards w_avg for the first `cutoff` styles."""
         w = self.mapping.run({"z": z})["w"]
+        if w.shape != (len(z), self.meta.w_dim):  # the graph itself, whatever its manifest says
+            raise BundleError(f"'{self.bundle.path}': the mapping gave w of shape {list(w.shape)} for "
+                              f"{len(z)} latents, not [{len(z)}, {self.meta.w_dim}]; re-export the bundle")
         ws = np.repeat(w[:, None, :], self.meta.num_ws, axis=1)
         return truncate(ws, self.w_avg, psi, cutoff)
 
@@ -66,7 +69,12 @@ class BundleGenerator:
                 noises = [np.zeros((n, *s), np.float32) for s in self.noise_shapes]
         const = np.array([1.0 if noise_mode == "const" and not explicit else 0.0], np.float32)
         feeds = {"ws": ws, "const_noise": const, **dict(zip(self.meta.noise_inputs, noises))}
-        return self.synthesis.run(feeds)["img"]
+        img = self.synthesis.run(feeds)["img"]
+        r = self.meta.resolution
+        if img.shape != (n, 3, r, r):
+            raise BundleError(f"'{self.bundle.path}': the synthesis gave img of shape {list(img.shape)}, not "
+                              f"[{n}, 3, {r}, {r}]; re-export the bundle")
+        return img
 
     def images(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const",
                batch: int = 8) -> np.ndarray:

@@ -1,0 +1,325 @@
+"""Hostile manifests, generated: every mutation of a small real bundle's manifest (or golden data, rehashed) is
+either a bundle that works or a GenError of short lines (one per problem), in every public entry point; never
+another exception. A quick run here; the slow one 3,000 examples (about a minute on two cores)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from conftest import SHIPPED
+from gen.runtime.bundle import MAX_PROBLEMS, load_bundle, sha256_file
+from gen.runtime.dream.engine import bundle_engine
+from gen.runtime.errors import GenError
+from gen.runtime.report import info_report
+from gen.runtime.stylegan.generator import BundleGenerator
+from gen.runtime.verify import verify
+
+MANIFEST = "manifest.json"
+
+
+def _rehash(folder: Path, manifest: dict) -> dict:
+    manifest["files"] = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+                         for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    return manifest
+
+
+def small_stylegan(folder: Path) -> Path:
+    """The shipped emoji bundle cut to what runs fast: no FP16 graph, one golden case per graph."""
+    src = SHIPPED / "emoji"
+    m = json.loads((src / MANIFEST).read_text())
+    folder.mkdir()
+    for name in ("mapping.onnx", "synthesis.onnx"):
+        shutil.copy2(src / name, folder / name)
+    del m["graphs"]["synthesis_fp16"], m["golden"]["tolerances"]["synthesis_fp16"]
+    cases = [next(c for c in m["golden"]["cases"] if c["graph"] == g) for g in ("mapping", "synthesis")]
+    m["golden"]["cases"] = cases
+    with np.load(src / "golden.npz") as z:
+        np.savez(folder / "golden.npz", **{k: z[k] for c in cases for k in [*c["inputs"].values(),
+                                                                               *c["outputs"].values()]})
+    (folder / MANIFEST).write_text(json.dumps(_rehash(folder, m)))
+    load_bundle(folder)
+    return folder
+
+
+def tiny_dream(folder: Path) -> Path:
+    """A dream bundle of a few ONNX ops (objective mean(image^2), grad 2 image, features relu(image))."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    folder.mkdir()
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"])
+    like = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, "height", "width"])  # noqa: E731
+    graphs = {
+        "dream_grad": helper.make_graph(
+            [helper.make_node("Add", ["image", "image"], ["grad"]), helper.make_node("Mul", ["image", "image"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["objective"], keepdims=0)], "dream_grad", [image],
+            [like("grad"), helper.make_tensor_value_info("objective", TensorProto.FLOAT, [])]),
+        "features": helper.make_graph([helper.make_node("Relu", ["image"], ["feat"])], "features", [image],
+                                      [like("feat")])}
+    for name, g in graphs.items():
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+        model.ir_version = 9
+        onnx.save(model, folder / f"{name}.onnx")
+    x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
+    np.savez(folder / "golden.npz", image=x, grad=2 * x, objective=np.float32(np.mean(x * x)), feat=x)
+    spec = lambda name: {"name": name, "dtype": "float32", "shape": [1, 3, "height", "width"]}  # noqa: E731
+    m = {"format": "gen-bundle", "format_version": 1, "gen_version": "test", "created": "2026-12-01T00:00:00+00:00",
+         "license": "test", "kind": "dream",
+         "graphs": {"dream_grad": {"file": "dream_grad.onnx", "opset": 18, "inputs": [spec("image")], "outputs": [
+             spec("grad"), {"name": "objective", "dtype": "float32", "shape": []}]},
+             "features": {"file": "features.onnx", "opset": 18, "inputs": [spec("image")], "outputs": [spec("feat")]}},
+         "preprocessing": {"value_range": [0.0, 1.0], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+         "dream": {"backbone": "tiny", "layers": {"feat": 1.0}, "classes": 10, "min_size": 8,
+                   "objective": {"type": "layers", "terms": ["feat"], "value": "mean(image^2)"}},
+         "golden": {"cases": [{"graph": "dream_grad", "inputs": {"image": "image"},
+                               "outputs": {"grad": "grad", "objective": "objective"}, "note": "random"},
+                              {"graph": "features", "inputs": {"image": "image"}, "outputs": {"feat": "feat"}}],
+                    "tolerances": {"dream_grad": {"rel_l2": 1e-5}, "features": {"rel_l2": 1e-5, "max_abs": 1e-5}}}}
+    (folder / MANIFEST).write_text(json.dumps(_rehash(folder, m)))
+    load_bundle(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("fuzz")
+    return {"stylegan": small_stylegan(base / "stylegan"), "dream": tiny_dream(base / "dream")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutations
+
+RAW = "\x00raw\x00"  # a placeholder value replaced by raw JSON text after encoding
+RAW_TEXTS = ["[" * 100000 + "]" * 100000, "[" * 900 + "]" * 900, '{"a":' * 3000 + "1" + "}" * 3000,
+             "9" * 5000, "-" + "9" * 4000, "1e999", "-1e999", "NaN", "Infinity", "-Infinity", "1e-400"]
+NUMBERS = st.sampled_from([0, -1, 1, 2**31, 2**40, 2**63, -(2**63), 10**30, 10**300, 0.0, -0.0, 1e-300, 1e300,
+                           float("nan"), float("inf"), float("-inf"), 0.5, -3.5, 7, 64, 4096, 4097, 1024, 65536])
+SCALARS = (st.none() | st.booleans() | NUMBERS | st.integers(-10**6, 10**6) | st.floats(allow_nan=True)
+           | st.text(max_size=12) | st.sampled_from(["batch", "float16", "int64", "", "x" * 3000, "a\nb",
+                                                     "mapping", "synthesis", "noise_0", "image", "grad"]))
+JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+
+
+def paths_of(tree, prefix=()):
+    """Every path into the tree, leaves first (hypothesis leans towards the first: the root comes last)."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from paths_of(v, prefix + (k,))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree[:4]):
+            yield from paths_of(v, prefix + (i,))
+    yield prefix
+
+
+SECTIONS = ["stylegan", "dream", "graphs", "preprocessing", "golden", "files", "kind"]
+
+
+def _section(path: tuple) -> int:
+    """The model's sections first: hypothesis leans towards the first paths, and they matter most."""
+    return SECTIONS.index(path[0]) if path and path[0] in SECTIONS else len(SECTIONS) + (not path)
+
+
+def plausible(old, draw):
+    """A value of the same kind as `old`, near it: what passes a schema and must be caught later."""
+    if isinstance(old, bool):
+        return not old
+    if isinstance(old, int):
+        return draw(st.sampled_from([old + 1, old - 1, old * 2, max(old // 2, 1), 1, 3, 5, 7, 16, 1000]))
+    if isinstance(old, float):
+        return draw(st.sampled_from([old * 2, -old, old + 0.5, 0.0, 1e-3, 0.99, 1e-2, 1e3]))
+    if isinstance(old, str):
+        return draw(st.sampled_from(["batch", "height", "float16", "int64", "int32", "mapping", "synthesis", "ws",
+                                     "z", "w", "img", "noise_0", "noise_6", "image", "grad", "objective", "feat",
+                                     "dream_grad", "features", "golden.npz", "mapping.onnx", "features.onnx",
+                                     old + "x", old.upper()]))
+    if isinstance(old, list):
+        return old[::-1] if len(old) > 1 else old * 2
+    return old
+
+
+def mutate(tree, path, action, value):
+    if not path:
+        return value if action != "delete" else {}
+    parent = tree
+    for key in path[:-1]:
+        parent = parent[key]
+    last, old = path[-1], parent[path[-1]]
+    if action == "plausible":
+        parent[last] = value
+    elif action == "delete":
+        del parent[last]
+    elif action == "replace":
+        parent[last] = value
+    elif action == "nest":  # the old value, wrapped in lists
+        parent[last] = json.loads("[" * 50 + json.dumps(old) + "]" * 50)
+    elif action == "scale" and isinstance(old, (int, float)) and not isinstance(old, bool):
+        parent[last] = old * value if isinstance(value, (int, float)) and not isinstance(value, bool) else -old
+    elif action == "duplicate" and isinstance(parent, list):
+        parent.append(copy.deepcopy(old))
+    else:  # add an unknown field or item beside it
+        if isinstance(parent, dict):
+            parent["unexpected_" + str(last)] = value
+        else:
+            parent.append(value)
+    return tree
+
+
+def golden_change(rng: np.random.Generator, a: np.ndarray, how: str) -> np.ndarray:
+    return {"strings": lambda: np.full(a.shape, "x"), "float64": lambda: a.astype(np.float64),
+            "int": lambda: a.astype(np.int64), "shape": lambda: a.reshape(-1),
+            "empty": lambda: a.reshape(-1)[:0],
+            "nan": lambda: np.full(a.shape, np.nan, a.dtype), "bool": lambda: a > 0,
+            "huge": lambda: np.full(a.shape, 3e38, np.float32), "noise": lambda: a + rng.normal(size=a.shape)
+            .astype(a.dtype)}[how]()
+
+
+@st.composite
+def mutated_bundle(draw, bundles: dict[str, Path]) -> tuple[str, str | None, dict | None, str]:
+    """(kind, manifest text, golden changes, description)."""
+    kind = draw(st.sampled_from(sorted(bundles)), label="kind")
+    manifest = json.loads((bundles[kind] / MANIFEST).read_text())
+    what, raw = [], False
+    for _ in range(draw(st.integers(0, 3), label="mutations")):
+        path = draw(st.sampled_from(sorted(paths_of(manifest), key=_section)), label="path")
+        action = draw(st.sampled_from(["plausible", "replace", "delete", "add", "nest", "scale", "duplicate", "raw"]),
+                      label="action")
+        if action == "raw" and raw:
+            continue  # one raw text per manifest
+        raw |= action == "raw"
+        if action == "plausible":
+            old = manifest
+            for key in path:
+                old = old[key]
+            value = plausible(old, draw)
+        else:
+            value = RAW if action == "raw" else draw(JSON_VALUES, label="value")
+        manifest = mutate(manifest, path, "replace" if action == "raw" else action, value)
+        what.append(f"{action} {list(path)}")
+    golden = None
+    if not what or draw(st.booleans(), label="golden change"):
+        keys = sorted({k for c in manifest_cases(bundles[kind]) for k in [*c["inputs"].values(),
+                                                                           *c["outputs"].values()]})
+        key = draw(st.sampled_from(keys), label="golden key")
+        how = draw(st.sampled_from(["strings", "float64", "int", "shape", "empty", "nan", "bool", "huge", "noise"]),
+                   label="golden how")
+        golden = {key: how}
+        what.append(f"golden {key} {how}")
+    try:
+        text = json.dumps(manifest)
+    except ValueError:  # an integer too long for Python to print: write it raw instead
+        text = json.dumps(mutate(manifest, (), "replace", {}))
+    if json.dumps(RAW) in text:
+        text = text.replace(json.dumps(RAW), draw(st.sampled_from(RAW_TEXTS), label="raw"), 1)
+    return kind, text, golden, "; ".join(what)
+
+
+def manifest_cases(folder: Path) -> list[dict]:
+    return json.loads((folder / MANIFEST).read_text())["golden"]["cases"]
+
+
+def materialise(src: Path, dst: Path, text: str, golden: dict | None) -> None:
+    """The bundle's files linked (golden.npz rewritten and its hash updated when changed), the manifest written."""
+    dst.mkdir()
+    for p in src.iterdir():
+        if p.name != MANIFEST:
+            (dst / p.name).symlink_to(p)
+    if golden:
+        with np.load(src / "golden.npz") as z:
+            data = {k: z[k] for k in z.files}
+        rng = np.random.default_rng(0)
+        for key, how in golden.items():
+            data[key] = golden_change(rng, data[key], how)
+        (dst / "golden.npz").unlink()
+        np.savez(dst / "golden.npz", **data)
+        try:  # rehash, if the mutated manifest still lists it where expected
+            m = json.loads(text)
+            m["files"]["golden.npz"] = {"sha256": sha256_file(dst / "golden.npz"),
+                                        "size": (dst / "golden.npz").stat().st_size}
+            text = json.dumps(m)
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError, AttributeError):
+            pass
+    (dst / MANIFEST).write_text(text)
+
+
+def use_everything(folder: Path) -> None:
+    """Every public entry point a device calls on a bundle."""
+    info_report(folder)
+    bundle = load_bundle(folder)
+    verify(bundle, "cpu")
+    if bundle.manifest.kind == "stylegan":
+        with BundleGenerator(bundle, "cpu") as gen:
+            pictures = gen.images([0, 1], psi=gen.psi(None), noise_mode="random")
+            assert pictures.dtype == np.uint8 and pictures.shape[0] == 2
+            gen.images([2], psi=1.0, cutoff=2, noise_mode="const")
+    else:
+        with bundle_engine(bundle, "cpu") as engine:
+            x = np.random.default_rng(1).random((1, 3, 9, 8), dtype=np.float32)
+            grad, objective = engine.gradient(x)
+            assert grad.shape == x.shape and isinstance(objective, float)
+
+
+def _where(line: str) -> str:
+    """A message's kind, for statistics: the words after the path."""
+    return " ".join(line.split(": ", 1)[-1].split()[:3])[:40]
+
+
+def check_one(bundles: dict[str, Path], case) -> str:
+    kind, text, golden, what = case
+    work = Path(tempfile.mkdtemp(dir=bundles[kind].parent))
+    try:
+        materialise(bundles[kind], work / "b", text, golden)
+        try:
+            use_everything(work / "b")
+        except GenError as e:
+            message = str(e)
+            lines = message.splitlines()
+            assert message.strip() and "Traceback" not in message, what
+            # one line per problem; a schema error's list ends in what to do
+            assert len(lines) <= MAX_PROBLEMS + 2 and all(0 < len(line) <= 400 for line in lines), (what, message)
+            schema = lines[-1] == "re-export the bundle with `gen export`"
+            return f"{type(e).__name__}: {_where(lines[0])}" + (" schema" if schema else "")
+        except Exception as e:  # anything but a GenError is a bug
+            raise AssertionError(f"{type(e).__name__}: {str(e)[:500]} after {what}") from e
+        return "ok"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+FAST = settings(max_examples=50, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                       HealthCheck.data_too_large])
+
+
+def outcome(bundles: dict[str, Path], data) -> None:
+    """Check one mutated bundle; the outcomes are events (pytest --hypothesis-show-statistics)."""
+    result = check_one(bundles, data.draw(mutated_bundle(bundles)))
+    event(result)
+    event("outcome: " + ("works" if result == "ok" else "schema" if result.endswith("schema") else "refused later"))
+
+
+@FAST
+@given(data=st.data())
+def test_mutated_bundles_work_or_fail_in_one_clear_line(bundles, data):
+    outcome(bundles, data)
+
+
+@pytest.mark.slow
+@settings(FAST, max_examples=3000)
+@given(data=st.data())
+def test_mutated_bundles_many(bundles, data):
+    outcome(bundles, data)
+
+
+def test_the_fuzzed_bundles_work_unmutated(bundles):
+    for kind, folder in bundles.items():
+        assert check_one(bundles, (kind, (folder / MANIFEST).read_text(), None, "nothing")) == "ok"
