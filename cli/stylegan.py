@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from gen.runtime.bundle import is_bundle
+from gen.runtime.bundle import has_manifest
 from gen.runtime.errors import require_extra
 from gen.runtime.latents import DEFAULT_PSI
 from gen.runtime.stylegan.walk import WalkSettings
@@ -29,11 +29,12 @@ def sample(
                                                  "checkpoint) | none."),
     cols: int = typer.Option(None, help="Grid columns (default: square)."),
     engine: str = typer.Option("auto", help="Bundle engine: auto | cpu | cuda. Checkpoint device: cpu | cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing existing files (grid, seedNNNN.png)."),
 ) -> None:
     """Draw pictures for a list of seeds, from a bundle (runtime) or a checkpoint (PyTorch reference)."""
     from gen.runtime.stylegan.sample import bundle_images, sample_to_files
 
-    if is_bundle(source):
+    if has_manifest(source):  # a broken bundle says what is wrong with it, not "install torch"
         draw = partial(bundle_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, engine=engine)
     else:
         require_extra("torch")
@@ -41,7 +42,7 @@ def sample(
 
         device = "cpu" if engine in ("auto", "cpu") else engine  # a checkpoint's --engine names a torch device
         draw = partial(checkpoint_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, device=device)
-    err.print(escape(f"wrote {sample_to_files(draw, seeds, out, outdir, cols)}"))
+    err.print(escape(f"wrote {sample_to_files(draw, seeds, out, outdir, cols, overwrite=overwrite)}"))
 
 
 def walk(
@@ -66,12 +67,13 @@ def walk(
                               help="Upscale frames to this many pixels a side (Lanczos)."),
     noise_mode: str = typer.Option(WalkSettings.noise_mode, help="const | none (random noise would flicker)."),
     engine: str = typer.Option("auto", help="auto | cpu | cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing an existing --out."),
 ) -> None:
     """Render a seamless looping walk through seeds, torch-free; the frames at the seeds are gen sample's."""
     from gen.runtime.stylegan.walk import walk_to_file
 
     settings = WalkSettings(fps=fps, psi=psi, cutoff=cutoff, space=space, ease=ease, noise_mode=noise_mode, size=size)
-    written, frames = walk_to_file(bundle, out, seeds, seconds, settings, engine)
+    written, frames = walk_to_file(bundle, out, seeds, seconds, settings, engine, overwrite=overwrite)
     err.print(escape(f"wrote {written} ({frames} frames, {frames / fps:.1f} s loop)"))
 
 
@@ -87,10 +89,11 @@ def mix(
     size: int = typer.Option(None, show_default=False, help="Upscale each cell to this many pixels (Lanczos)."),
     noise_mode: str = typer.Option("const", help="const | none."),
     engine: str = typer.Option("auto", help="auto | cpu | cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing an existing --out."),
 ) -> None:
     """Draw the StyleGAN style-mixing grid: each cell is its row seed with its column seed's --styles."""
     from gen.runtime.stylegan.mix import mix_to_file
 
     written = mix_to_file(bundle, out, rows, cols, styles=styles, psi=psi, noise_mode=noise_mode, size=size,
-                          engine=engine)
+                          engine=engine, overwrite=overwrite)
     err.print(escape(f"wrote {written}"))

@@ -6,7 +6,10 @@ Arrays are uint8 RGB, shape [H, W, 3], unless a function says otherwise.
 from __future__ import annotations
 
 import io
+import re
+import struct
 import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +25,14 @@ STILL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"
 STILL_SUFFIXES = tuple(STILL_FORMATS)
 IMAGE_SUFFIXES = (*STILL_SUFFIXES, ".gif")  # what we read: the stills, and a GIF's first frame
 WHITE = (255, 255, 255)
+
+# The most pixels an image may declare: Pillow's own default (Image.MAX_IMAGE_PIXELS, 2**30 // 4 // 3, about
+# 268 MB as RGB), kept here explicitly so that a program changing Pillow's global changes nothing here. A
+# decompression bomb (a small file whose header declares, say, 100000x100000) is refused from its header, before
+# any memory is spent. Pillow itself only warns up to twice its limit and raises past it; its warning is silenced
+# below because open_image refuses every image it would warn about, in one line of its own.
+MAX_PIXELS = 89_478_485
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
@@ -42,7 +53,11 @@ def parse_color(text: str) -> tuple[int, int, int]:
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file, turning every failure into a one-line GenError."""
+    """Open and fully decode an image file, turning every failure into a one-line GenError.
+
+    Refused: images of more than MAX_PIXELS (decompression bombs), truncated or damaged files, PNGs whose pixel
+    data stops before the last row. An animation (GIF, APNG, WebP) gives its first frame, with a GenWarning.
+    """
     path = Path(path)
     if not path.exists():
         raise GenError(f"'{path}' does not exist")
@@ -50,12 +65,67 @@ def open_image(path: str | Path) -> Image.Image:
         raise GenError(f"'{path}' is a folder, not an image")
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise _too_many_pixels(path, f"{im.width}x{im.height} pixels")
+            animated = getattr(im, "is_animated", False)  # (looks for a second frame, then goes back to the first)
+            if animated:
+                warnings.warn(f"'{path}' is an animation; only its first frame is used", GenWarning, stacklevel=2)
             im.load()  # decode now: a truncated file fails here, not later
+            if im.format == "PNG" and not animated and _png_rows_missing(path):
+                raise GenError(f"'{path}' is damaged or truncated: its pixel data ends before the last row")
             return ImageOps.exif_transpose(im) or im
     except UnidentifiedImageError:
         raise GenError(f"'{path}' is not an image Pillow can read (PNG, JPEG, WebP, ...)") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError as e:  # past twice Pillow's own limit: Image.open refuses it itself
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        declared = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "too many pixels"
+        raise _too_many_pixels(path, declared) from None
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
         raise GenError(f"'{path}' is damaged or truncated and cannot be decoded ({e})") from None
+
+
+def _too_many_pixels(path: Path, declared: str) -> GenError:
+    return GenError(f"'{path}' declares {declared}, more than the {MAX_PIXELS / 1e6:.0f} megapixels gen opens "
+                    "(a decompression bomb, or a damaged header?); scale it down first")
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey + alpha, RGBA
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_rows_missing(path: Path) -> bool:
+    """Whether a PNG's pixel data (its IDAT stream) ends before the last row. Pillow decodes such a file without
+    a word and leaves the missing rows black; a file cut short within the data fails in Pillow already. Costs
+    one more inflate of the data, stopped as soon as the last row is there."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return False
+        inflate, need, got = zlib.decompressobj(), None, 0
+        try:
+            while len(head := f.read(8)) == 8:
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"IHDR" and length >= 13:
+                    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", f.read(13))
+                    f.seek(length - 13 + 4, 1)
+                    bits = depth * _PNG_CHANNELS.get(colour, 4)
+                    need = 0  # the bytes of every row (and Adam7 pass), each with its filter byte
+                    for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
+                        cols, rows = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+                        need += rows * (1 + (cols * bits + 7) // 8) if cols else 0
+                    if need == 0:
+                        return False
+                elif kind == b"IDAT" and need is not None:
+                    got += len(inflate.decompress(f.read(length), need - got))
+                    if got >= need:
+                        return False
+                    f.seek(4, 1)
+                elif kind == b"IEND":
+                    break
+                else:
+                    f.seek(length + 4, 1)
+        except (zlib.error, struct.error):
+            return True
+    return need is not None and got < need
 
 
 def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE, name: str = "image") -> np.ndarray:

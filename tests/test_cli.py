@@ -57,8 +57,10 @@ def test_train_then_sample_from_the_command_line(tmp_path):
     assert Image.open(grid).size == (3 * 34 + 2, 2 * 34 + 2)  # 32 px pictures, 2 px padding
     before = grid.read_bytes()
     p = gen("sample", str(run), "--seeds", "5-1", "--out", str(grid))
+    assert p.returncode == 2 and "already exists; pass --overwrite" in p.stderr and grid.read_bytes() == before
+    p = gen("sample", str(run), "--seeds", "5-1", "--out", str(grid), "--overwrite")
     assert p.returncode == 2 and "runs backwards" in p.stderr and grid.read_bytes() == before
-    p = gen("sample", str(run), "--noise-mode", "loud", "--out", str(grid))
+    p = gen("sample", str(run), "--noise-mode", "loud", "--out", str(grid), "--overwrite")
     assert p.returncode == 2 and "unknown noise mode" in p.stderr
 
 

@@ -149,6 +149,6 @@ def test_walk_and_mix_cli_without_torch(gen, tmp_path):
     assert p.returncode == 0 and png.exists(), p.stderr
     p = gen_without_torch("walk", bundle, "--seeds", "3", "--out", str(tmp_path / "w.avi"))
     assert p.returncode == 2 and ".gif or .mp4" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    p = gen_without_torch("mix", bundle, "--styles", "9-12", "--out", str(png))
+    p = gen_without_torch("mix", bundle, "--styles", "9-12", "--out", str(png), "--overwrite")
     assert p.returncode == 2 and "within 0-5" in p.stderr
     assert not Path(tmp_path / "w.avi").exists()

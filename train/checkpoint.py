@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from gen.runtime.errors import GenError
 from gen.runtime.files import atomic_path
 
-from .state_dicts import mismatches
+from .state_dicts import first_non_finite, mismatches
 
 FORMAT = "gen-stylegan-checkpoint"
 VERSION = 1
@@ -62,7 +62,12 @@ def read_meta(path: str | Path) -> dict:
         raise GenError(f"'{path}' is not a readable safetensors checkpoint ({e})") from None
     if raw is None:
         raise GenError(f"'{path}' is a safetensors file but not a gen checkpoint (no 'gen' metadata)")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise GenError(f"'{path}' is not a readable gen checkpoint: its 'gen' metadata is not a JSON object")
     if meta.get("format") != FORMAT:
         raise GenError(f"'{path}' is a '{meta.get('format')}' file, not a {FORMAT}")
     if meta.get("version") != VERSION:
@@ -74,12 +79,21 @@ def read_meta(path: str | Path) -> dict:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """Every tensor and the metadata of a checkpoint; a damaged file, or one holding NaN or infinite values, is
+    one GenError naming what is wrong."""
     path = resolve_checkpoint(path)
     meta = read_meta(path)
     tensors = {}
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        for key in f.keys():
-            tensors[key] = f.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except Exception as e:  # safetensors' own error type, OSError, a device that cannot hold it ...
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise GenError(f"'{path}' is not a readable safetensors checkpoint ({first})") from None
+    if (key := first_non_finite(tensors)) is not None:
+        raise GenError(f"'{path}': tensor '{key}' holds NaN or infinite values; the checkpoint is damaged or its "
+                       "run diverged (resume from an earlier copy, or train again)")
     return tensors, meta
 
 

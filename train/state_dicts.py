@@ -27,3 +27,12 @@ def mismatches(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.T
         problems.append(f"{len(misshapen)} keys of the wrong shape (e.g. {k}: {tuple(given[k].shape)} "
                         f"given, {tuple(expected[k].shape)} expected)")
     return problems
+
+
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity (a damaged file, a diverged
+    run); None when every value is finite."""
+    for name, t in tensors.items():
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            return name
+    return None

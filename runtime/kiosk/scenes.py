@@ -168,8 +168,10 @@ def usable_photos(paths: Sequence[Path], min_side: int) -> list[Path]:
     for path in find_photos(paths):
         try:
             load_image(path, min_size=min_side)
-        except GenError as e:
+        except GenError as e:  # images.py says what is wrong: damaged, truncated, a decompression bomb, ...
             bad.append(str(e))
+        except Exception as e:  # anything else one file provokes (a MemoryError on a small device): still one photo
+            bad.append(f"'{path}': {type(e).__name__}: {e}")
         else:
             good.append(path)
     if bad:

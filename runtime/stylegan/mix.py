@@ -73,8 +73,10 @@ def mix_grid(gen, rows: Sequence[int], cols: Sequence[int], layers: range, psi: 
 
 
 def mix_to_file(bundle: Path, out: Path, rows: str, cols: str, styles: str = "fine", psi: float | None = None,
-                noise_mode: str = "const", size: int | None = None, engine: str = "auto") -> Path:
-    """Write the style-mixing grid as one picture; `size` upscales each cell (Lanczos)."""
+                noise_mode: str = "const", size: int | None = None, engine: str = "auto", overwrite: bool = False
+                ) -> Path:
+    """Write the style-mixing grid as one picture; `size` upscales each cell (Lanczos). An existing `out` is
+    replaced only with `overwrite`."""
     from gen.runtime.bundle import load_bundle
     from gen.runtime.files import check_output_path
     from gen.runtime.images import make_grid, save_image
@@ -82,7 +84,7 @@ def mix_to_file(bundle: Path, out: Path, rows: str, cols: str, styles: str = "fi
 
     from .generator import BundleGenerator
 
-    out = check_output_path(out)
+    out = check_output_path(out, overwrite=overwrite)
     # random noise would differ between a seed's own picture and its row
     check_noise_mode(noise_mode, STILL_NOISE_MODES, "mix")
     check_size(size)

@@ -27,14 +27,20 @@ def bundle_images(bundle: Path, seeds: Sequence[int], psi: float | None = None, 
 
 
 def sample_to_files(draw: Callable[[list[int]], np.ndarray], seeds: str, out: Path, outdir: Path | None = None,
-                    cols: int | None = None) -> Path:
+                    cols: int | None = None, overwrite: bool = False) -> Path:
     """`gen sample`: the pictures `draw(seeds)` makes (a bundle's, `bundle_images`, or a checkpoint's) as one
     grid at `out` and, with `outdir`, one seedNNNN.png each. The paths and seeds are checked before any
-    picture is drawn. Returns `out`."""
-    out = check_output_path(out)
+    picture is drawn; an existing file (the grid or a seed's picture) is replaced only with `overwrite`.
+    Returns `out`."""
+    out = check_output_path(out, overwrite=overwrite)
     if outdir is not None and not outdir.is_dir():
         raise GenError(f"--outdir '{outdir}' does not exist; create it first")
     seed_list = parse_seeds(seeds)
+    if outdir is not None and not overwrite:
+        taken = [p.name for p in (outdir / f"seed{seed:04d}.png" for seed in seed_list) if p.exists()]
+        if taken:
+            more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+            raise GenError(f"--outdir '{outdir}' already holds {taken[0]}{more}; pass --overwrite to replace them")
     images = draw(seed_list)
     if outdir is not None:
         for seed, img in zip(seed_list, images):

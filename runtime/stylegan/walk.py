@@ -175,8 +175,9 @@ def path_images(gen, keys: np.ndarray, times: np.ndarray, settings: WalkSettings
 
 
 def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, settings: WalkSettings,
-                 engine: str = "auto", show_progress: bool = True) -> tuple[Path, int]:
-    """Render the loop to a .mp4 or .gif; returns the path and the number of frames."""
+                 engine: str = "auto", show_progress: bool = True, overwrite: bool = False) -> tuple[Path, int]:
+    """Render the loop to a .mp4 or .gif; returns the path and the number of frames. An existing `out` is
+    replaced only with `overwrite`."""
     from gen.runtime.bundle import load_bundle
     from gen.runtime.files import check_output_path
     from gen.runtime.progress import progress_bar, rate_text
@@ -184,7 +185,7 @@ def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, set
 
     from .generator import BundleGenerator
 
-    out = check_video_path(check_output_path(out))
+    out = check_video_path(check_output_path(out, overwrite=overwrite))
     seed_list = parse_waypoints(seeds)
     if seconds is not None:
         if not seconds > 0:
