@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gen.runtime.bundle import GoldenCase, GoldenSpec, Preprocessing, StyleGANMeta, Tolerance
+from gen.runtime.bundle import GoldenCase, GoldenSpec, PictureCase, Preprocessing, StyleGANMeta, Tolerance
+from gen.runtime.images import nchw_to_images
 from gen.runtime.latents import DEFAULT_PSI, seeds_to_z
 from gen.train.sample import load_generator
 from gen.train.stylegan import Generator, truncate
@@ -57,7 +58,7 @@ def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = Tr
 
     def fill(folder: Path) -> dict:
         reports.update(export_graphs(G, folder, simplify))
-        cases = golden_cases(G, folder, psi)
+        cases, pictures = golden_cases(G, folder, psi)
         cfg = G.cfg
         noise_inputs = [f"noise_{i}" for i in range(len(G.synthesis.layers))]
         return dict(
@@ -67,7 +68,7 @@ def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = Tr
             stylegan=StyleGANMeta(variant=cfg.variant, resolution=cfg.resolution, z_dim=cfg.z_dim, w_dim=cfg.w_dim,
                                   num_ws=G.num_ws, w_avg=G.mapping.w_avg.tolist(), default_psi=psi,
                                   noise_inputs=noise_inputs),
-            golden=GoldenSpec(cases=cases, tolerances=TOLERANCES),
+            golden=GoldenSpec(cases=cases, pictures=pictures, tolerances=TOLERANCES),
         )
 
     return write_bundle(out, fill, overwrite=overwrite), reports
@@ -89,10 +90,12 @@ def export_graphs(G: Generator, folder: Path, simplify: bool) -> dict:
 
 
 @torch.no_grad()
-def golden_cases(G: Generator, folder: Path, psi: float) -> list[GoldenCase]:
-    """Reference inputs/outputs: seeds at batch 1 and a batch of 4; psi 1 and `psi`; const and random noise."""
+def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCase], list[PictureCase]]:
+    """Reference inputs/outputs: seeds at batch 1 and a batch of 4; psi 1 and `psi`; const and random noise.
+    And the pictures of those seeds at `psi` (the bundle's default) with const noise, for the runtime to redraw."""
     arrays: dict[str, np.ndarray] = {}
     cases: list[GoldenCase] = []
+    pictures: list[PictureCase] = []
     shapes = G.synthesis.noise_shapes()
     rng = np.random.RandomState(1234)
     groups = [[s] for s in GOLDEN_SEEDS] + [GOLDEN_BATCH_SEEDS]
@@ -120,5 +123,9 @@ def golden_cases(G: Generator, folder: Path, psi: float) -> list[GoldenCase]:
             arrays[f"{key}/img"] = img.numpy()
             cases.append(GoldenCase(graph="synthesis", inputs={k: f"{key}/{k}" for k in feeds},
                                     outputs={"img": f"{key}/img"}, note=f"seeds {seeds}, psi {p}, noise {mode}"))
+            if mode == "const":  # the reference's own [-1, 1] range, whatever the manifest says
+                arrays[f"pictures/{gi}"] = nchw_to_images(img.numpy())
+                pictures.append(PictureCase(seeds=seeds, ws=f"{key}/ws", image=f"pictures/{gi}",
+                                            note=f"seeds {seeds}, psi {p}"))
     save_golden(folder, arrays)
-    return cases
+    return cases, pictures

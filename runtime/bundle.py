@@ -2,7 +2,7 @@
 
 A bundle is a folder::
 
-    manifest.json        this schema (pydantic models below), format "gen-bundle", version 1
+    manifest.json        this schema (pydantic models below), format "gen-bundle", version 2
     *.onnx               the graphs named in manifest.graphs
     golden.npz           inputs and PyTorch reference outputs, for `gen verify` (never pickled)
     *.engine             TensorRT engines, when exported with --target trt (listed in ``engines``)
@@ -33,10 +33,17 @@ manifest.json fields:
   Graphs: ``features`` (image -> chosen layers) and ``dream_grad`` (image [1, 3, height, width] ->
   grad of the same shape and the scalar objective).
 - ``golden``: the npz file, ``cases`` (graph, inputs and expected outputs by npz key, a note; every
-  graph has at least one) and ``tolerances`` per graph (``max_abs``, ``rel_l2`` and/or ``psnr_db``: PSNR
-  in dB over the reference's own value range). ``<graph>_fp16`` names the tolerance for any FP16
-  computation of ``<graph>``: the optional ``synthesis_fp16`` graph (FP16 weights and arithmetic, FP32
-  inputs and outputs, checked on the ``synthesis`` cases) and FP16 TensorRT engines of ``synthesis``.
+  graph has at least one), ``pictures`` (stylegan bundles, at least one: seeds, and the npz keys of
+  PyTorch's truncated styles at the default psi and its uint8 pictures with constant noise; `gen verify`
+  draws the same seeds through the runtime's own path, so that ``w_avg``, ``default_psi`` and
+  ``value_range`` are checked with the graphs) and ``tolerances`` per graph (``max_abs``, ``rel_l2``
+  and/or ``psnr_db``: PSNR in dB over the reference's own value range). ``<graph>_fp16`` names the
+  tolerance for any FP16 computation of ``<graph>``: the optional ``synthesis_fp16`` graph (FP16 weights
+  and arithmetic, FP32 inputs and outputs, checked on the ``synthesis`` cases) and FP16 TensorRT engines
+  of ``synthesis``.
+  A dream bundle's golden images are [0, 1] RGB pictures and its gradients are with respect to them:
+  `gen verify` maps them through ``preprocessing`` exactly as `gen dream` does, so that those numbers
+  are checked too. (Format 2 added ``pictures`` and this reading; format 1 bundles are re-exported.)
 - ``engines`` (optional): TensorRT engines, one record each: the graph it was built from and that
   graph's sha256, file, GPU name, compute capability ("8.7"), TensorRT version, precision, the
   optimisation profile per dynamic input (min/opt/max shapes), and whether it was built
@@ -86,7 +93,7 @@ from .errors import GenError
 from .latents import DEFAULT_PSI
 
 FORMAT = "gen-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: golden.pictures, and dream golden data read through preprocessing
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
 
@@ -153,6 +160,13 @@ class Preprocessing(Strict):
         if not self.value_range[0] < self.value_range[1]:
             raise ValueError(f"value_range {list(self.value_range)} must run from low to high")
         return self
+
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, offset), each [1, 3, 1, 1] float32: graph value = scale * x + offset for x in [0, 1] RGB."""
+        lo, hi = self.value_range
+        mean = np.asarray(self.mean if self.mean is not None else [0.0] * 3, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std if self.std is not None else [1.0] * 3, np.float32).reshape(1, 3, 1, 1)
+        return (hi - lo) / std, (lo - mean) / std
 
 
 class StyleGANMeta(Strict):
@@ -240,9 +254,20 @@ class GoldenCase(Strict):
     note: str = ""
 
 
+class PictureCase(Strict):
+    """Seeds drawn end to end by the runtime (seed -> z -> mapping -> truncation by w_avg and default_psi ->
+    synthesis with constant noise -> value_range -> uint8), against PyTorch's styles and pictures."""
+
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(min_length=1, max_length=64)
+    ws: str  # npz key: PyTorch's styles at the default psi, float32 [N, num_ws, w_dim]
+    image: str  # npz key: PyTorch's pictures, uint8 [N, resolution, resolution, 3]
+    note: str = ""
+
+
 class GoldenSpec(Strict):
     file: str = GOLDEN
     cases: list[GoldenCase] = Field(min_length=1)
+    pictures: list[PictureCase] = Field(default_factory=list, max_length=64)  # stylegan bundles: at least one
     tolerances: dict[str, Tolerance]
 
 
@@ -303,6 +328,10 @@ class Manifest(Strict):
                 raise ValueError(f"engine '{e.file}' names graph '{e.graph}' or a file that the bundle does not have")
         if self.golden.file not in self.files:
             raise ValueError(f"golden file '{self.golden.file}' is not listed in files")
+        if self.kind == "stylegan" and not self.golden.pictures:
+            raise ValueError("golden.pictures is empty: w_avg, default_psi and value_range would go unverified")
+        if self.kind != "stylegan" and self.golden.pictures:
+            raise ValueError(f"golden.pictures is for stylegan bundles, not {self.kind}")
         lo, hi = self.preprocessing.value_range
         for name, tol in self.golden.tolerances.items():
             if tol.max_abs is not None and tol.max_abs > MAX_ABS_OF_RANGE * (hi - lo):

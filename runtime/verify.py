@@ -1,4 +1,9 @@
-"""`gen verify`: run a bundle's golden inputs through an engine and compare with the PyTorch outputs."""
+"""`gen verify`: run a bundle's golden inputs through an engine and compare with the PyTorch outputs.
+
+Each graph on its golden cases, and then what the manifest adds on the way to a picture: a stylegan
+bundle's seeds drawn by the runtime itself (w_avg, default psi, value range), a dream bundle's images
+mapped through its preprocessing as `gen dream` maps them.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, TensorSpec, Tolerance, clip
+from .bundle import Bundle, BundleError, PictureCase, TensorSpec, Tolerance, clip
 from .engines import Runner, open_runner
+from .latents import seeds_to_z
+from .stylegan.generator import BundleGenerator
 
 # The FP16 bound when a bundle states none: PSNR 50 dB is an RMS error of 0.3% of the value range, under
 # one 8-bit level; FP16 synthesis measures ~80 dB on onnxruntime (export/fp16.py), a wrong op < 30 dB.
 FP16_PSNR_DB = 50.0
+# Pictures drawn by the runtime against PyTorch's, in 8-bit levels. FP32 engines differ from PyTorch by ~1e-5 of
+# the value range: one level where a value sits at a rounding tie. A wrong w_avg, psi or value range moves whole
+# pictures; PSNR 50 dB over 255 is an RMS error of 0.8 levels, 40 dB (FP16) 2.5 levels.
+PICTURE_MAX_LEVELS = 2.0
+PICTURE_PSNR_DB = 50.0
+PICTURE_FP16_PSNR_DB = 40.0
+# The styles of those pictures, whatever the manifest's mapping tolerance: FP32 engines agree with PyTorch to ~1e-7,
+# while a default psi or w_avg off by 1e-3 moves them by about as much.
+STYLES_REL_L2 = 1e-4
 
 
 @dataclass
@@ -87,12 +103,18 @@ def golden_array(bundle: Bundle, golden: dict[str, np.ndarray], key: str, spec: 
 
 
 def verify(bundle: Bundle, engine: str = "auto") -> list[Check]:
-    """Each golden case through `engine`, one Check per expected output; the runners are closed after."""
+    """Each golden case through `engine`, one Check per expected output, then the pictures; the runners are
+    closed after."""
     m = bundle.manifest
     golden = bundle.golden()
     checks = []
     with ExitStack() as runners_open:
         runners: dict[str, Runner] = {}
+        gen = None
+        if m.kind == "stylegan":  # its mapping and synthesis runners serve the graph cases too
+            gen = runners_open.enter_context(BundleGenerator(bundle, engine))
+            runners |= {"mapping": gen.mapping, "synthesis": gen.synthesis}
+        scale, offset = m.preprocessing.affine()
         for case in m.golden.cases:
             if case.graph not in runners:
                 runners[case.graph] = runners_open.enter_context(open_runner(bundle, case.graph, engine))
@@ -101,10 +123,50 @@ def verify(bundle: Bundle, engine: str = "auto") -> list[Check]:
             ins, outs_spec = {t.name: t for t in spec.inputs}, {t.name: t for t in spec.outputs}
             feeds = {name: golden_array(bundle, golden, key, ins[name]) for name, key in case.inputs.items()}
             wants = {name: golden_array(bundle, golden, key, outs_spec[name]) for name, key in case.outputs.items()}
+            if m.kind == "dream":  # golden images are [0, 1] pictures; the graph sees them preprocessed
+                feeds["image"] = feeds["image"] * scale + offset
             outs = runner.run(feeds)
+            if m.kind == "dream" and "grad" in outs:  # the gradient with respect to the picture (chain rule)
+                outs["grad"] = outs["grad"] * scale
             tol = tolerance_for(bundle, case.graph, runner.precision)
             for name, want in wants.items():
                 max_abs, rel = errors(outs[name], want)
                 checks.append(Check(case.graph, name, case.note, runner.name, max_abs, rel, tol.max_abs, tol.rel_l2,
                                     psnr(outs[name], want), tol.psnr_db))
+        for picture in m.golden.pictures:
+            checks += picture_checks(bundle, golden, gen, picture)
     return checks
+
+
+def picture_checks(bundle: Bundle, golden: dict[str, np.ndarray], gen: BundleGenerator,
+                   case: PictureCase) -> list[Check]:
+    """Seeds drawn as `gen sample` draws them (default psi, constant noise): their styles against PyTorch's
+    (mapping's tolerance) and their pictures against PyTorch's, in 8-bit levels."""
+    meta, n = gen.meta, len(case.seeds)
+    r = meta.resolution
+    want_ws = _golden_exact(bundle, golden, case.ws, np.float32, (n, meta.num_ws, meta.w_dim))
+    want_img = _golden_exact(bundle, golden, case.image, np.uint8, (n, r, r, 3))
+    ws = gen.styles(seeds_to_z(case.seeds, meta.z_dim), gen.psi(None))
+    img = gen.pictures(ws, "const")
+    note = case.note or f"seeds {case.seeds}"
+    tol = tolerance_for(bundle, "mapping", gen.mapping.precision)
+    if gen.mapping.precision != "fp16":
+        tol = Tolerance(rel_l2=min(tol.rel_l2 or STYLES_REL_L2, STYLES_REL_L2))
+    max_abs, rel = errors(ws, want_ws)
+    checks = [Check("pictures", "ws", note, gen.mapping.name, max_abs, rel, tol.max_abs, tol.rel_l2,
+                    psnr(ws, want_ws), tol.psnr_db)]
+    fp16 = gen.synthesis.precision == "fp16"
+    max_abs, rel = errors(img, want_img)
+    checks.append(Check("pictures", "image", note, gen.engine, max_abs, rel, None if fp16 else PICTURE_MAX_LEVELS,
+                        None, psnr(img, want_img, 255.0), PICTURE_FP16_PSNR_DB if fp16 else PICTURE_PSNR_DB))
+    return checks
+
+
+def _golden_exact(bundle: Bundle, golden: dict[str, np.ndarray], key: str, dtype, shape: tuple) -> np.ndarray:
+    if key not in golden:
+        raise BundleError(f"{bundle.path}: golden data lacks '{clip(key, 80)}'; re-export the bundle")
+    a = golden[key]
+    if a.dtype != np.dtype(dtype) or a.shape != shape:
+        raise BundleError(f"{bundle.path}: golden array '{clip(key, 80)}' is {clip(a.dtype, 40)} {list(a.shape)}, "
+                          f"not {np.dtype(dtype)} {list(shape)}; re-export the bundle")
+    return a

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
+from gen.runtime.bundle import FORMAT_VERSION
 from gen.train.config import ModelConfig, TrainConfig
 
 if TYPE_CHECKING:
@@ -134,3 +135,63 @@ def gen_without_torch(*args: str, timeout: float = 120, **kw) -> subprocess.Comp
     """Run `gen ARGS` as a runtime-only install would (TORCH_BLOCKED); text output captured."""
     return subprocess.run([sys.executable, "-c", TORCH_BLOCKED, *args], capture_output=True, text=True,
                           timeout=timeout, **kw)
+
+
+def tiny_dream_bundle(folder: Path, bad: str | None = None, objective_shape: list | None = None,
+                      mean: list | None = None, std: list | None = None) -> Path:
+    """A dream bundle of a few ONNX ops on the graph's input v: objective = mean(v^2), grad = 2 v (not its true
+    gradient: a stand-in the runtime cannot tell apart), features = relu(v). Its golden data is what the runtime
+    must compute for a [0, 1] picture x, v = x mapped by the preprocessing (`mean`/`std`). `bad` makes the graph
+    return a grad of another shape ("grad") or a non-scalar objective ("objective") while declaring the right ones."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from gen.runtime.bundle import MANIFEST, Preprocessing, sha256_file
+
+    folder.mkdir(parents=True)
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"])
+    ints = lambda name, v: helper.make_tensor(name, TensorProto.INT64, [len(v)], v)  # noqa: E731
+    nodes = [helper.make_node("Add", ["image", "image"], ["grad2"]),
+             helper.make_node("Mul", ["image", "image"], ["sq"]),
+             helper.make_node("Slice", ["grad2", "zero", "one", "two"], ["grad"]) if bad == "grad"
+             else helper.make_node("Identity", ["grad2"], ["grad"]),
+             helper.make_node("ReduceMean", ["sq", "hw"], ["objective"], keepdims=1) if bad == "objective"
+             else helper.make_node("ReduceMean", ["sq"], ["objective"], keepdims=0)]
+    inits = [ints("zero", [0]), ints("one", [1]), ints("two", [2]), ints("hw", [2, 3])]
+    like = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, "height", "width"])  # noqa: E731
+    graphs = {"dream_grad": helper.make_graph(nodes, "dream_grad", [image], [
+                  like("grad"), helper.make_tensor_value_info("objective", TensorProto.FLOAT, [])], initializer=inits),
+              "features": helper.make_graph([helper.make_node("Relu", ["image"], ["feat"])], "features", [image],
+                                            [like("feat")])}
+    for name, g in graphs.items():
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+        model.ir_version = 9
+        onnx.save(model, folder / f"{name}.onnx")
+    preprocessing = {"value_range": [0.0, 1.0]} | ({"mean": mean, "std": std} if mean is not None else {})
+    scale, offset = Preprocessing(**preprocessing).affine()
+    x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
+    v = x * scale + offset
+    np.savez(folder / "golden.npz", image=x, grad=2 * v * scale, objective=np.float32(np.mean(v * v)),
+             feat=np.maximum(v, 0))
+    spec = {"name": "image", "dtype": "float32", "shape": [1, 3, "height", "width"]}
+    out = lambda name, shape: {"name": name, "dtype": "float32", "shape": shape}  # noqa: E731
+    manifest = {
+        "format": "gen-bundle", "format_version": FORMAT_VERSION, "gen_version": "test",
+        "created": "2026-12-01T00:00:00+00:00", "license": "test", "kind": "dream",
+        "files": {f.name: {"sha256": sha256_file(f), "size": f.stat().st_size} for f in sorted(folder.iterdir())},
+        "graphs": {"dream_grad": {"file": "dream_grad.onnx", "opset": 18, "inputs": [spec], "outputs": [
+            out("grad", [1, 3, "height", "width"]), out("objective", objective_shape or [])]},
+            "features": {"file": "features.onnx", "opset": 18, "inputs": [spec],
+                         "outputs": [out("feat", [1, 3, "height", "width"])]}},
+        "preprocessing": preprocessing,
+        "dream": {"backbone": "tiny", "layers": {"feat": 1.0}, "classes": 10, "min_size": 8,
+                  "objective": {"type": "layers", "terms": ["feat"], "value": "mean(image^2)"}},
+        "golden": {"cases": [{"graph": "dream_grad", "inputs": {"image": "image"},
+                              "outputs": {"grad": "grad", "objective": "objective"}, "note": "random"},
+                             {"graph": "features", "inputs": {"image": "image"}, "outputs": {"feat": "feat"}}],
+                   "tolerances": {"dream_grad": {"rel_l2": 1e-5}, "features": {"rel_l2": 1e-5}}},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return folder

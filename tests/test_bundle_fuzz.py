@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHIPPED
+from conftest import SHIPPED, tiny_dream_bundle
 from gen.runtime.bundle import MAX_PROBLEMS, load_bundle, sha256_file
 from gen.runtime.dream.engine import bundle_engine
 from gen.runtime.errors import GenError
@@ -33,7 +33,7 @@ def _rehash(folder: Path, manifest: dict) -> dict:
 
 
 def small_stylegan(folder: Path) -> Path:
-    """The shipped emoji bundle cut to what runs fast: no FP16 graph, one golden case per graph."""
+    """The shipped emoji bundle cut to what runs fast: no FP16 graph, one golden case per graph, one picture."""
     src = SHIPPED / "emoji"
     m = json.loads((src / MANIFEST).read_text())
     folder.mkdir()
@@ -41,58 +41,24 @@ def small_stylegan(folder: Path) -> Path:
         shutil.copy2(src / name, folder / name)
     del m["graphs"]["synthesis_fp16"], m["golden"]["tolerances"]["synthesis_fp16"]
     cases = [next(c for c in m["golden"]["cases"] if c["graph"] == g) for g in ("mapping", "synthesis")]
-    m["golden"]["cases"] = cases
+    m["golden"]["cases"], m["golden"]["pictures"] = cases, m["golden"]["pictures"][:1]
+    keys = {k for c in cases for k in [*c["inputs"].values(), *c["outputs"].values()]}
+    keys |= {m["golden"]["pictures"][0][k] for k in ("ws", "image")}
     with np.load(src / "golden.npz") as z:
-        np.savez(folder / "golden.npz", **{k: z[k] for c in cases for k in [*c["inputs"].values(),
-                                                                               *c["outputs"].values()]})
+        np.savez(folder / "golden.npz", **{k: z[k] for k in keys})
     (folder / MANIFEST).write_text(json.dumps(_rehash(folder, m)))
     load_bundle(folder)
     return folder
 
 
-def tiny_dream(folder: Path) -> Path:
-    """A dream bundle of a few ONNX ops (objective mean(image^2), grad 2 image, features relu(image))."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    folder.mkdir()
-    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"])
-    like = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, "height", "width"])  # noqa: E731
-    graphs = {
-        "dream_grad": helper.make_graph(
-            [helper.make_node("Add", ["image", "image"], ["grad"]), helper.make_node("Mul", ["image", "image"], ["sq"]),
-             helper.make_node("ReduceMean", ["sq"], ["objective"], keepdims=0)], "dream_grad", [image],
-            [like("grad"), helper.make_tensor_value_info("objective", TensorProto.FLOAT, [])]),
-        "features": helper.make_graph([helper.make_node("Relu", ["image"], ["feat"])], "features", [image],
-                                      [like("feat")])}
-    for name, g in graphs.items():
-        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-        model.ir_version = 9
-        onnx.save(model, folder / f"{name}.onnx")
-    x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
-    np.savez(folder / "golden.npz", image=x, grad=2 * x, objective=np.float32(np.mean(x * x)), feat=x)
-    spec = lambda name: {"name": name, "dtype": "float32", "shape": [1, 3, "height", "width"]}  # noqa: E731
-    m = {"format": "gen-bundle", "format_version": 1, "gen_version": "test", "created": "2026-12-01T00:00:00+00:00",
-         "license": "test", "kind": "dream",
-         "graphs": {"dream_grad": {"file": "dream_grad.onnx", "opset": 18, "inputs": [spec("image")], "outputs": [
-             spec("grad"), {"name": "objective", "dtype": "float32", "shape": []}]},
-             "features": {"file": "features.onnx", "opset": 18, "inputs": [spec("image")], "outputs": [spec("feat")]}},
-         "preprocessing": {"value_range": [0.0, 1.0], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-         "dream": {"backbone": "tiny", "layers": {"feat": 1.0}, "classes": 10, "min_size": 8,
-                   "objective": {"type": "layers", "terms": ["feat"], "value": "mean(image^2)"}},
-         "golden": {"cases": [{"graph": "dream_grad", "inputs": {"image": "image"},
-                               "outputs": {"grad": "grad", "objective": "objective"}, "note": "random"},
-                              {"graph": "features", "inputs": {"image": "image"}, "outputs": {"feat": "feat"}}],
-                    "tolerances": {"dream_grad": {"rel_l2": 1e-5}, "features": {"rel_l2": 1e-5, "max_abs": 1e-5}}}}
-    (folder / MANIFEST).write_text(json.dumps(_rehash(folder, m)))
-    load_bundle(folder)
-    return folder
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # not the identity
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("fuzz")
-    return {"stylegan": small_stylegan(base / "stylegan"), "dream": tiny_dream(base / "dream")}
+    return {"stylegan": small_stylegan(base / "stylegan"),
+            "dream": tiny_dream_bundle(base / "dream", mean=IMAGENET_MEAN, std=IMAGENET_STD)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHIPPED, gen_without_torch
+from conftest import SHIPPED, gen_without_torch, tiny_dream_bundle
 from gen.runtime.bundle import FORMAT_VERSION, MAX_MANIFEST_BYTES, BundleError, is_bundle, load_bundle, sha256_file
 from gen.runtime.stylegan.generator import BundleGenerator
 from gen.runtime.verify import verify
@@ -456,58 +456,6 @@ def test_a_stylegan_bundle_needs_noise_inputs(tmp_path):
         info_report(folder)
 
 
-def tiny_dream_bundle(folder: Path, bad: str | None = None, objective_shape: list | None = None) -> Path:
-    """A dream bundle of a few ONNX ops: objective = mean(image^2), grad = 2 image (not its true gradient: a
-    stand-in the runtime cannot tell apart), features = relu(image). `bad` makes the graph itself return a grad
-    of another shape ("grad") or a non-scalar objective ("objective") while declaring the right ones."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from gen.runtime.bundle import sha256_file as sha
-
-    folder.mkdir(parents=True)
-    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"])
-    ints = lambda name, v: helper.make_tensor(name, TensorProto.INT64, [len(v)], v)  # noqa: E731
-    nodes = [helper.make_node("Add", ["image", "image"], ["grad2"]),
-             helper.make_node("Mul", ["image", "image"], ["sq"]),
-             helper.make_node("Slice", ["grad2", "zero", "one", "two"], ["grad"]) if bad == "grad"
-             else helper.make_node("Identity", ["grad2"], ["grad"]),
-             helper.make_node("ReduceMean", ["sq", "hw"], ["objective"], keepdims=1) if bad == "objective"
-             else helper.make_node("ReduceMean", ["sq"], ["objective"], keepdims=0)]
-    inits = [ints("zero", [0]), ints("one", [1]), ints("two", [2]), ints("hw", [2, 3])]
-    outs = [helper.make_tensor_value_info("grad", TensorProto.FLOAT, [1, 3, "height", "width"]),
-            helper.make_tensor_value_info("objective", TensorProto.FLOAT, [])]
-    graphs = {"dream_grad": helper.make_graph(nodes, "dream_grad", [image], outs, initializer=inits),
-              "features": helper.make_graph([helper.make_node("Relu", ["image"], ["feat"])], "features", [image], [
-                  helper.make_tensor_value_info("feat", TensorProto.FLOAT, [1, 3, "height", "width"])])}
-    for name, g in graphs.items():
-        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-        model.ir_version = 9
-        onnx.save(model, folder / f"{name}.onnx")
-    x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
-    np.savez(folder / "golden.npz", image=x, grad=2 * x, objective=np.float32(np.mean(x * x)), feat=x)
-    spec = {"name": "image", "dtype": "float32", "shape": [1, 3, "height", "width"]}
-    out = lambda name, shape: {"name": name, "dtype": "float32", "shape": shape}  # noqa: E731
-    manifest = {
-        "format": "gen-bundle", "format_version": 1, "gen_version": "test", "created": "2026-12-01T00:00:00+00:00",
-        "license": "test", "kind": "dream",
-        "files": {f.name: {"sha256": sha(f), "size": f.stat().st_size} for f in sorted(folder.iterdir())},
-        "graphs": {"dream_grad": {"file": "dream_grad.onnx", "opset": 18, "inputs": [spec], "outputs": [
-            out("grad", [1, 3, "height", "width"]), out("objective", objective_shape or [])]},
-            "features": {"file": "features.onnx", "opset": 18, "inputs": [spec],
-                         "outputs": [out("feat", [1, 3, "height", "width"])]}},
-        "preprocessing": {"value_range": [0.0, 1.0]},
-        "dream": {"backbone": "tiny", "layers": {"feat": 1.0}, "objective": {"type": "layers", "terms": ["feat"]},
-                  "min_size": 8},
-        "golden": {"cases": [{"graph": "dream_grad", "inputs": {"image": "image"},
-                              "outputs": {"grad": "grad", "objective": "objective"}},
-                             {"graph": "features", "inputs": {"image": "image"}, "outputs": {"feat": "feat"}}],
-                   "tolerances": {"dream_grad": {"rel_l2": 1e-5}, "features": {"rel_l2": 1e-5}}},
-    }
-    write_manifest(folder, manifest)
-    return folder
-
-
 def test_tiny_dream_bundle_dreams_and_verifies(tmp_path):
     from gen.runtime.dream.engine import bundle_engine
 
@@ -624,3 +572,63 @@ def test_shipped_bundles_meet_the_bounds(path):
     from gen.runtime.report import info_report
 
     assert info_report(path)
+
+
+def shift_w_avg(m: dict) -> None:
+    m["stylegan"]["w_avg"] = [v + 0.05 for v in m["stylegan"]["w_avg"]]
+
+
+@pytest.mark.parametrize("change,failing", [
+    (lambda m: m["stylegan"].__setitem__("default_psi", 0.701), {"ws"}),
+    (lambda m: m["stylegan"].__setitem__("default_psi", 1.0), {"ws", "image"}),
+    (shift_w_avg, {"ws"}),
+    (lambda m: m["preprocessing"].__setitem__("value_range", [-1.0, 1.1]), {"image"}),
+    (lambda m: m["preprocessing"].__setitem__("value_range", [-0.9, 1.0]), {"image"}),
+])
+def test_verify_covers_what_the_manifest_feeds_into_the_pictures(tmp_path, change, failing):
+    """Item 8: a changed w_avg, psi or value range changed every picture while verify said all within tolerance.
+    The graphs' own cases still pass: only the redrawn seeds can tell."""
+    checks = verify(load_bundle(edited(EMOJI, tmp_path / "b", change)), "cpu")
+    failed = {c.output for c in checks if not c.ok}
+    assert failing <= failed and {c.graph for c in checks if not c.ok} == {"pictures"}, failed
+
+
+def test_the_shipped_pictures_are_redrawn_and_pass():
+    checks = [c for c in verify(load_bundle(EMOJI), "cpu") if c.graph == "pictures"]
+    assert {c.output for c in checks} == {"ws", "image"} and all(c.ok for c in checks)
+    assert max(c.max_abs for c in checks if c.output == "image") <= 1  # levels: only rounding ties differ
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda m: m["golden"].__setitem__("pictures", []), "golden.pictures is empty"),
+    (lambda m: m["golden"].pop("pictures") and None, "golden.pictures is empty"),
+    (lambda m: m["golden"]["pictures"][0].__setitem__("seeds", [2**32]), "golden.pictures.0.seeds.0"),
+    (lambda m: m["golden"]["pictures"][0].__setitem__("image", "synthesis/0/const/img"),
+     "golden array 'synthesis/0/const/img' is float32 [1, 3, 32, 32], not uint8 [1, 32, 32, 3]"),
+    (lambda m: m["golden"]["pictures"][0].__setitem__("seeds", [0, 1]),
+     "is float32 [1, 8, 64], not float32 [2, 8, 64]"),
+])
+def test_a_manifest_cannot_drop_or_bend_the_picture_check(tmp_path, change, words):
+    folder = edited(EMOJI, tmp_path / "b", change)
+    with pytest.raises(BundleError, match=re.escape(words)):
+        verify(load_bundle(folder), "cpu")
+
+
+def test_the_picture_check_is_one_line_from_the_cli(tmp_path):
+    folder = edited(EMOJI, tmp_path / "b", lambda m: m["stylegan"].__setitem__("default_psi", 0.5))
+    p = gen_without_torch("verify", str(folder))
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "outside tolerance" in p.stdout, p.stdout[-3000:]
+
+
+@pytest.mark.parametrize("key,value", [("mean", [0.4, 0.456, 0.406]), ("std", [0.229, 0.224, 0.3]),
+                                       ("value_range", [0.0, 255.0])])
+def test_verify_maps_dream_golden_images_through_the_preprocessing(tmp_path, key, value):
+    """Item 8: dream golden images are pictures; verify feeds them to the graphs as `gen dream` does, so a changed
+    mean, std or value range (every dream changes) fails where it used to pass."""
+    folder = tiny_dream_bundle(tmp_path / "d", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    assert all(c.ok for c in verify(load_bundle(folder), "cpu"))
+    m = json.loads((folder / "manifest.json").read_text())
+    m["preprocessing"][key] = value
+    write_manifest(folder, m)
+    failed = {(c.graph, c.output) for c in verify(load_bundle(folder), "cpu") if not c.ok}
+    assert failed == {("dream_grad", "grad"), ("dream_grad", "objective"), ("features", "feat")}

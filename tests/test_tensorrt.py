@@ -47,7 +47,7 @@ def record(graph="synthesis", cc="8.7", trt="10.3.0", precision="fp16", gpu="Ori
 
 # A manifest as `gen export --target trt` wrote it on a Jetson AGX Orin (JetPack 6) and an H100 desktop.
 RECORDED = {
-    "format": "gen-bundle", "format_version": 1, "gen_version": "0.1.0", "created": "2026-11-20T10:00:00+00:00",
+    "format": "gen-bundle", "format_version": 2, "gen_version": "0.1.0", "created": "2026-11-20T10:00:00+00:00",
     "license": "test", "kind": "stylegan",
     "files": {f: {"sha256": SHA_A, "size": 1} for f in [
         "mapping.onnx", "synthesis.onnx", "golden.npz", "synthesis.sm87.trt10.3.0.fp16.engine",
@@ -66,6 +66,7 @@ RECORDED = {
                  "w_avg": [0.0] * 32, "noise_inputs": ["noise_0"]},
     "golden": {"cases": [{"graph": "synthesis", "inputs": {"ws": "a", "const_noise": "c", "noise_0": "d"},
                           "outputs": {"img": "b"}}],
+               "pictures": [{"seeds": [0], "ws": "a", "image": "e"}],
                "tolerances": {"synthesis": {"max_abs": 1e-4}, "synthesis_fp16": {"psnr_db": 45.0}}},
     "engines": [record(), record("mapping", precision="fp32"),
                 record(cc="9.0", trt="10.8.0", gpu=H100.gpu_name),

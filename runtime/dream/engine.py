@@ -20,15 +20,6 @@ from .loop import DreamEngine, GradientFn
 GRAPH = "dream_grad"
 
 
-def _affine(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, offset) per channel, so that graph value = scale * x + offset for x in [0, 1]."""
-    p = bundle.manifest.preprocessing
-    lo, hi = p.value_range
-    mean = np.asarray(p.mean if p.mean is not None else [0.0] * 3, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(p.std if p.std is not None else [1.0] * 3, np.float32).reshape(1, 3, 1, 1)
-    return (hi - lo) / std, (lo - mean) / std
-
-
 def bundle_gradient(bundle: Bundle, engine: str = "auto") -> tuple[GradientFn, Runner]:
     """The gradient function of a dream bundle on an engine, and the runner it calls (close it when done)."""
     if bundle.manifest.kind != "dream":
@@ -40,7 +31,7 @@ def bundle_gradient(bundle: Bundle, engine: str = "auto") -> tuple[GradientFn, R
     except BaseException:
         runner.close()
         raise
-    scale, offset = _affine(bundle)
+    scale, offset = bundle.manifest.preprocessing.affine()
 
     def gradient(image: np.ndarray) -> tuple[np.ndarray, float]:
         x = np.asarray(image, np.float32)

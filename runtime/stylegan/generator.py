@@ -26,6 +26,7 @@ class BundleGenerator:
             self.mapping.close()
             raise
         self.w_avg = np.asarray(self.meta.w_avg, dtype=np.float32)
+        self.value_range = bundle.manifest.preprocessing.value_range  # of img: [-1, 1] for our exports
         shapes = {t.name: t.shape for t in bundle.manifest.graphs["synthesis"].inputs}
         self.noise_shapes = [tuple(shapes[name][1:]) for name in self.meta.noise_inputs]
 
@@ -76,6 +77,11 @@ class BundleGenerator:
                               f"[{n}, 3, {r}, {r}]; re-export the bundle")
         return img
 
+    def pictures(self, ws: np.ndarray, noise_mode: str = "const", noises: Sequence[np.ndarray] | None = None
+                 ) -> np.ndarray:
+        """ws -> uint8 pictures [N, R, R, 3], the synthesis's value range mapped to 0..255."""
+        return nchw_to_images(self.synthesize(ws, noise_mode, noises=noises), *self.value_range)
+
     def images(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const",
                batch: int = 8) -> np.ndarray:
         """Seeds -> uint8 pictures [N, R, R, 3]; the same seed gives the PyTorch sampler's picture."""
@@ -84,7 +90,7 @@ class BundleGenerator:
             chunk = list(seeds[i : i + batch])
             ws = self.styles(seeds_to_z(chunk, self.meta.z_dim), psi, cutoff)
             noises = seed_noise(chunk, self.meta.z_dim, self.noise_shapes) if noise_mode == "random" else None
-            out.append(nchw_to_images(self.synthesize(ws, noise_mode, noises=noises)))
+            out.append(self.pictures(ws, noise_mode, noises))
         return np.concatenate(out)
 
 

@@ -55,14 +55,12 @@ def mix_styles(row_ws: np.ndarray, col_ws: np.ndarray, layers: range) -> np.ndar
 def mix_grid(gen, rows: Sequence[int], cols: Sequence[int], layers: range, psi: float | None = None,
              noise_mode: str = "const", batch: int = 8) -> np.ndarray:
     """The grid's pictures, uint8 [R + 1, C + 1, H, W, 3]; the top-left corner is white."""
-    from gen.runtime.images import nchw_to_images
-
     psi = gen.psi(psi)
     row_ws = gen.styles(seeds_to_z(rows, gen.meta.z_dim), psi)
     col_ws = gen.styles(seeds_to_z(cols, gen.meta.z_dim), psi)
     mixed = mix_styles(row_ws, col_ws, layers).reshape(-1, *row_ws.shape[1:])
     ws = np.concatenate([col_ws, row_ws, mixed])
-    pics = np.concatenate([nchw_to_images(gen.synthesize(ws[i : i + batch], noise_mode))
+    pics = np.concatenate([gen.pictures(ws[i : i + batch], noise_mode)
                            for i in range(0, len(ws), batch)])
     n_r, n_c = len(rows), len(cols)
     grid = np.full((n_r + 1, n_c + 1, *pics.shape[1:]), 255, np.uint8)

@@ -167,11 +167,9 @@ def parse_waypoints(text: str) -> list[int | np.ndarray]:
 
 def path_images(gen, keys: np.ndarray, times: np.ndarray, settings: WalkSettings) -> np.ndarray:
     """uint8 frames [N, H, W, 3] at loop `times` along `keys`, in one batch (gen walk and gen kiosk share it)."""
-    from gen.runtime.images import nchw_to_images
-
     latents = path_at(keys, times, settings.space, settings.ease)
     ws = gen.styles(latents, gen.psi(settings.psi), settings.cutoff) if settings.space == "z" else latents
-    return upscale(nchw_to_images(gen.synthesize(ws, settings.noise_mode)), settings.size)
+    return upscale(gen.pictures(ws, settings.noise_mode), settings.size)
 
 
 def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, settings: WalkSettings,
