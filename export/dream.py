@@ -37,7 +37,7 @@ from gen.train.dream_torch import (
 )
 
 from .golden import save_golden
-from .onnx_graph import GraphReport, export_graph, graph_spec
+from .onnx_graph import GraphReport, export_graph, graph_spec, save_graph
 from .writer import write_bundle
 
 aten = torch.ops.aten
@@ -133,7 +133,7 @@ def _name_feature_sizes(path: Path) -> None:
         for dim, axis in zip(dims[2:], ("height", "width")):
             if dim.dim_param:
                 dim.dim_param = f"{out.name}_{axis}"
-    onnx.save(model, str(path))
+    save_graph(model, path)
 
 
 def export_graphs(objective: DreamObjective, folder: Path, simplify: bool = True) -> dict[str, GraphReport]:

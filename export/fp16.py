@@ -23,7 +23,7 @@ from gen.runtime.engines.ort import OrtRunner
 from gen.runtime.errors import GenError
 from gen.runtime.verify import FP16_PSNR_DB, psnr
 
-from .onnx_graph import graph_spec
+from .onnx_graph import graph_spec, save_graph
 from .writer import extend_bundle
 
 KEEP_FP32_OPS = ["Pow", "ReduceSum", "ReduceSumSquare", "ReduceMean", "Sqrt", "Reciprocal", "InstanceNormalization"]
@@ -38,7 +38,7 @@ def convert_fp16(src: Path, dst: Path) -> None:
                                      op_block_list=DEFAULT_OP_BLOCK_LIST + KEEP_FP32_OPS)
     sort_nodes(model.graph)
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(dst))
+    save_graph(model, dst)
 
 
 def sort_nodes(graph: onnx.GraphProto) -> None:

@@ -12,6 +12,8 @@ import onnx
 import torch
 
 from gen.runtime.bundle import GraphSpec, TensorSpec
+from gen.runtime.engines.onnx_file import external_tensor
+from gen.runtime.errors import GenError
 
 OPSET = 18
 # The exporter logs that torchvision's ops are not registered; we never use them, and no CPU torchvision exists.
@@ -47,8 +49,24 @@ def export_graph(module: torch.nn.Module | torch.fx.GraphModule, args: tuple, pa
     # onnxruntime's memory planner with broadcast inputs; the runtimes infer them again.
     del model.graph.value_info[:]
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
+    save_graph(model, path)
     return GraphReport(exported, len(model.graph.node), simplified, time.perf_counter() - t0)
+
+
+def save_graph(model: onnx.ModelProto, path: Path) -> None:
+    """Write `model` as one self-contained file. The runtime refuses a graph that keeps tensors in another file
+    (ONNX's external data: no hash in the manifest covers that file), and onnx.save would write such files for
+    tensors marked external. A graph over protobuf's 2 GB limit cannot be one file, so it is an error here; our
+    models are far below it (a 1024 px StyleGAN2 synthesis graph is ~120 MB in FP32)."""
+    try:
+        data = model.SerializeToString()
+    except ValueError:  # protobuf refuses to serialise a message over 2 GB
+        raise GenError(f"the {path.stem} graph is over ONNX's 2 GB limit for one file; a gen bundle keeps each "
+                       "graph in one file: export a smaller model") from None
+    if found := external_tensor(data):  # (a model loaded without its external data; never one of ours)
+        raise GenError(f"the {path.stem} graph keeps tensor '{found[0]}' in another file ({found[1]}); a gen "
+                       "bundle's graphs hold their own weights")
+    path.write_bytes(data)
 
 
 def _slim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:

@@ -70,6 +70,8 @@ Bounds (a manifest is data from anywhere; each bound is far beyond what ``gen ex
 - When a graph is opened, onnxruntime's own view of it must agree with the manifest: names, dtypes,
   ranks and fixed sizes of every input and output (``gen.runtime.engines.ort``); what a graph returns
   is checked where the runtime relies on it (w, img, the dream gradient and its scalar objective).
+- A graph holds all its tensors (no ONNX external data, which no hash covers), and an engine loads the
+  very bytes it checked against ``files`` (``gen.runtime.engines.onnx_file``).
 
 Validation on load (``load_bundle``) reports one line per problem (at most ``MAX_PROBLEMS``) with what to
 do about it. This module reads and checks bundles and runs no engine; ``gen.export.writer`` writes them

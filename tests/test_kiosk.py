@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -373,7 +374,10 @@ def test_cli_window_service_unit_and_missing_extra(bundle, tmp_path, monkeypatch
 
 def test_cli_serve_says_where_and_stops_on_ctrl_c(bundle, tmp_path):
     p = subprocess.Popen([sys.executable, "-c", TORCH_BLOCKED, "kiosk", str(bundle.path), "--serve", "--port", "0",
-                          "--seeds", "1-9", "--engine", "cpu"], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                          "--seeds", "1-9", "--engine", "cpu"], stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                         # as from a terminal: a shell's background job (`.ci/run &`) starts its children with
+                         # SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     logged: list[str] = []
     try:
         line = p.stderr.readline()
@@ -626,3 +630,111 @@ def test_queue_grows_to_hold_a_slow_render(bundle, producers):
     wait_frames(grows, 1)
     wait_frames(fixed, 1)
     assert 18 <= grows.queue.maxsize <= 30 and fixed.queue.maxsize == 10  # 1.5 x 0.4 s x 30 fps, not more
+
+
+class StillProducer:
+    """One grey frame, always ready: the served page's HTTP side without a walk being rendered."""
+
+    shown = np.full((16, 16, 3), 128, np.uint8)
+
+    def check(self) -> None:
+        pass
+
+    def get(self) -> np.ndarray:
+        return self.shown
+
+    def next_scene(self) -> None:
+        pass
+
+
+@pytest.fixture
+def still_server(monkeypatch):
+    from gen.runtime.kiosk import serve
+
+    monkeypatch.setattr(serve, "CONNECTION_TIMEOUT", 1.0)
+    server = serve.FrameServer(Player(StillProducer()), 30, Address(port=0))
+    threading.Thread(target=server.serve, daemon=True).start()
+    yield server
+    server.close()
+
+
+def raw_request(port: int, head: str, timeout: float = 5.0) -> tuple[int, bool]:
+    """Send a request's line and headers (and no body) on a new socket: (the response's status, whether the
+    server then closed the connection)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head.encode("latin-1"))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, f"the server closed the connection without answering: {data!r}"
+            data += chunk
+        headers, _, rest = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", headers).group(1))
+        while len(rest) < length:
+            rest += s.recv(65536)
+        try:
+            closed = s.recv(1) == b""  # the timeout is 5 s, the server's 1 s: a kept-alive connection ends too
+        except TimeoutError:
+            closed = False
+        return int(headers.split(b" ", 2)[1]), closed
+
+
+def test_a_huge_or_bad_content_length_is_refused_unread_and_the_server_goes_on(still_server):
+    """Issue 12, item 18: the body was read before the Origin check, so Content-Length: 10**12 was a MemoryError."""
+    port = still_server.port
+    own = f"127.0.0.1:{port}"
+
+    def post(*headers: str, path: str = "/key/space") -> tuple[int, bool]:
+        start = time.monotonic()
+        answer = raw_request(port, f"POST {path} HTTP/1.1\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n")
+        assert time.monotonic() - start < 4  # answered at once (and closed within the 1 s timeout at most)
+        return answer
+
+    huge = "Content-Length: 1000000000000"
+    assert post(f"Host: {own}", "Origin: http://evil.example", huge) == (403, True)
+    assert post(f"Host: evil.example:{port}", huge) == (403, True)
+    assert post(f"Host: {own}", huge, path="/key/q") == (404, True)
+    assert post(f"Host: {own}", f"Origin: http://{own}", huge) == (413, True)
+    assert post(f"Host: {own}", "Content-Length: " + "9" * 400) == (400, True)
+    for bad in ("-5", "1e3", "0x10", "\u00b2", "5, 5"):
+        assert post(f"Host: {own}", f"Content-Length: {bad}") == (400, True), bad
+    assert post(f"Host: {own}", "Content-Length: 0", "Content-Length: 7") == (400, True)
+    assert post(f"Host: {own}", "Transfer-Encoding: chunked") == (411, True)
+    assert not still_server.player.paused  # no key was pressed by any of them
+    start = time.monotonic()
+    assert raw_request(port, f"GET / HTTP/1.1\r\nHost: {own}\r\n{huge}\r\n\r\n") == (200, True)
+    assert time.monotonic() - start < 1  # a GET's announced body is not read either: answered, then closed
+
+    # The server goes on, and a small body is read and dropped on a kept-alive connection.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/frame.jpg")
+    r = conn.getresponse()
+    assert r.status == 200 and r.read()[:2] == b"\xff\xd8"
+    conn.request("POST", "/key/space", body=b"x" * 1024, headers={"Origin": f"http://{own}"})
+    r = conn.getresponse()
+    assert r.status == 204 and not r.will_close and r.read() == b"" and still_server.player.paused
+    conn.close()
+
+
+def test_an_idle_connection_is_closed_after_the_timeout(still_server):
+    """Issue 12, item 18: with no timeout, each client that connected and sent nothing held a thread forever."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", still_server.port), timeout=10) as idle, \
+            socket.create_connection(("127.0.0.1", still_server.port), timeout=10) as slow:
+        slow.sendall(b"GET / HTTP/1.1\r\n")  # a request line, then nothing
+        start = time.monotonic()
+        assert idle.recv(1) == b"" and slow.recv(1) == b""  # closed by the server, with nothing said
+        assert 0.5 < time.monotonic() - start < 5
+    # A page's kept-alive connection that keeps asking is never idle that long: it is served throughout.
+    conn = http.client.HTTPConnection("127.0.0.1", still_server.port, timeout=10)
+    for _ in range(4):
+        conn.request("GET", "/frame.jpg")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read()[:2] == b"\xff\xd8"
+        sock = conn.sock
+        time.sleep(0.5)
+    assert conn.sock is sock
+    conn.close()

@@ -1,6 +1,8 @@
 """Engine runners, one small interface over each inference engine (as Polygraphy's backends):
 
 - ``base``: the `Runner` interface, the engines this machine offers, input checks;
+- ``onnx_file``: a graph file read once, checked against the manifest and refused if it keeps tensors in
+  another file; every engine loads these bytes;
 - ``ort``: onnxruntime (cpu, cuda, ort-trt), the engine every install has;
 - ``trt_plan``: TensorRT's pure logic (engine names, profiles, choosing an engine, messages), tested
   everywhere; ``trt``: the code that calls TensorRT and cuda-python, imported only for --engine trt.
@@ -26,4 +28,5 @@ def open_runner(bundle: Bundle, graph: str, engine: str = "auto") -> Runner:
         return TrtRunner(bundle, graph)
     from .ort import OrtRunner
 
-    return OrtRunner(bundle.graph_path(graph), bundle.manifest.graphs[graph], engine)
+    spec = bundle.manifest.graphs[graph]
+    return OrtRunner(bundle.graph_path(graph), spec, engine, entry=bundle.manifest.files[spec.file])

@@ -4,15 +4,17 @@ TensorRT provider, engines cached in the bundle's trt-cache/ort)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from gen.runtime.bundle import BundleError, GraphSpec, TensorSpec, clip
+from gen.runtime.bundle import BundleError, FileEntry, GraphSpec, TensorSpec, clip
 from gen.runtime.errors import GenError, GenWarning
 
 from .base import Closing, check_input, resolve_engine
+from .onnx_file import read_graph
 
 _PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
               "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
@@ -21,11 +23,14 @@ _CUDA = ("CUDAExecutionProvider", {"use_tf32": "0"})
 
 
 class OrtRunner(Closing):
-    """An onnxruntime session for one graph of a bundle, with its inputs checked against the manifest."""
+    """An onnxruntime session for one graph of a bundle, with its inputs checked against the manifest. The session
+    is made from the file's bytes as read once, checked against `entry` (the manifest's size and sha256) when
+    given and refused if it keeps tensors in another file (see onnx_file)."""
 
     precision = "fp32"
 
-    def __init__(self, path: Path, spec: GraphSpec, engine: str = "auto", threads: int = 0) -> None:
+    def __init__(self, path: Path, spec: GraphSpec, engine: str = "auto", threads: int = 0,
+                 entry: FileEntry | None = None) -> None:
         import onnxruntime as ort
 
         self.engine = resolve_engine(engine)
@@ -44,8 +49,12 @@ class OrtRunner(Closing):
         # Spinning worker threads steal the CPU from anything running beside them (a training, a kiosk's
         # display loop) and make both slower on a busy machine; waiting passively costs nothing when idle.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # A second lock on external data (read_graph refuses it): a folder that cannot exist, not the current one.
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                      os.path.join(os.devnull, "no-external-data"))
+        model = read_graph(path, entry)
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            self.session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as e:  # onnxruntime raises several unrelated types for an unreadable model
             raise BundleError(f"'{path}' cannot be loaded by onnxruntime ({str(e).splitlines()[0][:200]}); "
                               "the file is damaged or not ONNX: copy the bundle again or re-export") from None

@@ -5,16 +5,18 @@ What to build and which engine fits is decided in ``trt_plan``.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from gen.runtime.bundle import Bundle, BundleError, EngineRecord, sha256_file
+from gen.runtime.bundle import Bundle, BundleError, EngineRecord
 from gen.runtime.errors import GenError, GenWarning
 from gen.runtime.files import write_bytes_atomic
 
 from .base import Closing, check_input
+from .onnx_file import read_graph
 from .trt_plan import (
     Device,
     build_source,
@@ -90,7 +92,9 @@ def build_engine(bundle: Bundle, graph: str, folder: Path, device: Device, preci
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    # The checked, self-contained bytes, parsed from memory without a path: no side file can be read
+    model = read_graph(onnx_path, bundle.manifest.files[spec.file], "TensorRT")
+    if not parser.parse(model):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BundleError(f"TensorRT cannot parse {onnx_path.name}: {errors[:300]}")
     config = builder.create_builder_config()
@@ -117,7 +121,7 @@ def build_engine(bundle: Bundle, graph: str, folder: Path, device: Device, preci
                        "try --fp32 or smaller --trt-batch / --trt-size ranges")
     record = EngineRecord(graph=graph, file=engine_file_name(graph, device.compute_capability,
                                                              device.tensorrt_version, precision),
-                          onnx_sha256=sha256_file(onnx_path), gpu_name=device.gpu_name,
+                          onnx_sha256=hashlib.sha256(model).hexdigest(), gpu_name=device.gpu_name,
                           compute_capability=device.compute_capability, tensorrt_version=device.tensorrt_version,
                           precision=precision, profiles=profiles, version_compatible=version_compatible,
                           hardware_compatible=hardware_compatible)

@@ -6,8 +6,11 @@ rendered or encoded). The page fetches /frame.jpg again as soon as it has drawn 
 browser skips frames instead of queueing them; each frame is encoded as JPEG once, when first asked for.
 Keys on the page reach the same player: space, s, n (not q: a visitor cannot stop the kiosk), and only
 from the page itself: a POST whose Origin or Host is another site's is refused (any web page open on
-the machine could otherwise press keys). Run Chromium with --kiosk --app=URL for a fullscreen screen
-without a browser frame.
+the machine could otherwise press keys). A request is judged by its line and headers before any body is
+read, a key's body is at most MAX_BODY bytes (the page sends none), and a connection that sends nothing for
+CONNECTION_TIMEOUT seconds is closed, so neither a huge Content-Length nor idle clients can exhaust the
+kiosk's memory or threads. Run Chromium with --kiosk --app=URL for a fullscreen screen without a browser
+frame.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import threading
 import time
 import warnings
@@ -29,6 +33,10 @@ from .producer import KioskFailure
 
 log = logging.getLogger("gen.kiosk")
 WEB_KEYS = {" ": "space", "s": "s", "n": "n"}
+# The page fetches a frame every 1/fps s on a kept-alive connection; a connection silent for this long (a
+# closed page, or a client holding a thread) is dropped, and a browser simply opens a new one.
+CONNECTION_TIMEOUT = 30.0
+MAX_BODY = 1024  # bytes of a key's POST body, read and ignored; the page's fetch sends none
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>gen kiosk</title>
@@ -186,6 +194,11 @@ class FrameServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: the page fetches a frame 30 times a second
+            timeout = CONNECTION_TIMEOUT  # per read and write on the connection (socketserver sets it)
+
+            def handle_one_request(self) -> None:
+                self.body_read = False
+                super().handle_one_request()
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 path = self.path.split("?", 1)[0]
@@ -201,23 +214,43 @@ class FrameServer:
                     self._send(404, "text/plain", b"not found\n")
 
             def do_POST(self) -> None:  # noqa: N802
-                length = self.headers.get("Content-Length", "0")
-                self.rfile.read(int(length) if length.isdigit() else 0)  # (the connection is kept alive)
+                # Who and what first, from the headers: a refused request's body is never read.
                 host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
                 if not server.own_host(host) or (origin is not None and origin != f"http://{host}"):
                     log.warning("refused a key from %s (Host %s, Origin %s)", self.address_string(), host, origin)
                     self._send(403, "text/plain", b"keys are taken from this kiosk's own page only\n")
-                elif (key := self.path.removeprefix("/key/")) in WEB_KEYS.values():
+                elif (key := self.path.removeprefix("/key/")) not in WEB_KEYS.values():
+                    self._send(404, "text/plain", b"unknown key\n")
+                elif refused := self._read_body():
+                    self._send(*refused)
+                else:
                     server.player.press(key)
                     self._send(204, "text/plain", b"")
-                else:
-                    self._send(404, "text/plain", b"unknown key\n")
+
+            def _read_body(self) -> tuple[int, str, bytes] | None:
+                """Read (and drop) a body of at most MAX_BODY bytes, or the response that refuses it unread."""
+                lengths = self.headers.get_all("Content-Length") or ["0"]
+                if "Transfer-Encoding" in self.headers:
+                    return 411, "text/plain", b"a key's request needs a Content-Length\n"
+                if len(lengths) != 1 or not re.fullmatch(r"[0-9]{1,19}", lengths[0].strip()):
+                    return 400, "text/plain", b"Content-Length must be one non-negative integer\n"
+                length = int(lengths[0])
+                if length > MAX_BODY:
+                    return 413, "text/plain", f"a key's request body is at most {MAX_BODY} bytes\n".encode()
+                if len(self.rfile.read(length)) < length:
+                    self.close_connection = True  # the client went away mid-body
+                self.body_read = True
+                return None
 
             def _send(self, status: int, kind: str, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
+                announced = "Transfer-Encoding" in self.headers or any(
+                    v.strip() != "0" for v in self.headers.get_all("Content-Length", []))
+                if announced and not self.body_read:
+                    self.send_header("Connection", "close")  # a body left unread: the next request would start in it
                 self.end_headers()
                 if body:
                     try:
