@@ -1,0 +1,1 @@
+"""Reading StyleGAN models trained elsewhere (NVlabs, rosinality) as data, never as code."""
