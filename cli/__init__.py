@@ -6,6 +6,7 @@ One module per command group: train (train, metrics, project), stylegan (sample,
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import warnings
@@ -20,6 +21,7 @@ import typer  # noqa: E402 (below the setting above, as is everything that could
 from rich.markup import escape
 
 from gen.runtime.errors import GenError, GenWarning
+from gen.runtime.files import FULL_CODES, output_error, write_error_code
 
 from . import bundles, dream, kiosk, stylegan, train
 from .output import err
@@ -47,6 +49,14 @@ def main() -> None:
     except GenError as e:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(getattr(e, "status", 2))  # 2: a problem to fix; 1: a kiosk that gave up (a service restarts it)
+    except OSError as e:
+        # A full or read-only disk that no writer of ours caught (a library writing a bundle's graphs into its
+        # temporary folder, which is removed on the way out) is still one line. Not a refusal (EACCES): that may
+        # be an input's; any other OSError stays a traceback.
+        if write_error_code(e) not in (*FULL_CODES, errno.EROFS):
+            raise
+        err.print(f"[red]error:[/] {escape(str(output_error(e.filename, e)))}", highlight=False)
+        sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

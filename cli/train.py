@@ -35,6 +35,8 @@ def train(
                                        help="Every N kimg, log fid_lite0/kid_lite0 of G_ema (as gen metrics) into "
                                             "log.jsonl and plot metrics.png."),
     metrics_num: int = typer.Option(1000, help="Pictures per set for --metrics-kimg."),
+    overwrite: bool = typer.Option(False, help="Start afresh in an --out that holds an earlier run: its checkpoint, "
+                                               "log.jsonl and pictures are deleted first."),
 ) -> None:
     """Train a StyleGAN on a folder of images (one process, or several under torchrun)."""
     require_extra("torch")
@@ -44,7 +46,7 @@ def train(
         data, out_dir, preset=preset, resume=resume, background=parse_color(background), device=device,
         model_overrides={"variant": variant, "resolution": resolution},
         train_overrides={"kimg": kimg, "batch": batch, "snapshot_kimg": snapshot_kimg, "xflip": xflip},
-        workers=workers, seed=seed, metrics_kimg=metrics_kimg, metrics_num=metrics_num)
+        workers=workers, seed=seed, metrics_kimg=metrics_kimg, metrics_num=metrics_num, overwrite=overwrite)
     if state.procs.is_main:
         print(run_summary(state, resume or out_dir))
 

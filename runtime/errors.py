@@ -20,5 +20,17 @@ def require_extra(module: str, extra: str = "train") -> None:
         ) from None
 
 
+class OutputError(GenError, OSError):
+    """An output that cannot be written (a full disk, a read-only or forbidden folder): one line for the user,
+    and still the OSError it was, so code that handles OSError itself keeps its own advice."""
+
+    def __init__(self, reason: str, advice: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror, cause.filename)
+        self.reason, self.advice = reason, advice  # (a caller may give its own advice)
+
+    def __str__(self) -> str:
+        return f"{self.reason}; {self.advice}"
+
+
 class GenWarning(UserWarning):
     """Something was converted or skipped on the user's behalf; the CLI prints it as one line."""

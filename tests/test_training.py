@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -205,3 +206,80 @@ def test_sigint_saves_and_exits_cleanly(emoji_subset, tmp_path):
     meta = ckpt.read_meta(out)
     assert meta["counters"]["step"] > 0
     assert list(out.glob("grid-*.png"))
+
+
+def test_sigterm_to_the_process_group_saves_and_exits_cleanly(emoji_subset, tmp_path):
+    """What `timeout`, systemd's stop and `kill -TERM -- -PGID` do: the data workers get SIGTERM too, and must not
+    die of it before the main process has finished its step and saved (exit 0, as the README promises)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gen.cli", "train", str(emoji_subset), "--out", str(out), "--preset", "tiny",
+           "--resolution", "8", "--batch", "4", "--kimg", "1000", "--workers", "2", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        log, deadline = out / "log.jsonl", time.monotonic() + 120
+        while not (log.exists() and log.read_text().strip()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first log line: 10 steps done, the workers busy
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        assert "Traceback" not in err and "killed by signal" not in err
+        tensors, meta = ckpt.load_checkpoint(out)
+        assert meta["counters"]["step"] >= 10 and tensors
+        deadline = time.monotonic() + 10  # the main process took its workers down with it
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("data workers outlived the stopped training")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_stop_request_keeps_a_dying_data_worker_from_aborting_the_step():
+    """A worker the stop signal reached before it could ignore it: PyTorch's SIGCHLD handler would raise in the
+    middle of the step; once a stop is asked for, SIGCHLD is left alone until the stop is done."""
+    from gen.train.trainer import StopFlag
+
+    calls = []
+
+    def torch_like(signum, frame):  # stands in for PyTorch's "DataLoader worker is killed by signal"
+        calls.append(signum)
+
+    old = signal.signal(signal.SIGCHLD, torch_like)
+    try:
+        with StopFlag() as stop:
+            signal.raise_signal(signal.SIGTERM)
+            assert stop.requested
+            subprocess.run([sys.executable, "-c", "pass"], check=True)  # a child ends: SIGCHLD
+            time.sleep(0.05)
+            assert calls == []
+        assert signal.getsignal(signal.SIGCHLD) is torch_like  # put back after the stop
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        time.sleep(0.05)
+        assert calls == [signal.SIGCHLD]
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+
+
+def test_a_data_worker_that_died_of_the_stop_signal_still_leaves_a_checkpoint(emoji_subset, tmp_path, monkeypatch):
+    """If the stop signal killed a worker anyway, the next batch is an error; the state between steps is saved."""
+    import gen.train.trainer as trainer
+
+    real = trainer.make_loader
+
+    def dying(*args, **kw):
+        batches = real(*args, **kw)
+        for _ in range(3):
+            yield next(batches)
+        signal.raise_signal(signal.SIGTERM)  # the stop, and the worker dead of it
+        raise RuntimeError("DataLoader worker (pid(s) 1) exited unexpectedly")
+
+    monkeypatch.setattr(trainer, "make_loader", dying)
+    out = tmp_path / "run"
+    state = train(emoji_subset, out, MICRO, micro_train(steps=100), device="cpu", workers=0)
+    assert state.step == 3 and ckpt.read_meta(out)["counters"]["step"] == 3

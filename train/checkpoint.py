@@ -45,7 +45,8 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write tensors + JSON metadata atomically (temporary file, then rename)."""
+    """Write tensors + JSON metadata atomically (temporary file, then rename). A full disk is one OutputError
+    naming the checkpoint: atomic_path reads the errno from safetensors' own error, and the earlier file stays."""
     meta = {"format": FORMAT, "version": VERSION, **meta}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:

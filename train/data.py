@@ -9,6 +9,7 @@ moves torch's global RNG, which the training step owns.
 from __future__ import annotations
 
 import os
+import signal
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -166,6 +167,24 @@ class InfiniteSampler(torch.utils.data.Sampler[int]):
             position += 1
 
 
+def _leave_stopping_to_the_main_process(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM. Ctrl-C, `kill -TERM -- -PGID`, `timeout` and systemd's stop
+    reach every process of the group or unit; a worker that died of them would make PyTorch abort the main
+    process mid-step ("DataLoader worker is killed by signal") before it could save. The main process decides
+    (trainer.StopFlag) and shuts its workers down as it exits; if it dies, they notice and exit too."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def close_loader(batches: Iterator[Tensor] | None) -> None:
+    """End make_loader's worker processes now. They ignore SIGTERM, so multiprocessing's terminate() at exit
+    would not end them and its join would wait forever; PyTorch's own shutdown (tell, then join) runs when the
+    iterator is collected, which a traceback holding it puts off until exit. A no-op without workers."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # (what the iterator's __del__ calls; idempotent)
+    if shutdown is not None:
+        shutdown()
+
+
 def make_loader(
     dataset: torch.utils.data.Dataset,
     batch_per_rank: int,
@@ -192,6 +211,7 @@ def make_loader(
         num_workers=workers,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
+        worker_init_fn=_leave_stopping_to_the_main_process,
         # Without its own generator the loader draws its worker base seed from torch's global RNG,
         # which would make the training step's noise depend on how the data was loaded.
         generator=torch.Generator().manual_seed(seed),

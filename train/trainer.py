@@ -22,14 +22,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gen.runtime.errors import GenError, GenWarning
+from gen.runtime.errors import GenError, GenWarning, OutputError
+from gen.runtime.files import NO_ROOM_CODES, append_text
 from gen.runtime.images import WHITE, make_grid, nchw_to_images, save_image
 from gen.runtime.progress import progress_bar
 
 from . import checkpoint as ckpt
 from .augment import AdaptiveAugment
 from .config import ModelConfig, TrainConfig, get_preset, model_from_json, to_json, train_from_json
-from .data import SAMPLE_DATA, ImageFolder, make_loader
+from .data import SAMPLE_DATA, ImageFolder, close_loader, make_loader
 from .devices import resolve_device
 from .discriminator import Discriminator
 from .losses import d_logistic_loss, d_r1_penalty, g_nonsaturating_loss, g_path_lengths
@@ -282,6 +283,8 @@ def render_grid(G: Generator, seeds: list[int]) -> np.ndarray:
 class RunFolder:
     """What a run writes: checkpoint, snapshot grids, a JSON-lines log. Only rank 0 writes."""
 
+    PICTURES = ("reals.png", "metrics.png", "grid-*.png")
+
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path, self.enabled = Path(path), enabled
 
@@ -289,10 +292,31 @@ class RunFolder:
     def checkpoint(self) -> Path:
         return self.path / ckpt.CHECKPOINT_NAME
 
+    def earlier_files(self) -> list[Path]:
+        """What an earlier run left here (other files in the folder are not the run's, and are left alone)."""
+        names = [self.checkpoint, self.path / "log.jsonl"]
+        found = [p for p in names if p.exists()]
+        return found + sorted(p for pattern in self.PICTURES for p in self.path.glob(pattern))
+
+    def refuse_earlier(self) -> None:
+        """A fresh run never mixes with an earlier one's log, grids or checkpoint (without --overwrite)."""
+        if not (earlier := self.earlier_files()):
+            return
+        if self.checkpoint.exists():
+            raise GenError(f"'{self.path}' already holds a training run; continue it with --resume {self.path}, "
+                           "start afresh with --overwrite, or choose another --out")
+        shown = ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+        raise GenError(f"'{self.path}' holds an earlier run that saved no checkpoint ({shown}); start afresh with "
+                       "--overwrite (which deletes them) or choose another --out")
+
+    def clear_earlier(self) -> None:
+        """--overwrite: the earlier run's files go (only those), so a stale grid or log line cannot pass for ours."""
+        for p in self.earlier_files():
+            p.unlink(missing_ok=True)
+
     def log(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+        if self.enabled:  # (a line whole or not at all: a full disk never leaves half a record)
+            append_text(self.path / "log.jsonl", json.dumps(record) + "\n")
 
     def grid(self, name: str, grid: np.ndarray) -> None:
         if self.enabled:
@@ -317,6 +341,11 @@ class StopFlag:
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
+        # Data workers ignore these signals (data.py), but one the same signal reached before it could would
+        # make PyTorch's SIGCHLD handler raise here mid-step; from now on the step in hand is finished and saved.
+        sigchld = getattr(signal, "SIGCHLD", None)
+        if sigchld is not None and sigchld not in self._old:
+            self._old[sigchld] = signal.signal(sigchld, signal.SIG_DFL)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():
@@ -324,13 +353,17 @@ class StopFlag:
 
 
 def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *, device: str = "auto",
-          workers: int = 2, seed: int = 0, background=WHITE, resume: bool = False,
+          workers: int = 2, seed: int = 0, background=WHITE, resume: bool = False, overwrite: bool = False,
           metrics_kimg: float | None = None, metrics_num: int = 1000) -> StyleGANTraining:
     """Train until cfg.kimg thousand images were shown (or a stop signal); returns the final state.
 
-    With `metrics_kimg`, rank 0 measures fid_lite0 / kid_lite0 of G_ema every that many kimg (see metrics.py).
+    A fresh run (not `resume`) into a folder an earlier run wrote to is refused, or with `overwrite` the
+    earlier run's files are deleted first. With `metrics_kimg`, rank 0 measures fid_lite0 / kid_lite0 of
+    G_ema every that many kimg (see metrics.py).
     """
-    procs = Dist(device)
+    if not (resume or overwrite):  # every rank, before any of them writes
+        RunFolder(out, True).refuse_earlier()
+    procs, loader = Dist(device), None
     try:
         if cfg.batch % procs.world:
             raise GenError(f"batch {cfg.batch} does not split over {procs.world} processes")
@@ -342,6 +375,8 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
             tensors, meta = ckpt.load_checkpoint(run.checkpoint, procs.device)
             state.load(tensors, meta)
         elif procs.is_main:
+            if overwrite:  # (only now: data or config that fails above deletes nothing)
+                run.clear_earlier()
             out.mkdir(parents=True, exist_ok=True)
         loader = make_loader(dataset, state.batch_per_rank, seed=seed, rank=procs.rank, world_size=procs.world,
                              start=state.nimg // procs.world, workers=workers,
@@ -354,9 +389,20 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
 
                 measure = TrainingMetrics(data, model.resolution, background, metrics_num, procs.device)
             procs.wait_for_main()  # the reals' features
-        _loop(state, loader, dataset, run, extra, measure, metrics_kimg)
+        try:
+            _loop(state, loader, dataset, run, extra, measure, metrics_kimg)
+        except OutputError as e:  # a full disk: say how to go on, which the same command again would not
+            fix = "free some space" if e.errno in NO_ROOM_CODES else "fix that"
+            if run.checkpoint.exists():  # (whole: written atomically)
+                how = f"continue from the last checkpoint with --resume {out}"
+            elif run.earlier_files():
+                how = "start again with --overwrite (no checkpoint was saved to continue from)"
+            else:
+                how = "run again"
+            raise GenError(f"{e.reason}; {fix}, then {how}") from None
         return state
     finally:
+        close_loader(loader)
         procs.close()
 
 
@@ -375,7 +421,15 @@ def _loop(state: StyleGANTraining, loader, dataset, run: RunFolder, extra: dict,
     with StopFlag() as stop, progress_bar(disable=not procs.is_main) as bar:
         task = bar.add_task("train", total=total, completed=min(state.nimg, total), rate="", info="")
         while state.nimg < total:
-            reals = next(loader).to(procs.device, non_blocking=True)
+            try:
+                reals = next(loader).to(procs.device, non_blocking=True)
+            except RuntimeError:
+                if not (stop.requested and procs.world == 1):
+                    raise
+                # A data worker died of the stop signal itself (see StopFlag): between steps the state is
+                # whole, so it is saved as a stop after a step would be.
+                _snapshot(state, run, seeds, extra)
+                break
             before = state.nimg
             stats = state.train_step(reals)
             stopping = _agree(procs, stop.requested)
@@ -412,8 +466,8 @@ def _snapshot(state: StyleGANTraining, run: RunFolder, seeds: list[int], extra: 
     state.gather_ada_stats()  # every rank: a collective
     if run.enabled:
         tensors, meta = state.state(extra)
+        ckpt.save_checkpoint(run.checkpoint, tensors, meta)  # first: when the disk fills, it matters more
         run.grid(f"grid-{state.nimg / 1000:08.3f}kimg.png", render_grid(state.G_ema, seeds))
-        ckpt.save_checkpoint(run.checkpoint, tensors, meta)
 
 
 def _measure(state: StyleGANTraining, run: RunFolder, measure) -> None:
@@ -433,9 +487,11 @@ def _measure(state: StyleGANTraining, run: RunFolder, measure) -> None:
 def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, resume: Path | None = None,
                     model_overrides: dict | None = None, train_overrides: dict | None = None, background=WHITE,
                     device: str = "auto", workers: int = 2, seed: int = 0, metrics_kimg: float | None = None,
-                    metrics_num: int = 1000) -> StyleGANTraining:
+                    metrics_num: int = 1000, overwrite: bool = False) -> StyleGANTraining:
     """`gen train`: a new run from a preset (default: small) with some fields overridden, or the run in
     `resume` continued with its own config, data, seed and background (only train fields may change)."""
+    if resume is not None and overwrite:
+        raise GenError("--overwrite starts a run afresh and --resume continues one; give only one of them")
     overrides_model = {k: v for k, v in (model_overrides or {}).items() if v is not None}
     overrides_train = {k: v for k, v in (train_overrides or {}).items() if v is not None}
     if resume is not None:
@@ -450,14 +506,11 @@ def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, 
         seed = meta.get("seed", seed)
         background = tuple(meta.get("background", WHITE))
     else:
-        if (Path(out) / ckpt.CHECKPOINT_NAME).exists():
-            raise GenError(f"'{out}' already holds a training run; continue it with --resume {out} "
-                           "or choose another --out")
         p = get_preset(preset or "small")
         model = replace(p.model, **overrides_model)
         cfg = replace(p.train, **overrides_train)
     return train(data, Path(out), model, cfg, device=device, workers=workers, seed=seed, background=background,
-                 resume=resume is not None, metrics_kimg=metrics_kimg, metrics_num=metrics_num)
+                 resume=resume is not None, overwrite=overwrite, metrics_kimg=metrics_kimg, metrics_num=metrics_num)
 
 
 def run_summary(state: StyleGANTraining, run: Path) -> str:
