@@ -1,7 +1,7 @@
 """The `gen` command: a thin layer on top that parses arguments and calls the library.
 
 One module per command group: train (train, metrics, project), stylegan (sample, walk, mix), bundles
-(export, export-dream, verify, info), dream, kiosk. Nothing below imports this package.
+(export, export-dream, verify, info), importing (import), dream, kiosk. Nothing below imports this package.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rich.markup import escape
 from gen.runtime.errors import GenError, GenWarning
 from gen.runtime.files import FULL_CODES, output_error, write_error_code
 
-from . import bundles, dream, kiosk, stylegan, train
+from . import bundles, dream, importing, kiosk, stylegan, train
 from .output import err
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -33,6 +33,7 @@ for command in (train.train, stylegan.sample, stylegan.walk, stylegan.mix, bundl
 app.command("export-dream")(bundles.export_dream)
 for command in (bundles.verify, bundles.info, train.metrics, train.project, dream.dream, kiosk.kiosk):
     app.command()(command)
+app.command("import")(importing.import_)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

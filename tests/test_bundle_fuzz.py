@@ -1,6 +1,8 @@
 """Hostile manifests, generated: every mutation of a small real bundle's manifest (or golden data, rehashed) is
 either a bundle that works or a GenError of short lines (one per problem), in every public entry point; never
-another exception. A quick run here; the slow one 3,000 examples (about a minute on two cores)."""
+another exception. And a bundle that passes `gen verify` draws the unmutated bundle's pictures (dreams the same
+gradients): no edit changes them unnoticed. A quick run here; the slow one 3,000 examples (a few minutes on two
+cores)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from gen.runtime.dream.engine import bundle_engine
 from gen.runtime.errors import GenError
 from gen.runtime.report import info_report
 from gen.runtime.stylegan.generator import BundleGenerator
-from gen.runtime.verify import verify
+from gen.runtime.verify import PICTURE_MAX_LEVELS, relative_l2, verify
 
 MANIFEST = "manifest.json"
 
@@ -57,8 +59,12 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # no
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("fuzz")
-    return {"stylegan": small_stylegan(base / "stylegan"),
-            "dream": tiny_dream_bundle(base / "dream", mean=IMAGENET_MEAN, std=IMAGENET_STD)}
+    folders = {"stylegan": small_stylegan(base / "stylegan"),
+               "dream": tiny_dream_bundle(base / "dream", mean=IMAGENET_MEAN, std=IMAGENET_STD)}
+    for kind, folder in folders.items():
+        verified, DRAWN[kind] = use_everything(folder)
+        assert verified
+    return folders
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,8 +179,7 @@ def mutated_bundle(draw, bundles: dict[str, Path]) -> tuple[str, str | None, dic
         what.append(f"{action} {list(path)}")
     golden = None
     if not what or draw(st.booleans(), label="golden change"):
-        keys = sorted({k for c in manifest_cases(bundles[kind]) for k in [*c["inputs"].values(),
-                                                                           *c["outputs"].values()]})
+        keys = sorted(golden_keys(bundles[kind]))
         key = draw(st.sampled_from(keys), label="golden key")
         how = draw(st.sampled_from(["strings", "float64", "int", "shape", "empty", "nan", "bool", "huge", "noise"]),
                    label="golden how")
@@ -189,8 +194,10 @@ def mutated_bundle(draw, bundles: dict[str, Path]) -> tuple[str, str | None, dic
     return kind, text, golden, "; ".join(what)
 
 
-def manifest_cases(folder: Path) -> list[dict]:
-    return json.loads((folder / MANIFEST).read_text())["golden"]["cases"]
+def golden_keys(folder: Path) -> set[str]:
+    golden = json.loads((folder / MANIFEST).read_text())["golden"]
+    return ({k for c in golden["cases"] for k in [*c["inputs"].values(), *c["outputs"].values()]}
+            | {p[k] for p in golden.get("pictures", []) for k in ("ws", "image")})
 
 
 def materialise(src: Path, dst: Path, text: str, golden: dict | None) -> None:
@@ -217,21 +224,36 @@ def materialise(src: Path, dst: Path, text: str, golden: dict | None) -> None:
     (dst / MANIFEST).write_text(text)
 
 
-def use_everything(folder: Path) -> None:
-    """Every public entry point a device calls on a bundle."""
+def use_everything(folder: Path) -> tuple[bool, np.ndarray]:
+    """Every public entry point a device calls on a bundle; whether it verified, and what it draws by default
+    (pictures of seeds 0-2 at the default psi and constant noise; a dream's gradient)."""
     info_report(folder)
     bundle = load_bundle(folder)
-    verify(bundle, "cpu")
+    verified = all(c.ok for c in verify(bundle, "cpu"))
     if bundle.manifest.kind == "stylegan":
         with BundleGenerator(bundle, "cpu") as gen:
             pictures = gen.images([0, 1], psi=gen.psi(None), noise_mode="random")
             assert pictures.dtype == np.uint8 and pictures.shape[0] == 2
             gen.images([2], psi=1.0, cutoff=2, noise_mode="const")
-    else:
-        with bundle_engine(bundle, "cpu") as engine:
-            x = np.random.default_rng(1).random((1, 3, 9, 8), dtype=np.float32)
-            grad, objective = engine.gradient(x)
-            assert grad.shape == x.shape and isinstance(objective, float)
+            return verified, gen.images([0, 1, 2], psi=gen.psi(None), noise_mode="const")
+    with bundle_engine(bundle, "cpu") as engine:
+        x = np.random.default_rng(1).random((1, 3, 9, 8), dtype=np.float32)
+        grad, objective = engine.gradient(x)
+        assert grad.shape == x.shape and isinstance(objective, float)
+        return verified, grad
+
+
+DRAWN: dict[str, np.ndarray] = {}  # what each unmutated bundle draws
+
+
+def same_drawing(kind: str, drawn: np.ndarray) -> bool:
+    """Pictures within verify's own picture bound (2 levels) plus a rounding tie; gradients to float rounding."""
+    want = DRAWN[kind]
+    if drawn.shape != want.shape:
+        return False
+    if kind == "stylegan":
+        return int(np.abs(drawn.astype(np.int16) - want).max()) <= PICTURE_MAX_LEVELS + 1
+    return relative_l2(drawn, want) <= 1e-5
 
 
 def _where(line: str) -> str:
@@ -245,7 +267,7 @@ def check_one(bundles: dict[str, Path], case) -> str:
     try:
         materialise(bundles[kind], work / "b", text, golden)
         try:
-            use_everything(work / "b")
+            verified, drawn = use_everything(work / "b")
         except GenError as e:
             message = str(e)
             lines = message.splitlines()
@@ -256,6 +278,9 @@ def check_one(bundles: dict[str, Path], case) -> str:
             return f"{type(e).__name__}: {_where(lines[0])}" + (" schema" if schema else "")
         except Exception as e:  # anything but a GenError is a bug
             raise AssertionError(f"{type(e).__name__}: {str(e)[:500]} after {what}") from e
+        if not verified:
+            return "verify fails"
+        assert same_drawing(kind, drawn), f"verify passed, but the bundle draws other pictures after {what}"
         return "ok"
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -270,7 +295,8 @@ def outcome(bundles: dict[str, Path], data) -> None:
     """Check one mutated bundle; the outcomes are events (pytest --hypothesis-show-statistics)."""
     result = check_one(bundles, data.draw(mutated_bundle(bundles)))
     event(result)
-    event("outcome: " + ("works" if result == "ok" else "schema" if result.endswith("schema") else "refused later"))
+    event("outcome: " + {"ok": "works", "verify fails": "verify fails"}.get(
+        result, "schema" if result.endswith("schema") else "refused later"))
 
 
 @FAST
@@ -289,3 +315,13 @@ def test_mutated_bundles_many(bundles, data):
 def test_the_fuzzed_bundles_work_unmutated(bundles):
     for kind, folder in bundles.items():
         assert check_one(bundles, (kind, (folder / MANIFEST).read_text(), None, "nothing")) == "ok"
+
+
+def test_the_oracle_sees_changed_pictures(bundles, tmp_path):
+    """The check above can fail: a w_avg or preprocessing edit changes what is drawn, and verify sees it."""
+    for kind, section, key in (("stylegan", "stylegan", "w_avg"), ("dream", "preprocessing", "mean")):
+        m = json.loads((bundles[kind] / MANIFEST).read_text())
+        m[section][key] = [v + 0.3 for v in m[section][key]]
+        materialise(bundles[kind], tmp_path / kind, json.dumps(m), None)
+        verified, drawn = use_everything(tmp_path / kind)
+        assert not verified and not same_drawing(kind, drawn)

@@ -10,72 +10,16 @@ import os
 import pickle
 import subprocess
 import sys
-import types
 import webbrowser
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from nvlabs_fakes import FakeEasyDict, Persistent, fake_modules, payload, reconstruct
 
 from gen.runtime.errors import GenError
 from gen.train.importers.pickles import EasyDict, PersistentObject, TFNetwork, read_model_file
-
-
-def payload(marker: Path) -> str:
-    """Module source that leaves `marker` behind when it is run."""
-    return f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nclass Generator:\n    pass\n"
-
-
-@contextmanager
-def fake_modules(**attrs_by_module: dict):
-    """Modules named like NVlabs' (torch_utils.persistence, dnnlib.util, ...) while pickle.dump looks them up,
-    gone again before the file is read, as on a machine without NVlabs' code."""
-    added, renamed = [], []
-    for name, attrs in attrs_by_module.items():
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):
-            sub = ".".join(parts[:i])
-            if sub not in sys.modules:
-                sys.modules[sub] = types.ModuleType(sub)
-                added.append(sub)
-        for key, value in attrs.items():
-            renamed.append((value, value.__module__, value.__qualname__))
-            value.__module__, value.__qualname__ = name, key
-            setattr(sys.modules[name], key, value)
-    try:
-        yield
-    finally:
-        for sub in added:
-            del sys.modules[sub]
-        for value, module, qualname in renamed:
-            value.__module__, value.__qualname__ = module, qualname
-
-
-class FakeEasyDict(dict):
-    """Pickled as dnnlib.util.EasyDict once fake_modules names it so."""
-
-
-def reconstruct(meta):
-    raise AssertionError("NVlabs' loader would run here; the reader must never call the file's own functions")
-
-
-class Persistent(torch.nn.Module):
-    """Pickles as an NVlabs persistent object: a call to torch_utils.persistence._reconstruct_persistent_obj with
-    the module's source and the object's __dict__."""
-
-    src = ""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__()
-        self._init_args = ()
-        self._init_kwargs = dict(kwargs)
-
-    def __reduce__(self):
-        meta = dict(type="class", version=6, module_src=self.src, class_name=type(self).__name__,
-                    state=self.__dict__.copy())
-        return reconstruct, (meta,)
 
 
 class FullyConnectedLayer(Persistent):

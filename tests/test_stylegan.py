@@ -10,7 +10,7 @@ from gen.runtime.errors import GenError
 from gen.runtime.latents import seed_noise, seeds_to_z
 from gen.train.config import PRESETS, ModelConfig
 from gen.train.discriminator import Discriminator
-from gen.train.layers import Upsample2x
+from gen.train.layers import UpsampleConv2d
 from gen.train.stylegan import Generator, modulated_conv2d, modulated_conv2d_fused
 
 
@@ -97,9 +97,8 @@ def test_fused_and_nonfused_modulation_agree(up, demodulate):
     x = torch.randn(4, 16, 8, 8)
     weight = torch.randn(24, 16, 3, 3) / 12
     styles = torch.randn(4, 16) + 1
-    upsample = Upsample2x() if up else None
-    a = modulated_conv2d(x, weight, styles, demodulate, upsample)
-    b = modulated_conv2d_fused(x, weight, styles, demodulate, upsample)
+    a = modulated_conv2d(x, weight, styles, demodulate, UpsampleConv2d() if up else None)
+    b = modulated_conv2d_fused(x, weight, styles, demodulate, up)  # the textbook order: up-sample, then conv
     assert a.shape == b.shape == (4, 24, 16 if up else 8, 16 if up else 8)
     assert (a - b).abs().max().item() <= 1e-5
 

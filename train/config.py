@@ -25,6 +25,7 @@ class ModelConfig:
     channel_base: int = 16384  # channels at resolution r: min(channel_base // r, channel_max)
     channel_max: int = 512
     mbstd_group: int = 4
+    conv_clamp: float | None = None  # clip every conv layer's output to +-this (NVlabs' official configs: 256)
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -34,6 +35,8 @@ class ModelConfig:
             raise GenError(f"unknown variant '{self.variant}'; choose one of {', '.join(VARIANTS)}")
         if self.mapping_layers < 1:
             raise GenError("mapping_layers must be at least 1")
+        if self.conv_clamp is not None and not self.conv_clamp > 0:
+            raise GenError(f"conv_clamp must be positive or None, got {self.conv_clamp}")
 
     @property
     def log2_res(self) -> int:

@@ -14,10 +14,10 @@ from .layers import EqualConv2d, EqualLinear
 class DiscriminatorBlock(nn.Module):
     """Two 3x3 convs (the second after low-pass 2x downsampling) plus a 1x1 downsampled skip."""
 
-    def __init__(self, in_ch: int, out_ch: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, clamp: float | None = None) -> None:
         super().__init__()
-        self.conv0 = EqualConv2d(in_ch, in_ch, 3)
-        self.conv1 = EqualConv2d(in_ch, out_ch, 3, down=True)
+        self.conv0 = EqualConv2d(in_ch, in_ch, 3, clamp=clamp)
+        self.conv1 = EqualConv2d(in_ch, out_ch, 3, down=True, clamp=clamp)
         self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, activate=False, down=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,13 +41,14 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.from_rgb = EqualConv2d(3, cfg.channels(cfg.resolution), 1)
+        clamp = cfg.conv_clamp  # where NVlabs clamps: not the skips nor the dense layers
+        self.from_rgb = EqualConv2d(3, cfg.channels(cfg.resolution), 1, clamp=clamp)
         self.blocks = nn.ModuleList(
-            DiscriminatorBlock(cfg.channels(2**log2), cfg.channels(2 ** (log2 - 1)))
+            DiscriminatorBlock(cfg.channels(2**log2), cfg.channels(2 ** (log2 - 1)), clamp)
             for log2 in range(cfg.log2_res, 2, -1)
         )
         c4 = cfg.channels(4)
-        self.conv = EqualConv2d(c4 + 1, c4, 3)
+        self.conv = EqualConv2d(c4 + 1, c4, 3, clamp=clamp)
         self.fc = EqualLinear(c4 * 16, c4, activate=True)
         self.out = EqualLinear(c4, 1)
 

@@ -46,8 +46,9 @@ class EqualConv2d(nn.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, bias: bool = True, activate: bool = True,
-                 down: bool = False) -> None:
+                 down: bool = False, clamp: float | None = None) -> None:
         super().__init__()
+        self.clamp = clamp  # NVlabs' conv_clamp: the output clipped to +-clamp
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.weight_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
@@ -63,7 +64,8 @@ class EqualConv2d(nn.Module):
         if self.pre is not None:
             x = self.pre(x)
         x = F.conv2d(x, self.weight * self.weight_gain, self.bias, stride=self.stride, padding=self.padding)
-        return lrelu(x) if self.activate else x
+        x = lrelu(x) if self.activate else x
+        return x if self.clamp is None else x.clamp(-self.clamp, self.clamp)
 
 
 def lowpass_kernel(taps=(1.0, 3.0, 3.0, 1.0)) -> torch.Tensor:
@@ -86,6 +88,28 @@ class Upsample2x(nn.Module):
         w = self.kernel.to(x.dtype)[None, None].expand(c, 1, 4, 4)
         # (H-1)*2 - 2*1 + 4 = 2H: exactly twice the size.
         return F.conv_transpose2d(x, w, stride=2, padding=1, groups=c)
+
+
+class UpsampleConv2d(nn.Module):
+    """A 3x3 conv at twice the resolution, computed as NVlabs does: a stride-2 transposed conv of the
+    low-resolution input, then the low-pass filter (gain 4). This is the exact composition (up-sample, filter,
+    conv) with nothing cut between the two steps, so imported NVlabs weights draw their pictures to the pixel,
+    borders included, and the conv runs on a quarter of the pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("kernel", lowpass_kernel() * 4.0, persistent=False)
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """x [N, I, H, W], weight [O, I, 3, 3] as F.conv2d takes it -> [N, O, 2H, 2W]."""
+        if weight.shape[-2:] != (3, 3):
+            raise ValueError(f"UpsampleConv2d takes 3x3 weights, got {tuple(weight.shape)}")
+        # conv_transpose2d convolves (flips) where conv2d correlates: flip, so a weight means the same here as
+        # in every other layer. [N, O, 2H + 1, 2W + 1]
+        x = F.conv_transpose2d(x, weight.flip([2, 3]).transpose(0, 1), stride=2)
+        c = x.shape[1]
+        # (2H + 1) + 2 - 4 + 1 = 2H
+        return F.conv2d(x, self.kernel.to(x.dtype)[None, None].expand(c, 1, 4, 4), padding=1, groups=c)
 
 
 class LowPass(nn.Module):

@@ -4,6 +4,10 @@ StyleGAN2 (default): mapping network z -> w, learned constant, modulated + demod
 per-pixel noise, ToRGB skip outputs, low-pass upsampling, equalised learning rate.
 StyleGAN1 (variant "stylegan1"): the same skeleton with AdaIN (instance norm + style scale/bias).
 
+The up-sampling convs run as NVlabs' do (a stride-2 transposed conv, then the low-pass filter), and
+`conv_clamp` clips each layer's output as theirs does, so imported stylegan2-ada-pytorch weights draw the
+same pictures (train/importers/nvlabs.py).
+
 Modulation is written in the non-fused form (scale activations, convolve with the shared weight,
 scale the output by the demodulation coefficients) because the fused grouped-conv form cannot be
 exported with a dynamic batch; `modulated_conv2d_fused` keeps the textbook form for the test
@@ -21,16 +25,14 @@ from torch import nn
 from gen.runtime.latents import check_noise_mode
 
 from .config import ModelConfig
-from .layers import EqualConv2d, EqualLinear, Upsample2x, lrelu, normalize_2nd_moment
+from .layers import EqualConv2d, EqualLinear, Upsample2x, UpsampleConv2d, lrelu, normalize_2nd_moment
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                     demodulate: bool = True, up: nn.Module | None = None) -> torch.Tensor:
+                     demodulate: bool = True, up: UpsampleConv2d | None = None) -> torch.Tensor:
     """x [N,I,H,W], weight [O,I,k,k] (already gained), styles [N,I] -> [N,O,H',W'] (non-fused)."""
     x = x * styles[:, :, None, None]
-    if up is not None:
-        x = up(x)
-    x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
+    x = up(x, weight) if up is not None else F.conv2d(x, weight, padding=weight.shape[-1] // 2)
     if demodulate:
         # sigma_o = sqrt(sum_i,k (s_i w_oik)^2): the std of the output for unit-variance input.
         dcoefs = (styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()  # [N, O]
@@ -39,16 +41,22 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
 
 def modulated_conv2d_fused(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                           demodulate: bool = True, up: nn.Module | None = None) -> torch.Tensor:
-    """The paper's form: per-sample weights, applied as one grouped conv. Reference for tests only."""
-    n, i, _, _ = x.shape
+                           demodulate: bool = True, up: bool = False) -> torch.Tensor:
+    """The paper's form: per-sample weights, applied as one grouped conv; with `up`, the textbook order
+    (zero-insert, low-pass filter, then convolve, uncropped in between). Reference for tests only."""
+    n, i, h, _ = x.shape
     w = weight[None] * styles[:, None, :, None, None]  # [N, O, I, k, k]
     if demodulate:
         w = w * (w.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8).rsqrt()
-    if up is not None:
-        x = up(x)
     x = x.reshape(1, n * i, *x.shape[2:])
-    out = F.conv2d(x, w.reshape(-1, i, *w.shape[3:]), padding=weight.shape[-1] // 2, groups=n)
+    pad = weight.shape[-1] // 2
+    if up:  # zero-insert, filter into a frame wide enough that the conv reads no zero it should not
+        zeros = torch.zeros(1, n * i, 2 * h, 2 * h, dtype=x.dtype)
+        zeros[:, :, ::2, ::2] = x
+        f = UpsampleConv2d().kernel[None, None].expand(n * i, 1, 4, 4)
+        x = F.conv2d(zeros, f, padding=3, groups=n * i)[:, :, :-1, :-1]  # rows -1 .. 2H: [2H + 2] a side
+        pad = 0
+    out = F.conv2d(x, w.reshape(-1, i, *w.shape[3:]), padding=pad, groups=n)
     return out.reshape(n, -1, *out.shape[2:])
 
 
@@ -113,28 +121,36 @@ class NoiseInput(nn.Module):
         return x + noise.to(x.dtype) * self.strength
 
 
-class ModulatedLayer(nn.Module):
-    """StyleGAN2 layer: [upsample] modulated 3x3 conv -> noise -> bias -> leaky ReLU."""
+def clamp(x: torch.Tensor, limit: float | None) -> torch.Tensor:
+    """NVlabs' conv_clamp: outputs clipped to +-limit (their official configs use 256); None: no clip."""
+    return x if limit is None else x.clamp(-limit, limit)
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int, up: bool = False) -> None:
+
+class ModulatedLayer(nn.Module):
+    """StyleGAN2 layer: modulated 3x3 conv (2x up-sampling, or not) -> noise -> bias -> leaky ReLU -> clamp."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int, up: bool = False,
+                 conv_clamp: float | None = None) -> None:
         super().__init__()
         self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, 3, 3))
         self.weight_gain = 1.0 / math.sqrt(in_ch * 9)
-        self.up = Upsample2x() if up else None
+        self.up = UpsampleConv2d() if up else None
         self.noise = NoiseInput(res)
         self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.conv_clamp = conv_clamp
 
     def forward(self, x, w, noise_mode="random", noise=None):
         x = modulated_conv2d(x, self.weight * self.weight_gain, self.affine(w), up=self.up)
         x = self.noise(x, noise_mode, noise)
-        return lrelu(x + self.bias[None, :, None, None].to(x.dtype))
+        return clamp(lrelu(x + self.bias[None, :, None, None].to(x.dtype)), self.conv_clamp)
 
 
 class AdaINLayer(nn.Module):
     """StyleGAN1 layer: [upsample] 3x3 conv -> noise -> leaky ReLU -> instance norm -> style scale/bias."""
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int, up: bool = False) -> None:
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int, up: bool = False,
+                 conv_clamp: float | None = None) -> None:  # (NVlabs has no StyleGAN1: nothing to clamp for)
         super().__init__()
         self.up = Upsample2x() if up else None
         self.conv = EqualConv2d(in_ch, out_ch, 3, activate=False)
@@ -156,9 +172,10 @@ class AdaINLayer(nn.Module):
 class ToRGB(nn.Module):
     """1x1 conv to RGB: modulated without demodulation (StyleGAN2), or plain (StyleGAN1)."""
 
-    def __init__(self, in_ch: int, w_dim: int, styled: bool) -> None:
+    def __init__(self, in_ch: int, w_dim: int, styled: bool, conv_clamp: float | None = None) -> None:
         super().__init__()
         self.styled = styled
+        self.conv_clamp = conv_clamp
         self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0) if styled else None
         self.weight = nn.Parameter(torch.randn(3, in_ch, 1, 1))
         self.weight_gain = 1.0 / math.sqrt(in_ch)
@@ -170,7 +187,7 @@ class ToRGB(nn.Module):
             x = modulated_conv2d(x, weight, self.affine(w), demodulate=False)
         else:
             x = F.conv2d(x, weight)
-        return x + self.bias[None, :, None, None].to(x.dtype)
+        return clamp(x + self.bias[None, :, None, None].to(x.dtype), self.conv_clamp)
 
 
 class SynthesisNetwork(nn.Module):
@@ -181,15 +198,15 @@ class SynthesisNetwork(nn.Module):
         self.cfg = cfg
         styled_rgb = cfg.variant == "stylegan2"
         layer_cls = ModulatedLayer if styled_rgb else AdaINLayer
-        c4 = cfg.channels(4)
+        c4, clip = cfg.channels(4), cfg.conv_clamp
         self.const = nn.Parameter(torch.randn(c4, 4, 4))
-        self.layers = nn.ModuleList([layer_cls(c4, c4, cfg.w_dim, 4)])
-        self.torgbs = nn.ModuleList([ToRGB(c4, cfg.w_dim, styled_rgb)])
+        self.layers = nn.ModuleList([layer_cls(c4, c4, cfg.w_dim, 4, conv_clamp=clip)])
+        self.torgbs = nn.ModuleList([ToRGB(c4, cfg.w_dim, styled_rgb, clip)])
         for log2 in range(3, cfg.log2_res + 1):
             res, c_in, c_out = 2**log2, cfg.channels(2 ** (log2 - 1)), cfg.channels(2**log2)
-            self.layers.append(layer_cls(c_in, c_out, cfg.w_dim, res, up=True))
-            self.layers.append(layer_cls(c_out, c_out, cfg.w_dim, res))
-            self.torgbs.append(ToRGB(c_out, cfg.w_dim, styled_rgb))
+            self.layers.append(layer_cls(c_in, c_out, cfg.w_dim, res, up=True, conv_clamp=clip))
+            self.layers.append(layer_cls(c_out, c_out, cfg.w_dim, res, conv_clamp=clip))
+            self.torgbs.append(ToRGB(c_out, cfg.w_dim, styled_rgb, clip))
         self.up = Upsample2x()
         self.styled_rgb = styled_rgb
         self.num_ws = len(self.layers) + (1 if styled_rgb else 0)

