@@ -1,7 +1,8 @@
-"""fid_lite0 / kid_lite0, recorded: the same measurement as `gen metrics`, appended with the machine.
+"""fid / kid and fid_lite0 / kid_lite0, recorded: the same measurement as `gen metrics`, appended with the machine.
 
     python benchmarks/metrics.py --data ../shared/data/emoji-google-64 --num 1000 --real-floor   # the floor alone
     python benchmarks/metrics.py models/BUNDLE --data ../shared/data/emoji-google-64 --num 1000 --real-floor
+    python benchmarks/metrics.py models/BUNDLE --data ... --metric fid_lite0,kid_lite0   # without Inception (fast)
 
 Prints the figures and appends them, with the equivalent `gen metrics` command and the machine's
 description, to benchmarks/results/metrics.jsonl.
@@ -28,15 +29,17 @@ def main() -> None:
     ap.add_argument("--psi", type=float, default=1.0)
     ap.add_argument("--real-floor", action="store_true")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--metric", default="all", help="fid,kid,fid_lite0,kid_lite0 (comma-separated) or all")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     result = compute_metrics(Path(args.source) if args.source else None, Path(args.data), args.num, args.psi,
-                             args.real_floor, device=args.device)
+                             args.real_floor, device=args.device, metrics=args.metric)
     for line in format_metrics(result):
         print(line)
     command = " ".join(["gen metrics", *([args.source] if args.source else []), "--data", args.data, "--num",
                         str(args.num), *(["--psi", str(args.psi)] if args.source else []),
-                        *(["--real-floor"] if args.real_floor else [])])
+                        *(["--real-floor"] if args.real_floor else []),
+                        *(["--metric", args.metric] if args.metric != "all" else [])])
     if not args.no_record:
         path = record("metrics", {"command": command, **result}, describe("cuda" if args.device == "cuda" else "cpu"))
         print(f"appended to {path}")

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from gen.runtime.bundle import has_manifest
-from gen.runtime.errors import require_extra
+from gen.runtime.errors import GenError, require_extra
 from gen.runtime.latents import DEFAULT_PSI
 from gen.runtime.stylegan.walk import WalkSettings
 
@@ -30,18 +30,25 @@ def sample(
     cols: int = typer.Option(None, help="Grid columns (default: square)."),
     engine: str = typer.Option("auto", help="Bundle engine: auto | cpu | cuda. Checkpoint device: cpu | cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing existing files (grid, seedNNNN.png)."),
+    class_idx: int = typer.Option(None, "--class", show_default=False,
+                                  help="Class of a class-conditional model, 0..classes-1 (a run folder: bundles are "
+                                       "unconditional)."),
 ) -> None:
     """Draw pictures for a list of seeds, from a bundle (runtime) or a checkpoint (PyTorch reference)."""
     from gen.runtime.stylegan.sample import bundle_images, sample_to_files
 
     if has_manifest(source):  # a broken bundle says what is wrong with it, not "install torch"
+        if class_idx is not None:
+            raise GenError(f"--class {class_idx}: bundles hold unconditional models (class-conditional ones are drawn "
+                           "from their run folder); leave --class out")
         draw = partial(bundle_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, engine=engine)
     else:
         require_extra("torch")
         from gen.train.sample import checkpoint_images
 
         device = "cpu" if engine in ("auto", "cpu") else engine  # a checkpoint's --engine names a torch device
-        draw = partial(checkpoint_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, device=device)
+        draw = partial(checkpoint_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, device=device,
+                       class_idx=class_idx)
     err.print(escape(f"wrote {sample_to_files(draw, seeds, out, outdir, cols, overwrite=overwrite)}"))
 
 

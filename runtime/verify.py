@@ -123,11 +123,12 @@ def verify(bundle: Bundle, engine: str = "auto") -> list[Check]:
             ins, outs_spec = {t.name: t for t in spec.inputs}, {t.name: t for t in spec.outputs}
             feeds = {name: golden_array(bundle, golden, key, ins[name]) for name, key in case.inputs.items()}
             wants = {name: golden_array(bundle, golden, key, outs_spec[name]) for name, key in case.outputs.items()}
-            if m.kind == "dream":  # golden images are [0, 1] pictures; the graph sees them preprocessed
+            # dream golden images are [0, 1] pictures: the graph sees them preprocessed, its gradient is scaled back
+            if m.kind == "dream" and "image" in feeds:
                 with np.errstate(over="ignore", invalid="ignore"):  # (absurd golden values FAIL, quietly)
                     feeds["image"] = feeds["image"] * scale + offset
             outs = runner.run(feeds)
-            if m.kind == "dream" and "grad" in outs:  # the gradient with respect to the picture (chain rule)
+            if m.kind == "dream" and "image" in feeds and "grad" in outs:  # (chain rule)
                 outs["grad"] = outs["grad"] * scale
             tol = tolerance_for(bundle, case.graph, runner.precision)
             for name, want in wants.items():

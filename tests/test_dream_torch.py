@@ -54,13 +54,38 @@ def test_real_weights_see_a_cat(lite0):
 def test_backbone_layers_run_on_odd_sizes(name):
     net = build_backbone(name, random_weights=True)
     table = dict(layer_table(name))
-    assert list(table) == net.layer_names and "logits" in table
+    assert list(table) == net.layer_names
+    assert ("logits" in table) == (name != "inception_v3")  # the FID network (inception_v3's default) has none
     size = (net.min_size + 13, net.min_size + 30)  # odd, not square
-    layers = [net.default_layer, "logits"]
+    layers = [net.default_layer, "logits" if net.has_classifier else net.layer_names[-1]]
     with torch.no_grad():
         out = net(torch.rand(1, 3, *size), layers)
     assert out[net.default_layer].shape[1] == table[net.default_layer][0]
-    assert out["logits"].shape == (1, 1000)
+    assert out[layers[1]].shape == ((1, 1000) if net.has_classifier else (1, 2048))
+
+
+def test_inception_v3_takes_torchvision_weights_in_torchvision_layout(tmp_path):
+    """A torchvision weight file (classifier, auxiliary head, batch-norm scales) gets torchvision's network:
+    the padding counts in the branches' average pools, Mixed_7c pools by average, inputs in [-1, 1]."""
+    from gen.train.backbones.inception_v3 import InceptionV3
+
+    src = InceptionV3(fid=False).eval()
+    state = src.state_dict() | {"AuxLogits.fc.weight": torch.zeros(1000, 768)}
+    torch.save(state, tmp_path / "inception_v3_google.pth")
+    net = build_backbone("inception_v3", tmp_path / "inception_v3_google.pth")
+    assert not net.fid and net.has_classifier and net.layer_names[-2:] == ["pool3", "logits"]
+    x = torch.rand(1, 3, 80, 91)
+    with torch.no_grad():
+        want = src(x, ["logits", "Mixed_5b"])
+        got = net(x, ["logits", "Mixed_5b"])
+        torch.testing.assert_close(got["logits"], want["logits"], rtol=0, atol=0)
+        # The FID layout with the same tensors, fed the same normalised input (it reads pixels as (x - 128) / 128):
+        # Mixed_5b's convolution branches agree, its pool branch (the last 32 channels) does not.
+        fid = InceptionV3(fid=True).eval()
+        fid.load_state_dict(src.state_dict(), strict=False)
+        other = fid(x * 256 / 255, ["Mixed_5b"])["Mixed_5b"]
+    torch.testing.assert_close(other[:, :224], got["Mixed_5b"][:, :224], rtol=1e-4, atol=1e-6)
+    assert (other[:, 224:] - got["Mixed_5b"][:, 224:]).abs().max() > 1e-3
 
 
 def test_weights_round_trip_pth_and_safetensors(tmp_path):

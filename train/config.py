@@ -26,6 +26,7 @@ class ModelConfig:
     channel_max: int = 512
     mbstd_group: int = 4
     conv_clamp: float | None = None  # clip every conv layer's output to +-this (NVlabs' official configs: 256)
+    c_dim: int = 0  # classes of a class-conditional model (imported from NVlabs); 0: unconditional
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -33,8 +34,12 @@ class ModelConfig:
             raise GenError(f"resolution must be a power of two from 8 to 1024, got {r}")
         if self.variant not in VARIANTS:
             raise GenError(f"unknown variant '{self.variant}'; choose one of {', '.join(VARIANTS)}")
+        if self.z_dim < 1 or self.w_dim < 1:
+            raise GenError(f"z_dim and w_dim must be at least 1, got {self.z_dim} and {self.w_dim}")
         if self.mapping_layers < 1:
             raise GenError("mapping_layers must be at least 1")
+        if self.c_dim < 0:
+            raise GenError(f"c_dim must be 0 (unconditional) or a number of classes, got {self.c_dim}")
         if self.conv_clamp is not None and not self.conv_clamp > 0:
             raise GenError(f"conv_clamp must be positive or None, got {self.conv_clamp}")
 

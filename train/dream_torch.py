@@ -26,7 +26,7 @@ from gen.runtime.dream.objective import LayerTerm, parse_layers
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image
 
-from .backbones import Backbone, build_backbone, layer_table
+from .backbones import PUBLIC_FILES, Backbone, build_backbone, layer_table
 from .devices import resolve_device
 
 GUIDE_MAX_SIDE = 512  # guide images are shrunk to fit this before their features are taken
@@ -54,7 +54,10 @@ class DreamObjective(nn.Module):
         backbone.check_layers(t.layer for t in terms)
         if class_index is not None:
             if not backbone.has_classifier:
-                raise GenError(f"{backbone.name} has no classifier, so it cannot dream on a class")
+                hint = (f" (torchvision's {PUBLIC_FILES[backbone.name]} has one: pass it as --weights)"
+                        if backbone.name in PUBLIC_FILES else "")
+                raise GenError(f"{backbone.name} with these weights has no classifier, so it cannot dream on a "
+                               f"class{hint}")
             classes = backbone.num_classes
             if not 0 <= class_index < classes:
                 raise GenError(f"class {class_index} is out of range: {backbone.name} has classes 0-{classes - 1}")

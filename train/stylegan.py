@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.runtime.errors import GenError
 from gen.runtime.latents import check_noise_mode
 
 from .config import ModelConfig
@@ -67,7 +68,10 @@ class MappingNetwork(nn.Module):
         super().__init__()
         self.num_ws = num_ws
         self.w_avg_beta = w_avg_beta
-        dims = [cfg.z_dim] + [cfg.w_dim] * cfg.mapping_layers
+        self.c_dim = cfg.c_dim
+        if cfg.c_dim:  # class-conditional (NVlabs): the one-hot label embedded to w_dim features beside z
+            self.embed = EqualLinear(cfg.c_dim, cfg.w_dim)
+        dims = [cfg.z_dim + (cfg.w_dim if cfg.c_dim else 0)] + [cfg.w_dim] * cfg.mapping_layers
         self.layers = nn.ModuleList(
             EqualLinear(a, b, lr_mul=cfg.mapping_lr_mul, activate=True) for a, b in zip(dims[:-1], dims[1:])
         )
@@ -78,15 +82,21 @@ class MappingNetwork(nn.Module):
         """Move the tracked average towards a batch mean of w (the trainer averages it over processes)."""
         self.w_avg.lerp_(w_mean.float(), 1.0 - self.w_avg_beta)
 
-    def w(self, z: torch.Tensor) -> torch.Tensor:
-        """z [N, z_dim] -> one w [N, w_dim] (what the exported mapping graph computes)."""
+    def w(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """z [N, z_dim] (and the label c [N, c_dim] of a class-conditional model) -> one w [N, w_dim] (what the
+        exported mapping graph computes)."""
         x = normalize_2nd_moment(z.float())
+        if self.c_dim:
+            if c is None:
+                raise GenError(f"this model is class-conditional ({self.c_dim} classes) and no class was given")
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c.float()))], dim=1)
         for layer in self.layers:
             x = layer(x)
         return x
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
-        ws = self.w(z)[:, None, :].repeat(1, self.num_ws, 1)
+    def forward(self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None,
+                c: torch.Tensor | None = None) -> torch.Tensor:
+        ws = self.w(z, c)[:, None, :].repeat(1, self.num_ws, 1)
         if psi != 1.0:
             ws = truncate(ws, self.w_avg, psi, cutoff)
         return ws
@@ -240,5 +250,5 @@ class Generator(nn.Module):
         self.mapping = MappingNetwork(cfg, self.num_ws)
 
     def forward(self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None,
-                noise_mode: str = "random") -> torch.Tensor:
-        return self.synthesis(self.mapping(z, psi, cutoff), noise_mode)
+                noise_mode: str = "random", c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(self.mapping(z, psi, cutoff, c), noise_mode)

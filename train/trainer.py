@@ -354,15 +354,21 @@ class StopFlag:
 
 def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *, device: str = "auto",
           workers: int = 2, seed: int = 0, background=WHITE, resume: bool = False, overwrite: bool = False,
-          metrics_kimg: float | None = None, metrics_num: int = 1000) -> StyleGANTraining:
+          metrics_kimg: float | None = None, metrics_num: int = 1000,
+          metrics: str | tuple[str, ...] | None = None) -> StyleGANTraining:
     """Train until cfg.kimg thousand images were shown (or a stop signal); returns the final state.
 
     A fresh run (not `resume`) into a folder an earlier run wrote to is refused, or with `overwrite` the
-    earlier run's files are deleted first. With `metrics_kimg`, rank 0 measures fid_lite0 / kid_lite0 of
-    G_ema every that many kimg (see metrics.py).
+    earlier run's files are deleted first. With `metrics_kimg`, rank 0 measures `metrics` (default: fid, kid,
+    fid_lite0, kid_lite0) of G_ema every that many kimg (see metrics.py).
     """
     if not (resume or overwrite):  # every rank, before any of them writes
         RunFolder(out, True).refuse_earlier()
+    if metrics_kimg:  # every rank, before any work: a missing extra or a misspelt metric
+        from .metrics import families_for, parse_metrics
+
+        metrics = parse_metrics(metrics)
+        families_for(metrics)
     procs, loader = Dist(device), None
     try:
         if cfg.batch % procs.world:
@@ -387,7 +393,7 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
             if procs.is_main:
                 from .metrics import TrainingMetrics
 
-                measure = TrainingMetrics(data, model.resolution, background, metrics_num, procs.device)
+                measure = TrainingMetrics(data, model.resolution, background, metrics_num, procs.device, metrics)
             procs.wait_for_main()  # the reals' features
         try:
             _loop(state, loader, dataset, run, extra, measure, metrics_kimg)
@@ -471,13 +477,16 @@ def _snapshot(state: StyleGANTraining, run: RunFolder, seeds: list[int], extra: 
 
 
 def _measure(state: StyleGANTraining, run: RunFolder, measure) -> None:
-    """Log fid_lite0 / kid_lite0 of G_ema into log.jsonl and redraw the curve so far as metrics.png."""
+    """Log the metrics of G_ema into log.jsonl and redraw their curves so far as metrics.png, one chart per
+    metric, stacked (a resumed run's earlier points too, also of metrics no longer measured)."""
     from .charts import draw_curve
+    from .metrics import METRICS
 
     run.log({"step": state.step, "kimg": state.nimg / 1000, **measure(state.G_ema)})
     records = [json.loads(line) for line in (run.path / "log.jsonl").read_text(encoding="utf-8").splitlines()]
-    points = [(r["kimg"], r["fid_lite0"]) for r in records if "fid_lite0" in r]  # a resumed run's too
-    run.grid("metrics.png", draw_curve(points, f"fid_lite0 ({measure.num} images)"))
+    charts = [draw_curve([(r["kimg"], r[name]) for r in records if name in r], f"{name} ({measure.num} images)")
+              for name in METRICS if any(name in r for r in records)]
+    run.grid("metrics.png", np.concatenate(charts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,7 +496,7 @@ def _measure(state: StyleGANTraining, run: RunFolder, measure) -> None:
 def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, resume: Path | None = None,
                     model_overrides: dict | None = None, train_overrides: dict | None = None, background=WHITE,
                     device: str = "auto", workers: int = 2, seed: int = 0, metrics_kimg: float | None = None,
-                    metrics_num: int = 1000, overwrite: bool = False) -> StyleGANTraining:
+                    metrics_num: int = 1000, metrics: str | None = None, overwrite: bool = False) -> StyleGANTraining:
     """`gen train`: a new run from a preset (default: small) with some fields overridden, or the run in
     `resume` continued with its own config, data, seed and background (only train fields may change)."""
     if resume is not None and overwrite:
@@ -513,7 +522,8 @@ def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, 
         model = replace(p.model, **overrides_model)
         cfg = replace(p.train, **overrides_train)
     return train(data, Path(out), model, cfg, device=device, workers=workers, seed=seed, background=background,
-                 resume=resume is not None, overwrite=overwrite, metrics_kimg=metrics_kimg, metrics_num=metrics_num)
+                 resume=resume is not None, overwrite=overwrite, metrics_kimg=metrics_kimg, metrics_num=metrics_num,
+                 metrics=metrics)
 
 
 def run_summary(state: StyleGANTraining, run: Path) -> str:

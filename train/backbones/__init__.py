@@ -35,8 +35,8 @@ PUBLIC_FILES = {
     "vgg16": "vgg16-397923af.pth",
 }
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "backbone_class", "build_backbone", "default_weights",
-           "fid_inception_weights", "layer_table", "load_weights", "read_state_dict"]
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "PUBLIC_FILES", "Backbone", "backbone_class", "build_backbone",
+           "default_weights", "fid_inception_weights", "layer_table", "load_weights", "read_state_dict"]
 
 
 def backbone_class(name: str) -> type[Backbone]:

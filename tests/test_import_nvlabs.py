@@ -1,0 +1,244 @@
+"""`gen import` of stylegan2-ada-pytorch pickles: the imported run and its bundle draw NVlabs' own pictures.
+
+tests/data/nvlabs/ holds data only (README.md there says how NVlabs' code made it): the weights of random StyleGAN2
+Gs and Ds (FP16 layers, conv_clamp 256, a clamp that fires; 32 px unconditional, 16 px with 5 classes), the
+pictures NVlabs drew from them and D's logits. Each test builds the network pickle itself, every module's source
+a payload that leaves a marker file if it ran (it never may)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nvlabs_fakes import FakeEasyDict, dump_nvlabs, payload, persistent_network
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import assert_same_pictures
+from gen.runtime.errors import GenError
+from gen.train import checkpoint as ckpt
+from gen.train.config import ModelConfig, model_from_json
+from gen.train.discriminator import Discriminator
+from gen.train.importers.nvlabs import import_model
+from gen.train.sample import generate, load_generator
+
+DATA = Path(__file__).parent / "data" / "nvlabs"
+SEEDS = [0, 1, 2, 3]
+
+
+def gen(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gen.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def reference(name: str = "sg2ada-32") -> dict[str, np.ndarray]:
+    with np.load(DATA / f"{name}-pictures.npz") as f:
+        return dict(f)
+
+
+def snapshot(change: dict | None = None, drop: tuple[str, ...] = (), extra: dict | None = None,
+             name: str = "sg2ada-32") -> dict:
+    """The networks as NVlabs' training loop pickles them: G, D, G_ema, augment_pipe, training_set_kwargs.
+    `change` overrides construction arguments by network ({"G_ema": {"c_dim": 10}}); `drop` leaves networks out."""
+    tensors = {k: v.float() for k, v in load_file(DATA / f"{name}.safetensors").items()}
+    spec = json.loads((DATA / f"{name}.json").read_text())
+    spec["G"] = spec["G_ema"]
+    data = {}
+    for net in ("G", "D", "G_ema"):
+        if net not in drop:
+            kwargs = {**spec[net]["init_kwargs"], **(change or {}).get(net, {})}
+            own = ckpt.subdict(tensors, "D" if net == "D" else "G_ema")
+            data[net] = persistent_network(spec[net]["class_name"], kwargs, own)
+    return data | {"augment_pipe": None, "training_set_kwargs": FakeEasyDict(path="x.zip", resolution=32)} | (
+        extra or {})
+
+
+@pytest.fixture
+def marker(tmp_path) -> Path:
+    path = tmp_path / "ran"
+    yield path
+    assert not path.exists(), "code from the file ran"
+
+
+def one_line_error(p: subprocess.CompletedProcess, *words: str) -> None:
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def sampled(source: Path, psi: float, folder: Path, *more: str) -> np.ndarray:
+    folder.mkdir()
+    p = gen("sample", str(source), "--seeds", "0-3", "--psi", str(psi), "--noise-mode", "const",
+            "--out", str(folder / "grid.png"), "--outdir", str(folder), *more)
+    assert p.returncode == 0, p.stderr
+    return np.stack([np.asarray(Image.open(folder / f"seed{s:04d}.png").convert("RGB")) for s in SEEDS])
+
+
+@pytest.mark.slow
+def test_imported_run_and_its_bundle_draw_nvlabs_pictures(tmp_path, marker):
+    pkl = dump_nvlabs(tmp_path / "network-snapshot-000100.pkl", snapshot(), payload(marker))
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+
+    p = gen("import", str(pkl), "--out", str(run))
+
+    assert p.returncode == 0, p.stderr
+    for words in ("stylegan2-ada", "32x32, 3 channels", "2 layers, z 32 -> w 32, lr multiplier 0.01",
+                  "conv_clamp 256", "top 4 resolutions in FP16", "unconditional", "G_ema 66,723", "D 72,561",
+                  "optimiser and augmentation state"):
+        assert words in p.stdout, p.stdout
+    assert gen("export", str(run), "--out", str(bundle)).returncode == 0
+    verified = gen("verify", str(bundle))
+    assert verified.returncode == 0 and "all within tolerance" in verified.stdout, verified.stdout + verified.stderr
+    ref = reference()
+    for psi in (1.0, 0.7):
+        for source in (run, bundle):
+            assert_same_pictures(sampled(source, psi, tmp_path / f"{source.name}-{psi}"), ref[f"psi{psi:.1f}"])
+    meta = ckpt.read_meta(run)
+    assert meta["imported"]["file"] == pkl.name and meta["model"]["conv_clamp"] == 256
+
+    again = gen("import", str(pkl), "--out", str(run))
+    one_line_error(again, "already holds a run", "--overwrite")
+    assert gen("import", str(pkl), "--out", str(run), "--overwrite").returncode == 0
+
+
+def test_imported_networks_compute_what_nvlabs_computes(tmp_path, marker):
+    """G_ema's pictures (in-process, no export), D's logits, and that the data make conv_clamp matter."""
+    pkl = dump_nvlabs(tmp_path / "snapshot.pkl", snapshot(), payload(marker))
+    found = import_model(pkl, tmp_path / "run")
+    ref = reference()
+    G = load_generator(tmp_path / "run")
+    assert G.cfg.conv_clamp == 256 and found.num_fp16_res == 4
+    for psi in (1.0, 0.7):
+        assert_same_pictures(generate(G, SEEDS, psi, noise_mode="const"), ref[f"psi{psi:.1f}"])
+    tensors, meta = ckpt.load_checkpoint(tmp_path / "run")
+    D = Discriminator(model_from_json(meta["model"])).eval()
+    ckpt.load_module(D, ckpt.subdict(tensors, "D"), "D")
+    x = torch.from_numpy(ref["psi1.0"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        assert np.allclose(D(x).numpy(), ref["d_logits"], atol=1e-5)
+    for layer in [*G.synthesis.layers, *G.synthesis.torgbs]:
+        layer.conv_clamp = None
+    unclamped = generate(G, SEEDS, 1.0, noise_mode="const")
+    off = int(np.abs(unclamped.astype(int) - ref["psi1.0"]).max())
+    assert off > 3, off  # the data exercise the clamp: without it, pictures are further off than the tolerance
+
+
+def test_class_conditional_model_draws_nvlabs_pictures_of_each_class(tmp_path, marker):
+    """A one-hot class as NVlabs' generate.py builds it, embedded beside z; its D (a projection D) is left out."""
+    pkl = dump_nvlabs(tmp_path / "cifar-like.pkl", snapshot(name="sg2ada-16-cond"), payload(marker))
+    run = tmp_path / "run"
+    p = gen("import", str(pkl), "--out", str(run))
+    assert p.returncode == 0, p.stderr
+    assert "5 (gen sample RUN --class 0..4)" in p.stdout and "a usable D (it is class-conditional" in p.stdout
+    ref = reference("sg2ada-16-cond")
+    G = load_generator(run)
+    for psi in (1.0, 0.7):
+        for c in (0, 3):
+            assert_same_pictures(generate(G, SEEDS, psi, noise_mode="const", class_idx=c),
+                                 ref[f"psi{psi:.1f}-class{c}"])
+    assert_same_pictures(sampled(run, 0.7, tmp_path / "cli", "--class", "3"), ref["psi0.7-class3"])
+    one_line_error(gen("sample", str(run), "--seeds", "0-3", "--out", str(tmp_path / "a.png")),
+                   "class-conditional (5 classes)", "--class 0..4")
+    one_line_error(gen("sample", str(run), "--class", "5", "--out", str(tmp_path / "a.png")), "out of range")
+    one_line_error(gen("export", str(run), "--out", str(tmp_path / "bundle")), "class-conditional",
+                   "not supported yet")
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "bundle").exists()
+
+
+def test_a_file_without_g_or_d_is_imported_and_says_so(tmp_path, marker):
+    found = import_model(dump_nvlabs(tmp_path / "a.pkl", snapshot(drop=("G", "D")), payload(marker)),
+                         tmp_path / "run")
+    assert any(item.startswith("D ") for item in found.lacks) and any(item.startswith("G ") for item in found.lacks)
+    assert set(found.parameters) == {"G_ema"}
+    tensors, _ = ckpt.load_checkpoint(tmp_path / "run")
+    assert not any(k.startswith(("G.", "D.")) for k in tensors)
+    change = {"D": {"epilogue_kwargs": {"mbstd_group_size": 4, "mbstd_num_channels": 2}}}
+    found = import_model(dump_nvlabs(tmp_path / "b.pkl", snapshot(change), payload(marker)), tmp_path / "run2")
+    assert any("minibatch stddev has 2 channels" in item for item in found.lacks) and "D" not in found.parameters
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"synthesis_kwargs": {"architecture": "resnet"}}, "'resnet' synthesis architecture"),
+    ({"synthesis_kwargs": {"architecture": "orig"}}, "'orig' synthesis architecture"),
+    ({"c_dim": 5, "mapping_kwargs": {"embed_features": 8}}, "8 label-embedding features"),
+    ({"img_channels": 1}, "1 image channels"),
+    ({"synthesis_kwargs": {"resample_filter": [1, 2, 1]}}, "resampling filter [1, 2, 1]"),
+    ({"mapping_kwargs": {"activation": "relu"}}, "activations"),
+    ({"mapping_kwargs": {"num_layers": 3}}, "no tensor 'mapping.fc2.weight'"),
+    ({"img_resolution": 4}, "power of two"),
+])
+def test_what_gen_cannot_represent_is_refused_in_one_line(tmp_path, marker, change, words):
+    pkl = dump_nvlabs(tmp_path / "x.pkl", snapshot({"G": change, "G_ema": change}), payload(marker))
+    with pytest.raises(GenError) as e:
+        import_model(pkl, tmp_path / "run")
+    assert "\n" not in str(e.value) and words in str(e.value) and str(pkl) in str(e.value), str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_files_of_other_projects_are_not_converted_yet(tmp_path):
+    path = tmp_path / "550000.pt"
+    torch.save({"g_ema": {"style.1.weight": torch.ones(2, 2)}, "latent_avg": torch.zeros(2)}, path)
+    with pytest.raises(GenError, match=r"is a rosinality file; gen imports stylegan2-ada-pytorch pickles so far"):
+        import_model(path, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_leftover_tensors_and_stylegan3_are_refused(tmp_path, marker):
+    data = snapshot()
+    data["G_ema"].synthesis.b8.add_module("skip", persistent_network("Conv2dLayer", {}, {
+        "weight": torch.zeros(32, 32, 1, 1)}))
+    with pytest.raises(GenError, match=r"1 tensor\(s\) gen has no place for \(synthesis.b8.skip.weight\)"):
+        import_model(dump_nvlabs(tmp_path / "a.pkl", data, payload(marker)), tmp_path / "run")
+    data = snapshot(drop=("G", "D"))
+    data["G_ema"].synthesis = persistent_network("SynthesisNetwork", {}, {
+        "input.freqs": torch.zeros(4, 2), "L0_36_512.weight": torch.zeros(1)})
+    with pytest.raises(GenError, match=r"not a StyleGAN2 generator \(its synthesis has input, L0_36_512"):
+        import_model(dump_nvlabs(tmp_path / "b.pkl", data, payload(marker)), tmp_path / "run")
+
+
+class Call:
+    def __init__(self, fn, *args) -> None:
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+class Custom:
+    """A class of the file's own, outside the allow-list."""
+
+
+@pytest.mark.parametrize("hostile", ["system", "eval", "custom", "resnet"])
+def test_hostile_and_foreign_files_through_gen_import(tmp_path, marker, hostile):
+    """Nothing runs: the module sources (payloads) stay strings, a call to os.system or eval and a foreign class are
+    refused by name before they are called, an architecture gen lacks is named; one line each, no run written."""
+    extra = {"system": {"progress": Call(os.system, f"touch {marker}")},
+             "eval": {"progress": [Call(eval, f"open({str(marker)!r}, 'w')")]},
+             "custom": {"progress": Custom()}}.get(hostile)
+    change = {"G_ema": {"synthesis_kwargs": {"architecture": "resnet"}}} if hostile == "resnet" else None
+    pkl = dump_nvlabs(tmp_path / "hostile.pkl", snapshot(change, extra=extra), payload(marker))
+    p = gen("import", str(pkl), "--out", str(tmp_path / "run"))
+    words = {"system": f"{os.system.__module__}.system", "eval": "builtins.eval",
+             "custom": f"{Custom.__module__}.Custom", "resnet": "'resnet' synthesis architecture"}[hostile]
+    one_line_error(p, str(pkl), words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_imported_run_is_not_resumed_as_a_training_run(tmp_path, marker):
+    from gen.train.trainer import start_or_resume
+
+    import_model(dump_nvlabs(tmp_path / "a.pkl", snapshot(), payload(marker)), tmp_path / "run")
+    with pytest.raises(GenError, match="imported by gen import"):
+        start_or_resume(None, tmp_path / "run", resume=tmp_path / "run")
+
+
+def test_conv_clamp_must_be_positive():
+    with pytest.raises(GenError, match="conv_clamp must be positive"):
+        ModelConfig(conv_clamp=0)
