@@ -19,7 +19,6 @@ StyleGAN3, a tensor with no place in ours) is refused in one line naming it, bef
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from gen.runtime.bundle import sha256_file
 from gen.runtime.errors import GenError
 from gen.runtime.files import output_error
 
@@ -81,17 +81,9 @@ class Imported:
 
     def record(self) -> dict:
         """JSON for the checkpoint's metadata: where the weights came from."""
-        return {"format": self.format, "file": self.source.name, "sha256": _sha256(self.source),
+        return {"format": self.format, "file": self.source.name, "sha256": sha256_file(self.source),
                 "c_dim": self.c_dim, "num_fp16_res": self.num_fp16_res, "parameters": self.parameters,
                 "lacks": self.lacks}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _kwargs(obj: PersistentObject, key: str, defaults: dict) -> dict:
