@@ -53,9 +53,10 @@ manifest.json fields:
 Bounds (a manifest is data from anywhere; each bound is far beyond what ``gen export`` writes):
 
 - manifest.json is a regular file of at most ``MAX_MANIFEST_BYTES`` (4 MiB), checked before it is read
-  (never a device, FIFO or huge file); JSON nested too deeply or with integers of thousands of digits is
-  refused. A folder with a manifest.json (``has_manifest``) is a bundle to commands that also take
-  checkpoints, so its own error is shown; ``is_bundle`` says whether it is a readable gen bundle.
+  (never a device, FIFO or huge file); JSON nested more than ``MAX_JSON_DEPTH`` (32) deep or with integers
+  of thousands of digits is refused. A folder with a manifest.json (``has_manifest``) is a bundle to
+  commands that also take checkpoints, so its own error is shown; ``is_bundle`` says whether it is a readable gen
+  bundle.
 - Shapes: rank <= 8; a fixed dimension is an integer 1..65536, a dynamic one an identifier-like name.
   ``z_dim``, ``w_dim`` <= 4096, ``num_ws`` <= 64, at least one noise input (every StyleGAN layer has
   noise), noise [batch, 1, h, w] with h, w <= resolution, mapping w [batch, w_dim], synthesis img
@@ -102,6 +103,7 @@ GOLDEN = "golden.npz"
 # Bounds the runtime owns: a manifest is data from anywhere and must not make a device hang, eat its memory or
 # switch verification off. Each is far beyond what `gen export` writes (see the docstring's "Bounds").
 MAX_MANIFEST_BYTES = 4 << 20  # 4 MiB; shipped manifests are ~20 KB, an engine record adds ~1 KB
+MAX_JSON_DEPTH = 32  # shipped manifests nest 6 deep
 MAX_DIM = 1 << 16  # a fixed tensor dimension (an image side, a channel count)
 MAX_RANK = 8
 MAX_LATENT = 4096  # z_dim and w_dim: StyleGAN uses 512
@@ -402,6 +404,18 @@ def clip(text: object, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(data: bytes) -> int:
+    """How deep the brackets of a JSON text nest, strings aside. Counted before parsing because the parser's
+    own guard is the interpreter's recursion limit, which differs between Python builds and machines (and
+    deep C recursion can overflow a small thread stack before it answers)."""
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', data), np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int32) - np.isin(codes, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def read_manifest(manifest_path: Path) -> object:
     """The parsed JSON of a manifest file, after checking that it is a regular file of sane size."""
     try:
@@ -423,11 +437,14 @@ def read_manifest(manifest_path: Path) -> object:
     if len(data) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{manifest_path} is more than a manifest's limit of {MAX_MANIFEST_BYTES} bytes: "
                           "not a gen bundle (or a damaged copy)")
+    too_deep = BundleError(f"{manifest_path} is nested too deeply to be a manifest; the copy is damaged: copy "
+                           "the bundle again")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise too_deep
     try:
         return json.loads(data.decode("utf-8"))
     except RecursionError:
-        raise BundleError(f"{manifest_path} is nested too deeply to be a manifest; the copy is damaged: copy "
-                          "the bundle again") from None
+        raise too_deep from None
     except ValueError as e:  # bad UTF-8, bad JSON, an integer of thousands of digits
         raise BundleError(f"{manifest_path} is not valid JSON ({clip(e)}); the copy is damaged: copy the bundle "
                           "again") from None

@@ -317,7 +317,10 @@ def test_oversized_manifest_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("text,words", [("[" * 100000 + "]" * 100000, "nested too deeply"),
-                                        ('{"format": ' + "9" * 5000 + "}", "not valid JSON")])
+                                        ("[" * 33 + "]" * 33, "nested too deeply"),
+                                        ('{"a": "' + "[" * 5000 + '\\"' + '"}', "format"),
+                                        ('{"format": ' + "9" * 5000 + "}", "not valid JSON")],
+                         ids=["deep", "33-deep", "brackets-in-a-string", "long-int"])
 def test_pathological_json_is_one_line(tmp_path, text, words):
     """Item 2: RecursionError and the int digit limit's ValueError were tracebacks in every command."""
     folder = copy_bundle(EMOJI, tmp_path / "b")
