@@ -13,15 +13,15 @@ from .output import err, out
 
 
 def import_(
-    source: Path = typer.Argument(..., help="A stylegan2-ada-pytorch network pickle (.pkl). It is read as data: "
-                                            "nothing in it is run."),
+    source: Path = typer.Argument(..., help="A stylegan2-ada-pytorch network pickle (.pkl) or a rosinality "
+                                            "checkpoint (.pt). It is read as data: nothing in it is run."),
     run: Path = typer.Option(..., "--out", "-o", help="Run folder to write (its checkpoint.safetensors)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
 ) -> None:
-    """Import a StyleGAN2 model trained with NVlabs' code: say what it holds, write a run folder that gen sample,
-    export, walk and mix take; refuse, in one line, what gen cannot represent."""
+    """Import a StyleGAN2 model trained with NVlabs' or rosinality's code: say what it holds, write a run folder
+    that gen sample, export, walk and mix take; refuse, in one line, what gen cannot represent."""
     require_extra("torch")
-    from gen.train.importers.nvlabs import describe_lines, import_model
+    from gen.train.importers import describe_lines, import_model
 
     found = import_model(source, run, overwrite=overwrite)
     for line in describe_lines(found):

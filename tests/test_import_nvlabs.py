@@ -25,7 +25,7 @@ from gen.runtime.errors import GenError
 from gen.train import checkpoint as ckpt
 from gen.train.config import ModelConfig, model_from_json
 from gen.train.discriminator import Discriminator
-from gen.train.importers.nvlabs import import_model
+from gen.train.importers import import_model
 from gen.train.sample import generate, load_generator
 
 DATA = Path(__file__).parent / "data" / "nvlabs"
@@ -182,12 +182,13 @@ def test_what_gen_cannot_represent_is_refused_in_one_line(tmp_path, marker, chan
     assert not (tmp_path / "run").exists()
 
 
-def test_files_of_other_projects_are_not_converted_yet(tmp_path):
-    path = tmp_path / "550000.pt"
-    torch.save({"g_ema": {"style.1.weight": torch.ones(2, 2)}, "latent_avg": torch.zeros(2)}, path)
-    with pytest.raises(GenError, match=r"is a rosinality file; gen imports stylegan2-ada-pytorch pickles so far"):
-        import_model(path, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
+def test_tensorflow_pickles_are_not_converted_yet(tmp_path):
+    from gen.train.importers import convert
+    from gen.train.importers.pickles import ModelFile
+
+    with pytest.raises(GenError, match=r"is a stylegan2-tf file; gen imports stylegan2-ada-pytorch pickles and "
+                                       r"rosinality checkpoints so far"):
+        convert(ModelFile(tmp_path / "network.pkl", "stylegan2-tf", {}))
 
 
 def test_leftover_tensors_and_stylegan3_are_refused(tmp_path, marker):

@@ -20,22 +20,15 @@ StyleGAN3, a tensor with no place in ours) is refused in one line naming it, bef
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from gen.runtime.bundle import sha256_file
 from gen.runtime.errors import GenError
-from gen.runtime.files import output_error
 
 from .. import checkpoint as ckpt
 from ..config import ModelConfig, to_json
-from ..discriminator import Discriminator
-from ..state_dicts import first_non_finite
-from ..stylegan import Generator
-from .pickles import ModelFile, PersistentObject, read_model_file
+from .base import FILTER, Imported, Taker, check_converted, plain
+from .pickles import ModelFile, PersistentObject
 
 # NVlabs' constructor defaults (training/networks.py), for arguments a pickle does not record
 MAPPING_DEFAULTS = dict(num_layers=8, embed_features=None, layer_features=None, activation="lrelu",
@@ -45,45 +38,6 @@ SYNTHESIS_DEFAULTS = dict(channel_base=32768, channel_max=512, num_fp16_res=0, a
                           activation="lrelu")
 D_DEFAULTS = dict(architecture="resnet", channel_base=32768, channel_max=512, num_fp16_res=0, conv_clamp=None)
 D_EPILOGUE_DEFAULTS = dict(mbstd_group_size=4, mbstd_num_channels=1, activation="lrelu")
-FILTER = [1, 3, 3, 1]
-
-
-@dataclass
-class Imported:
-    """What `gen import` found in a file and wrote: for the user, and in the checkpoint's metadata."""
-
-    source: Path
-    format: str
-    model: ModelConfig
-    img_channels: int = 3
-    c_dim: int = 0
-    num_fp16_res: int = 0
-    parameters: dict[str, int] = field(default_factory=dict)  # network -> parameter count, as the file has it
-    lacks: list[str] = field(default_factory=list)  # what the file does not hold (or we could not take)
-    checkpoint: Path | None = None
-
-    def rows(self) -> list[tuple[str, str]]:
-        """(label, text) lines describing the model, for the command line."""
-        m = self.model
-        fp16 = (f"; NVlabs runs the top {self.num_fp16_res} resolutions in FP16 on GPUs, gen in FP32"
-                if self.num_fp16_res else "")
-        clamp = f"conv_clamp {m.conv_clamp:g}" if m.conv_clamp is not None else "no conv_clamp"
-        return [
-            ("format", f"{self.format} (NVlabs stylegan2-ada-pytorch network pickle)"),
-            ("resolution", f"{m.resolution}x{m.resolution}, {self.img_channels} channels"),
-            ("mapping", f"{m.mapping_layers} layers, z {m.z_dim} -> w {m.w_dim}, lr multiplier {m.mapping_lr_mul:g}"),
-            ("synthesis", f"skip architecture, channels min({m.channel_base} / res, {m.channel_max}), {clamp}{fp16}"),
-            ("classes", f"{self.c_dim} (gen sample RUN --class 0..{self.c_dim - 1})" if self.c_dim
-             else "none (unconditional)"),
-            ("parameters", ", ".join(f"{k} {v:,}" for k, v in self.parameters.items())),
-            ("lacks", "; ".join(self.lacks) if self.lacks else "nothing"),
-        ]
-
-    def record(self) -> dict:
-        """JSON for the checkpoint's metadata: where the weights came from."""
-        return {"format": self.format, "file": self.source.name, "sha256": sha256_file(self.source),
-                "c_dim": self.c_dim, "num_fp16_res": self.num_fp16_res, "parameters": self.parameters,
-                "lacks": self.lacks}
 
 
 def _kwargs(obj: PersistentObject, key: str, defaults: dict) -> dict:
@@ -91,15 +45,6 @@ def _kwargs(obj: PersistentObject, key: str, defaults: dict) -> dict:
     if not isinstance(given, Mapping):
         raise GenError(f"the generator's {key} are not a dict; the pickle is damaged")
     return {**defaults, **given}
-
-
-def _plain(value: Any) -> Any:
-    """A number or list as the pickle stored it (numpy scalars and tuples included) -> plain Python."""
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def generator_config(G: PersistentObject, what: str = "the generator") -> tuple[ModelConfig, dict]:
@@ -128,7 +73,7 @@ def generator_config(G: PersistentObject, what: str = "the generator") -> tuple[
         (img_channels != 3, f"{img_channels} image channels (gen draws RGB)"),
         (m["activation"] != "lrelu" or s["activation"] != "lrelu",
          f"the '{m['activation']}'/'{s['activation']}' activations (gen has lrelu only)"),
-        (_plain(s["resample_filter"]) != FILTER, f"the resampling filter {_plain(s['resample_filter'])} "
+        (plain(s["resample_filter"]) != FILTER, f"the resampling filter {plain(s['resample_filter'])} "
                                                  f"(gen has {FILTER} only)"),
         (s["kernel_size"] != 3, f"{s['kernel_size']}x{s['kernel_size']} synthesis convs (gen has 3x3)"),
         (m["layer_features"] not in (None, kw["w_dim"]), f"{m['layer_features']} mapping features (gen has w_dim)"),
@@ -161,43 +106,10 @@ def _synthesis_layers(cfg: ModelConfig) -> list[tuple[str, bool]]:
     return names
 
 
-class _Taker:
-    """Takes tensors out of a network's by name, so that whatever is left over at the end can be refused."""
-
-    def __init__(self, tensors: Mapping[str, torch.Tensor], what: str) -> None:
-        self.left, self.what = dict(tensors), what
-
-    def __call__(self, name: str) -> torch.Tensor:
-        if name not in self.left:
-            raise GenError(f"{self.what} has no tensor '{name}'; it is not a stylegan2-ada-pytorch network gen can "
-                           "read (or the pickle is damaged)")
-        t = self.left.pop(name)
-        if not t.is_floating_point():
-            raise GenError(f"{self.what}'s '{name}' is {t.dtype}, not floating point; the pickle is damaged")
-        # a copy of its own: a pickle may share one tensor between networks, which safetensors cannot save
-        return t.detach().to(torch.float32, copy=True).contiguous()
-
-    def filters(self) -> None:
-        """The low-pass filter buffers every block keeps: dropped, after checking they are the one we run."""
-        want = torch.tensor(FILTER, dtype=torch.float32)
-        want = torch.outer(want, want) / torch.outer(want, want).sum()
-        for name in [n for n in self.left if n.endswith("resample_filter")]:
-            t = self.left.pop(name)
-            if t.shape != want.shape or not torch.allclose(t.float(), want):
-                raise GenError(f"{self.what}'s '{name}' is not the [1, 3, 3, 1] low-pass filter gen runs; gen cannot "
-                               "represent it, so nothing was imported")
-
-    def done(self) -> None:
-        if self.left:
-            names = sorted(self.left)
-            raise GenError(f"{self.what} holds {len(names)} tensor(s) gen has no place for ({', '.join(names[:3])}"
-                           f"{', ...' if len(names) > 3 else ''}); gen cannot represent it, so nothing was imported")
-
-
 def generator_state(tensors: Mapping[str, torch.Tensor], cfg: ModelConfig, what: str = "the generator",
                     use_noise: bool = True) -> dict[str, torch.Tensor]:
     """An NVlabs StyleGAN2 generator's tensors (by their dotted names) -> our Generator's state dict."""
-    take = _Taker(tensors, what)
+    take = Taker(tensors, what, "stylegan2-ada-pytorch network")
     out = {}
     for i in range(cfg.mapping_layers):
         out[f"mapping.layers.{i}.weight"] = take(f"mapping.fc{i}.weight")
@@ -224,7 +136,7 @@ def generator_state(tensors: Mapping[str, torch.Tensor], cfg: ModelConfig, what:
         theirs, ours = f"synthesis.b{4 * 2**k}.torgb.", f"synthesis.torgbs.{k}."
         for name in ("weight", "bias", "affine.weight", "affine.bias"):
             out[ours + name] = take(theirs + name)
-    take.filters()
+    take.filters("resample_filter")
     take.done()
     return out
 
@@ -232,7 +144,7 @@ def generator_state(tensors: Mapping[str, torch.Tensor], cfg: ModelConfig, what:
 def discriminator_state(tensors: Mapping[str, torch.Tensor], cfg: ModelConfig,
                         what: str = "the discriminator") -> dict[str, torch.Tensor]:
     """An NVlabs 'resnet' discriminator's tensors -> our Discriminator's state dict."""
-    take = _Taker(tensors, what)
+    take = Taker(tensors, what, "stylegan2-ada-pytorch network")
     r = cfg.resolution
     out = {"from_rgb.weight": take(f"b{r}.fromrgb.weight"), "from_rgb.bias": take(f"b{r}.fromrgb.bias")}
     for i, log2 in enumerate(range(cfg.log2_res, 2, -1)):
@@ -241,7 +153,7 @@ def discriminator_state(tensors: Mapping[str, torch.Tensor], cfg: ModelConfig,
             out[ours + name] = take(theirs + name)
     for name in ("conv", "fc", "out"):
         out[f"{name}.weight"], out[f"{name}.bias"] = take(f"b4.{name}.weight"), take(f"b4.{name}.bias")
-    take.filters()
+    take.filters("resample_filter")
     take.done()
     return out
 
@@ -262,10 +174,10 @@ def discriminator_config(D: PersistentObject, cfg: ModelConfig) -> tuple[ModelCo
         (kw.get("img_resolution", cfg.resolution) != cfg.resolution, "its resolution is not G's"),
         (d["architecture"] != "resnet", f"its architecture is '{d['architecture']}' (gen's D is 'resnet')"),
         ((d["channel_base"], d["channel_max"]) != (cfg.channel_base, cfg.channel_max), "its channels are not G's"),
-        (_plain(d["conv_clamp"]) != cfg.conv_clamp, "its conv_clamp is not G's"),
+        (plain(d["conv_clamp"]) != cfg.conv_clamp, "its conv_clamp is not G's"),
         (e["mbstd_num_channels"] != 1, f"its minibatch stddev has {e['mbstd_num_channels']} channels (gen's has 1)"),
         (e["activation"] != "lrelu" or block.get("activation", "lrelu") != "lrelu", "its activation is not lrelu"),
-        (_plain(block.get("resample_filter", FILTER)) != FILTER, "its resampling filter is not [1, 3, 3, 1]"),
+        (plain(block.get("resample_filter", FILTER)) != FILTER, "its resampling filter is not [1, 3, 3, 1]"),
         (not isinstance(group, int) or group < 1, f"its minibatch stddev groups {group} pictures (gen: a number)"),
     ]
     for bad, why in checks:
@@ -280,8 +192,6 @@ def _count(net: PersistentObject) -> int:
 
 def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
     """A read stylegan2-ada ModelFile -> what was found and the checkpoint's tensors (G_ema, G, D prefixed)."""
-    if model.format != "stylegan2-ada":
-        raise GenError(f"'{model.path}' is a {model.format} file; gen imports stylegan2-ada-pytorch pickles so far")
     nets = model.networks
     g_name = "G_ema" if "G_ema" in nets else "G"
     cfg, more = generator_config(nets[g_name], f"'{model.path}' {g_name}")
@@ -317,53 +227,5 @@ def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
     if not more["w_avg"]:
         found.lacks.append("w_avg (truncation pulls towards w = 0)")
     found.lacks.append("optimiser and augmentation state (NVlabs pickles hold none)")
-    if (bad := first_non_finite(tensors)) is not None:
-        raise GenError(f"'{model.path}': tensor '{bad}' holds NaN or infinite values; the model is damaged")
-    _check_shapes(cfg, tensors, model.path)
+    check_converted(cfg, tensors, model.path)
     return found, tensors
-
-
-def _check_shapes(cfg: ModelConfig, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Every converted network must load into ours: a shape that the config does not predict is one line."""
-    nets = {"G_ema": Generator(cfg)}
-    if any(k.startswith("G.") for k in tensors):
-        nets["G"] = nets["G_ema"]
-    if any(k.startswith("D.") for k in tensors):
-        nets["D"] = Discriminator(cfg)
-    for name, net in nets.items():
-        try:
-            ckpt.load_module(net, ckpt.subdict(tensors, name), f"'{path}' {name}")
-        except GenError as e:
-            raise GenError(f"{str(e).split('; was it')[0]}; its arguments do not describe its tensors, so the "
-                           "pickle is damaged") from None
-
-
-def import_model(source: str | Path, out: str | Path, overwrite: bool = False) -> Imported:
-    """`gen import`: read a stylegan2-ada-pytorch pickle as data and write a gen run folder (its checkpoint) that
-    draws the same pictures. A folder that holds a run already is refused unless `overwrite` (which deletes that
-    run's checkpoint, log and grids first)."""
-    from ..trainer import RunFolder  # what belongs to a run folder is the trainer's to say
-
-    source, out = Path(source), Path(out)
-    if out.exists() and not out.is_dir():
-        raise GenError(f"'{out}' is a file; --out names a folder to write the run into")
-    run = RunFolder(out, enabled=True)
-    if run.earlier_files() and not overwrite:
-        raise GenError(f"'{out}' already holds a run ({run.earlier_files()[0].name}, ...); give --overwrite to "
-                       "replace it, or choose another --out")
-    found, tensors = convert(read_model_file(source))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a read-only or forbidden place, a full disk: one line
-        raise (output_error(out, e) or e) from None
-    if overwrite:
-        run.clear_earlier()
-    ckpt.save_checkpoint(run.checkpoint, tensors, {"model": to_json(found.model), "imported": found.record()})
-    found.checkpoint = run.checkpoint
-    return found
-
-
-def describe_lines(found: Imported) -> list[str]:
-    width = max(len(label) for label, _ in found.rows())
-    return [f"{label:<{width}}  {text}" for label, text in found.rows()]
-
