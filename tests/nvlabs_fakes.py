@@ -101,3 +101,38 @@ def dump_nvlabs(path: Path, data: dict, src: str, protocol: int = 4) -> Path:
                          "dnnlib.util": {"EasyDict": FakeEasyDict}}):
         path.write_bytes(pickle.dumps(data, protocol=protocol))
     return path
+
+
+class FakeTFNetwork:
+    """Pickled as dnnlib.tflib.network.Network (NVlabs' TensorFlow StyleGAN2) once fake_modules names it so: its
+    state is its __dict__, as TensorFlow's Network.__getstate__ returned it."""
+
+    def __init__(self, name: str, static_kwargs: dict, variables: dict, components: dict | None = None,
+                 src: str = "", version: int = 4) -> None:
+        self.__dict__.update(version=version, name=name, static_kwargs=dict(static_kwargs),
+                             components=components or {}, build_module_src=src, build_func_name=name,
+                             variables=[(k, v) for k, v in variables.items()])
+
+
+def tf_networks(variables: dict, g_kwargs: dict, d_kwargs: dict, src: str) -> tuple:
+    """(G, D, Gs) from variables named 'G/mapping/Dense0/weight', 'G/synthesis/4x4/Conv/weight', 'G/dlatent_avg',
+    'D/4x4/Conv/weight', ...: G's components are its mapping and synthesis networks, as TensorFlow nests them."""
+    def own(prefix: str, nested: bool) -> dict:
+        return {k[len(prefix):]: v for k, v in variables.items()
+                if k.startswith(prefix) and (nested or "/" not in k[len(prefix):])}
+
+    def generator(name: str) -> FakeTFNetwork:
+        parts = {part: FakeTFNetwork(f"G_{part}", g_kwargs, own(f"G/{part}/", True), src=src)
+                 for part in ("mapping", "synthesis")}
+        return FakeTFNetwork(name, g_kwargs, own("G/", False), parts, src=src)
+
+    return generator("G"), FakeTFNetwork("D", d_kwargs, own("D/", True), src=src), generator("Gs")
+
+
+def dump_tensorflow(path: Path, networks: tuple, protocol: int = 4) -> Path:
+    """pickle.dump a (G, D, Gs) tuple of FakeTFNetworks as NVlabs' TensorFlow code wrote network pickles."""
+    import pickle
+
+    with fake_modules(**{"dnnlib.tflib.network": {"Network": FakeTFNetwork}}):
+        path.write_bytes(pickle.dumps(networks, protocol=protocol))
+    return path

@@ -182,15 +182,6 @@ def test_what_gen_cannot_represent_is_refused_in_one_line(tmp_path, marker, chan
     assert not (tmp_path / "run").exists()
 
 
-def test_tensorflow_pickles_are_not_converted_yet(tmp_path):
-    from gen.train.importers import convert
-    from gen.train.importers.pickles import ModelFile
-
-    with pytest.raises(GenError, match=r"is a stylegan2-tf file; gen imports stylegan2-ada-pytorch pickles and "
-                                       r"rosinality checkpoints so far"):
-        convert(ModelFile(tmp_path / "network.pkl", "stylegan2-tf", {}))
-
-
 def test_leftover_tensors_and_stylegan3_are_refused(tmp_path, marker):
     data = snapshot()
     data["G_ema"].synthesis.b8.add_module("skip", persistent_network("Conv2dLayer", {}, {

@@ -1,6 +1,7 @@
 """`gen import`: StyleGAN models trained with other projects' code -> gen run folders that draw their pictures.
 
-pickles.read_model_file reads a file as data (nothing in it runs); a converter per format (nvlabs, rosinality)
+pickles.read_model_file reads a file as data (nothing in it runs); a converter per format (nvlabs, tensorflow,
+rosinality)
 turns its networks into our Generator's and Discriminator's state dicts and a ModelConfig; import_model writes
 them as an ordinary checkpoint that `gen sample`, `gen export`, `gen walk` and `gen mix` take.
 """
@@ -14,20 +15,18 @@ from gen.runtime.files import output_error
 
 from .. import checkpoint as ckpt
 from ..config import to_json
-from . import nvlabs, rosinality
+from . import nvlabs, rosinality, tensorflow
 from .base import Imported
 from .pickles import ModelFile, read_model_file
 
-CONVERTERS = {"stylegan2-ada": nvlabs.convert, "rosinality": rosinality.convert}
+CONVERTERS = {"stylegan2-ada": nvlabs.convert, "stylegan2-tf": tensorflow.convert, "rosinality": rosinality.convert}
 
 
 def convert(model: ModelFile) -> tuple[Imported, dict]:
     """A read ModelFile -> (Imported, the checkpoint's tensors: G_ema, G, D prefixed), by its format."""
-    converters = CONVERTERS
-    if model.format not in converters:
-        raise GenError(f"'{model.path}' is a {model.format} file; gen imports stylegan2-ada-pytorch pickles and "
-                       "rosinality checkpoints so far")
-    return converters[model.format](model)
+    if model.format not in CONVERTERS:
+        raise GenError(f"'{model.path}' is a {model.format} file, which gen does not import")
+    return CONVERTERS[model.format](model)
 
 
 def import_model(source: str | Path, out: str | Path, overwrite: bool = False) -> Imported:

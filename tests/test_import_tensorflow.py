@@ -1,0 +1,143 @@
+"""`gen import` of NVlabs' StyleGAN2 TensorFlow pickles: the imported run and its bundle draw what legacy.py's
+conversion draws.
+
+tests/data/nvlabs-tf/ holds data only (its README.md says how NVlabs' code made it): TensorFlow variables of a
+random 32 px StyleGAN2 (G, D, Gs), their construction arguments, and the pictures and D logits of the networks that
+NVlabs' legacy.load_network_pkl converted from them. Each test builds the pickle itself, every network's source a
+payload that leaves a marker file if it ran (it never may)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nvlabs_fakes import dump_tensorflow, payload, tf_networks
+from PIL import Image
+
+from conftest import assert_same_pictures
+from gen.runtime.errors import GenError
+from gen.train import checkpoint as ckpt
+from gen.train.config import model_from_json
+from gen.train.discriminator import Discriminator
+from gen.train.importers import import_model
+from gen.train.sample import generate, load_generator
+
+DATA = Path(__file__).parent / "data" / "nvlabs-tf"
+SEEDS = [0, 1, 2, 3]
+
+
+def gen(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gen.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def reference() -> dict[str, np.ndarray]:
+    with np.load(DATA / "sg2tf-32-pictures.npz") as f:
+        return dict(f)
+
+
+@pytest.fixture
+def marker(tmp_path) -> Path:
+    path = tmp_path / "ran"
+    yield path
+    assert not path.exists(), "code from the file ran"
+
+
+def tf_pickle(path: Path, marker: Path, change=None, g_kwargs: dict | None = None) -> Path:
+    with np.load(DATA / "sg2tf-32-variables.npz") as f:
+        variables = {k: v.astype(np.float32) for k, v in f.items()}  # TensorFlow kept float32
+    kwargs = json.loads((DATA / "sg2tf-32.json").read_text())
+    if change:
+        change(variables)
+    return dump_tensorflow(path, tf_networks(variables, {**kwargs["G"], **(g_kwargs or {})}, kwargs["D"],
+                                             payload(marker)))
+
+
+def test_imported_networks_compute_what_legacy_conversion_computes(tmp_path, marker):
+    found = import_model(tf_pickle(tmp_path / "stylegan2-config-f.pkl", marker), tmp_path / "run")
+    assert found.format == "stylegan2-tf" and set(found.parameters) == {"G_ema", "G", "D"}
+    ref = reference()
+    G = load_generator(tmp_path / "run")
+    for psi in (1.0, 0.7):
+        assert_same_pictures(generate(G, SEEDS, psi, noise_mode="const"), ref[f"psi{psi:.1f}"])
+    tensors, meta = ckpt.load_checkpoint(tmp_path / "run")
+    D = Discriminator(model_from_json(meta["model"])).eval()
+    ckpt.load_module(D, ckpt.subdict(tensors, "D"), "D")
+    x = torch.from_numpy(ref["psi1.0"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        assert np.allclose(D(x).numpy().ravel(), ref["d_logits"].ravel(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_imported_run_and_its_bundle_draw_legacy_pictures(tmp_path, marker):
+    pkl = tf_pickle(tmp_path / "stylegan2-config-f.pkl", marker)
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    p = gen("import", str(pkl), "--out", str(run))
+    assert p.returncode == 0, p.stderr
+    for words in ("StyleGAN2 TensorFlow network pickle", "32x32, 3 channels", "z 32 -> w 32, lr multiplier 0.01",
+                  "min(512 / res, 32)", "G_ema 69,459", "D 72,561"):
+        assert words in p.stdout, p.stdout
+    assert gen("export", str(run), "--out", str(bundle)).returncode == 0
+    verified = gen("verify", str(bundle))
+    assert verified.returncode == 0 and "all within tolerance" in verified.stdout, verified.stdout + verified.stderr
+    ref = reference()
+    for psi in (1.0, 0.7):
+        for source in (run, bundle):
+            folder = tmp_path / f"{source.name}-{psi}"
+            folder.mkdir()
+            p = gen("sample", str(source), "--seeds", "0-3", "--psi", str(psi), "--noise-mode", "const",
+                    "--out", str(folder / "grid.png"), "--outdir", str(folder))
+            assert p.returncode == 0, p.stderr
+            got = np.stack([np.asarray(Image.open(folder / f"seed{s:04d}.png").convert("RGB")) for s in SEEDS])
+            assert_same_pictures(got, ref[f"psi{psi:.1f}"])
+
+
+def _leftover(v):
+    v["G/synthesis/8x8/Skip/weight"] = np.zeros((1, 1, 32, 32), np.float32)
+
+
+def _lod(v):
+    v["G/synthesis/ToRGB_lod0/weight"] = np.zeros((1, 1, 16, 3), np.float32)
+
+
+def _missing(v):
+    del v["G/synthesis/16x16/Conv1/mod_bias"]
+
+
+def _integers(v):
+    v["G/mapping/Dense0/bias"] = np.zeros(32, np.int32)
+
+
+def _shape(v):
+    v["G/synthesis/8x8/Conv1/weight"] = np.zeros((3, 3, 32), np.float32)
+
+
+@pytest.mark.parametrize("change, g_kwargs, words", [
+    (_leftover, None, "1 variable(s) gen has no place for (synthesis/8x8/Skip/weight)"),
+    (_lod, None, "'orig' synthesis architecture"),
+    (_missing, None, "no variable 'synthesis/16x16/Conv1/mod_bias'"),
+    (_integers, None, "'mapping/Dense0/bias' is int32, not floating point"),
+    (_shape, None, "'synthesis/8x8/Conv1/weight' has shape [3, 3, 32], not [kh, kw, in, out]"),
+    (None, {"structure": "fixed", "use_wscale": True}, "built with 'use_wscale', which gen does not know"),
+    (None, {"architecture": "resnet"}, "'resnet' synthesis architecture"),
+    (None, {"resolution": 48}, "resolution 48, not a power of two"),
+], ids=["leftover", "lod", "missing", "integers", "shape", "unknown-kwarg", "resnet", "resolution"])
+def test_what_gen_cannot_represent_is_one_line_and_writes_nothing(tmp_path, marker, change, g_kwargs, words):
+    pkl = tf_pickle(tmp_path / "odd.pkl", marker, change, g_kwargs)
+    p = gen("import", str(pkl), "--out", str(tmp_path / "run"))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert words in p.stderr and str(pkl) in p.stderr, p.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stylegan1_network_is_refused(tmp_path, marker):
+    kwargs = json.loads((DATA / "sg2tf-32.json").read_text())
+    networks = tf_networks({}, kwargs["G"], kwargs["D"], payload(marker))
+    for net in networks:
+        net.version = 3
+    with pytest.raises(GenError, match=r"version 3 \(StyleGAN1\?\)"):
+        import_model(dump_tensorflow(tmp_path / "karras2019.pkl", networks), tmp_path / "run")
