@@ -1,0 +1,100 @@
+"""NVlabs stylegan3 generators (configs T and R) -> our Generator3's config and state dict.
+
+Their names -> ours: mapping.fc{i} -> mapping.layers.{i}; synthesis.input keeps its names; the layers
+synthesis.L{i}_{size}_{channels} -> synthesis.layers.{i}. Their low-pass filters are buffers computed from the
+layout: each must equal the one our plan computes (else the file describes another network), and a filter they
+store as None (one tap) is our [1].
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from gen.runtime.errors import GenError
+
+from ..stylegan3 import Generator3, Stylegan3Config
+from .base import Taker, plain
+from .pickles import PersistentObject
+
+# NVlabs' SynthesisNetwork and SynthesisLayer defaults, for arguments a pickle does not record
+DEFAULTS = dict(channel_base=32768, channel_max=512, num_layers=14, num_critical=2, first_cutoff=2,
+                first_stopband=2**2.1, last_stopband_rel=2**0.3, margin_size=10, output_scale=0.25,
+                conv_kernel=3, filter_size=6, lrelu_upsampling=2, use_radial_filters=False, conv_clamp=256)
+MAPPING_DEFAULTS = dict(num_layers=2, lr_multiplier=0.01)
+IGNORED = {"num_fp16_res", "magnitude_ema_beta", "z_dim", "w_dim", "c_dim", "img_resolution", "img_channels",
+           "mapping_kwargs"}  # FP16 is a GPU speed-up; the EMA rate only matters when training
+
+
+def is_stylegan3(G: PersistentObject) -> bool:
+    synthesis = G.modules().get("synthesis")
+    return synthesis is not None and "input" in synthesis.modules() and any(
+        re.fullmatch(r"L\d+_\d+_\d+", name) for name in synthesis.modules())
+
+
+def generator_config(G: PersistentObject, what: str) -> Stylegan3Config:
+    kw = G.init_kwargs
+    unknown = sorted(str(k) for k in kw if k not in DEFAULTS and k not in IGNORED)
+    if unknown:
+        raise GenError(f"{what} was built with '{unknown[0]}', which gen does not know; gen cannot represent it, so "
+                       "nothing was imported")
+    s = {k: plain(kw.get(k, v)) for k, v in DEFAULTS.items()}
+    m = {**MAPPING_DEFAULTS, **(kw.get("mapping_kwargs") or {})}
+    if int(kw.get("img_channels", 3)) != 3:
+        raise GenError(f"{what} draws {kw.get('img_channels')} channels (gen draws RGB); nothing was imported")
+    layout = (s["conv_kernel"], bool(s["use_radial_filters"]))
+    variant = {(3, False): "stylegan3-t", (1, True): "stylegan3-r"}.get(layout)
+    if variant is None:
+        raise GenError(f"{what} has {s['conv_kernel']}x{s['conv_kernel']} convs with radial filters "
+                       f"{bool(s['use_radial_filters'])}, neither config T nor R; gen cannot represent it, so nothing "
+                       "was imported")
+    try:
+        return Stylegan3Config(
+            resolution=int(kw["img_resolution"]), variant=variant, z_dim=int(kw["z_dim"]), w_dim=int(kw["w_dim"]),
+            c_dim=int(kw.get("c_dim") or 0), mapping_layers=int(m["num_layers"]),
+            mapping_lr_mul=float(m["lr_multiplier"]), channel_base=int(s["channel_base"]),
+            channel_max=int(s["channel_max"]), num_layers=int(s["num_layers"]), num_critical=int(s["num_critical"]),
+            first_cutoff=float(s["first_cutoff"]), first_stopband=float(s["first_stopband"]),
+            last_stopband_rel=float(s["last_stopband_rel"]), margin_size=int(s["margin_size"]),
+            output_scale=float(s["output_scale"]), filter_size=int(s["filter_size"]),
+            lrelu_upsampling=int(s["lrelu_upsampling"]),
+            conv_clamp=None if s["conv_clamp"] is None else float(s["conv_clamp"]))
+    except KeyError as e:
+        raise GenError(f"{what} lacks its {e.args[0]} argument; the pickle is damaged") from None
+    except (TypeError, ValueError) as e:
+        raise GenError(f"{what} was built with arguments gen cannot read ({e})") from None
+
+
+def generator_state(G: PersistentObject, cfg: Stylegan3Config, what: str) -> dict[str, torch.Tensor]:
+    """Their generator's tensors -> our Generator3's state dict (filters checked against our plan)."""
+    ours = Generator3(cfg).state_dict()
+    take = Taker(G.tensors(), what, "stylegan3 generator")
+    out = {}
+    for i in range(cfg.mapping_layers):
+        out[f"mapping.layers.{i}.weight"] = take(f"mapping.fc{i}.weight")
+        out[f"mapping.layers.{i}.bias"] = take(f"mapping.fc{i}.bias")
+    if cfg.c_dim:
+        for name in ("weight", "bias"):
+            out[f"mapping.embed.{name}"] = take(f"mapping.embed.{name}")
+    out["mapping.w_avg"] = take("mapping.w_avg")
+    for name in ("weight", "affine.weight", "affine.bias", "transform", "freqs", "phases"):
+        out[f"synthesis.input.{name}"] = take(f"synthesis.input.{name}")
+    names = sorted({m.group(1) for k in take.left if (m := re.match(r"synthesis\.(L(\d+)_\d+_\d+)\.", k))},
+                   key=lambda n: int(n[1:].split("_")[0]))
+    if len(names) != cfg.num_layers + 1:
+        raise GenError(f"{what} has {len(names)} synthesis layers, not the {cfg.num_layers + 1} its arguments say; the "
+                       "pickle is damaged")
+    for i, theirs in enumerate(names):
+        src, dst = f"synthesis.{theirs}.", f"synthesis.layers.{i}."
+        for name in ("weight", "bias", "affine.weight", "affine.bias", "magnitude_ema"):
+            out[dst + name] = take(src + name)
+        for name in ("up_filter", "down_filter"):
+            want = ours[dst + name]
+            got = take(src + name) if src + name in take.left else torch.ones(1)  # None: one tap
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-6):
+                raise GenError(f"{what}'s '{src + name}' is not the low-pass filter its layout calls for; gen cannot "
+                               "represent it, so nothing was imported")
+            out[dst + name] = got
+    take.done()
+    return out
