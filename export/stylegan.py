@@ -12,7 +12,7 @@ from gen.runtime.bundle import GoldenCase, GoldenSpec, PictureCase, Preprocessin
 from gen.runtime.errors import GenError
 from gen.runtime.images import nchw_to_images
 from gen.runtime.latents import DEFAULT_PSI, seeds_to_z
-from gen.train.sample import load_generator
+from gen.train.sample import load_generator, random_noise
 from gen.train.stylegan import Generator, truncate
 
 from .golden import save_golden
@@ -96,7 +96,8 @@ def export_graphs(G: Generator, folder: Path, simplify: bool) -> dict:
 @torch.no_grad()
 def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCase], list[PictureCase]]:
     """Reference inputs/outputs: seeds at batch 1 and a batch of 4; psi 1 and `psi`; const and random noise.
-    And the pictures of those seeds at `psi` (the bundle's default) with const noise, for the runtime to redraw."""
+    And the pictures of those seeds at `psi` (the bundle's default) with const noise, and of the batch with each
+    seed's own random noise (as `gen sample --noise-mode random` draws it), for the runtime to redraw."""
     arrays: dict[str, np.ndarray] = {}
     cases: list[GoldenCase] = []
     pictures: list[PictureCase] = []
@@ -131,5 +132,11 @@ def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCas
                 arrays[f"pictures/{gi}"] = nchw_to_images(img.numpy())
                 pictures.append(PictureCase(seeds=seeds, ws=f"{key}/ws", image=f"pictures/{gi}",
                                             note=f"seeds {seeds}, psi {p}"))
+    # Constant noise is the same in any order of the noise inputs; each seed's own random noise is not.
+    seeds, ws_key = groups[-1], pictures[-1].ws
+    img = G.synthesis(torch.from_numpy(arrays[ws_key]), noises=random_noise(G, seeds))
+    arrays["pictures/random"] = nchw_to_images(img.numpy())
+    pictures.append(PictureCase(seeds=seeds, ws=ws_key, image="pictures/random", noise="random",
+                                note=f"seeds {seeds}, psi {psi}, random noise"))
     save_golden(folder, arrays)
     return cases, pictures

@@ -2,7 +2,7 @@
 
 A bundle is a folder::
 
-    manifest.json        this schema (pydantic models below), format "gen-bundle", version 2
+    manifest.json        this schema (pydantic models below), format "gen-bundle", version 3
     *.onnx               the graphs named in manifest.graphs
     golden.npz           inputs and PyTorch reference outputs, for `gen verify` (never pickled)
     *.engine             TensorRT engines, when exported with --target trt (listed in ``engines``)
@@ -12,8 +12,8 @@ A bundle is a folder::
 
 manifest.json fields:
 
-- ``format`` = "gen-bundle", ``format_version`` (an integer; this runtime reads exactly
-  ``FORMAT_VERSION``), ``gen_version`` (the gen that wrote it), ``created`` (UTC, ISO 8601),
+- ``format`` = "gen-bundle", ``format_version`` (an integer; this runtime reads ``MIN_FORMAT_VERSION``
+  to ``FORMAT_VERSION``), ``gen_version`` (the gen that wrote it), ``created`` (UTC, ISO 8601),
   ``license`` (of the weights).
 - ``kind``: "stylegan" or "dream"; the matching ``stylegan`` / ``dream`` section is present.
 - ``files``: every file of the bundle but the manifest -> sha256 and size in bytes.
@@ -34,16 +34,18 @@ manifest.json fields:
   grad of the same shape and the scalar objective).
 - ``golden``: the npz file, ``cases`` (graph, inputs and expected outputs by npz key, a note; every
   graph has at least one), ``pictures`` (stylegan bundles, at least one: seeds, and the npz keys of
-  PyTorch's truncated styles at the default psi and its uint8 pictures with constant noise; `gen verify`
-  draws the same seeds through the runtime's own path, so that ``w_avg``, ``default_psi`` and
-  ``value_range`` are checked with the graphs) and ``tolerances`` per graph (``max_abs``, ``rel_l2``
-  and/or ``psnr_db``: PSNR in dB over the reference's own value range). ``<graph>_fp16`` names the
-  tolerance for any FP16 computation of ``<graph>``: the optional ``synthesis_fp16`` graph (FP16 weights
-  and arithmetic, FP32 inputs and outputs, checked on the ``synthesis`` cases) and FP16 TensorRT engines
-  of ``synthesis``.
+  PyTorch's truncated styles at the default psi and its uint8 pictures with constant noise, or with
+  ``noise`` "random" the seeds' own random noise (``gen.runtime.latents.seed_noise``); `gen verify`
+  draws the same seeds through the runtime's own path, so that ``w_avg``, ``default_psi``,
+  ``value_range`` and the order of ``noise_inputs`` are checked with the graphs) and ``tolerances`` per
+  graph (``max_abs``, ``rel_l2`` and/or ``psnr_db``: PSNR in dB over the reference's own value range).
+  ``<graph>_fp16`` names the tolerance for any FP16 computation of ``<graph>``: the optional
+  ``synthesis_fp16`` graph (FP16 weights and arithmetic, FP32 inputs and outputs, checked on the
+  ``synthesis`` cases) and FP16 TensorRT engines of ``synthesis``.
   A dream bundle's golden images are [0, 1] RGB pictures and its gradients are with respect to them:
   `gen verify` maps them through ``preprocessing`` exactly as `gen dream` does, so that those numbers
-  are checked too. (Format 2 added ``pictures`` and this reading; format 1 bundles are re-exported.)
+  are checked too. (Format 2 added ``pictures`` and this reading; format 1 bundles are re-exported. Format 3
+  added the random-noise picture, at least one per stylegan bundle; format 2 bundles are read without it.)
 - ``engines`` (optional): TensorRT engines, one record each: the graph it was built from and that
   graph's sha256, file, GPU name, compute capability ("8.7"), TensorRT version, precision, the
   optimisation profile per dynamic input (min/opt/max shapes), and whether it was built
@@ -63,16 +65,22 @@ Bounds (a manifest is data from anywhere; each bound is far beyond what ``gen ex
   [batch, 3, resolution, resolution].
 - Numbers that feed pictures are finite: ``w_avg``, ``value_range`` (low < high), ``mean``, ``std``
   (3 values each, std >= 1e-3) within +-1e4; ``default_psi`` in [-2, 2]. ``dream.objective`` is a
-  description whose known keys have their types (``terms`` a list of strings, ``class`` an integer).
+  description whose known keys have their types (``terms`` a list of strings, ``class`` an integer);
+  ``dream.min_size`` is an integer 1..256.
 - Verification cannot be switched off: every graph has golden cases, every case at least one output,
   every tolerance at least one bound, and no bound looser than the runtime's: ``rel_l2`` <= 1e-2,
-  ``psnr_db`` >= 30, ``max_abs`` <= 1% of the width of ``value_range`` (see ``MAX_REL_L2`` and the
-  constants beside it for why). Golden arrays have their tensor's declared dtype and fixed sizes.
+  ``psnr_db`` >= 30, ``max_abs`` <= 1% of the width of ``value_range``, the units of pictures; every
+  other output (w, a dream's features, objective and gradient) has a scale of its own, so its tolerance
+  needs ``rel_l2`` or ``psnr_db`` (see ``MAX_REL_L2`` and the constants beside it for why). Golden arrays
+  have their tensor's declared dtype and fixed sizes, checked from their npy headers before they are
+  read; only those the manifest names are read, at most ``MAX_GOLDEN_BYTES`` in all.
 - When a graph is opened, onnxruntime's own view of it must agree with the manifest: names, dtypes,
   ranks and fixed sizes of every input and output (``gen.runtime.engines.ort``); what a graph returns
-  is checked where the runtime relies on it (w, img, the dream gradient and its scalar objective).
-- A graph holds all its tensors (no ONNX external data, which no hash covers), and an engine loads the
-  very bytes it checked against ``files`` (``gen.runtime.engines.onnx_file``).
+  is checked where the runtime relies on it (w, img, the dream gradient and its scalar objective: their
+  shapes, and finite values). An error of onnxruntime while a graph runs is one line.
+- A graph holds all its tensors (no ONNX external data, which no hash covers) and no control flow (Loop,
+  Scan, If, or any node with a subgraph: `gen export` writes none, and a loop can run without end), and an
+  engine loads the very bytes it checked against ``files`` (``gen.runtime.engines.onnx_file``).
 
 Validation on load (``load_bundle``) reports one line per problem (at most ``MAX_PROBLEMS``) with what to
 do about it. This module reads and checks bundles and runs no engine; ``gen.export.writer`` writes them
@@ -86,6 +94,7 @@ import json
 import os
 import re
 import stat
+import zipfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -96,7 +105,8 @@ from .errors import GenError
 from .latents import DEFAULT_PSI
 
 FORMAT = "gen-bundle"
-FORMAT_VERSION = 2  # 2: golden.pictures, and dream golden data read through preprocessing
+FORMAT_VERSION = 3  # 2: golden.pictures, and dream golden data read through preprocessing; 3: random-noise pictures
+MIN_FORMAT_VERSION = 2  # the oldest read: a format 2 bundle lacks only the random-noise picture
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
 
@@ -110,6 +120,12 @@ MAX_LATENT = 4096  # z_dim and w_dim: StyleGAN uses 512
 MAX_NUM_WS = 64  # 18 at 1024 px
 MAX_ABS_VALUE = 1e4  # value ranges, mean, std, w_avg: O(1) in practice, 255 for 8-bit ranges
 PSI_RANGE = (-2.0, 2.0)  # the default truncation psi: 0 = the average picture, 1 = none; beyond 2 is noise
+# The smallest image side a dream backbone takes: 32 (EfficientNet-Lite0), 75 (Inception v3). More than half the
+# default tile (512) would refuse every dream with default settings, and in the user's --tile's name.
+MAX_MIN_SIZE = 256
+# All golden arrays a manifest names, by their npy headers: golden.npz is compressed, so a small file can declare
+# gigabytes. A 1024 px StyleGAN's golden data are ~0.4 GB, a dream bundle's a few MB.
+MAX_GOLDEN_BYTES = 1 << 30
 # Verification bounds: a manifest may ask for tighter tolerances, never looser ones.
 # rel_l2 <= 1e-2: FP32 engines agree with PyTorch to ~1e-6 and FP16 to ~1e-3, while a wrong op or weight is off
 # by 1e-1 and more. psnr_db >= 30: an RMS error of 3% of the value range (~8 levels of 8 bits); FP16 synthesis
@@ -118,6 +134,9 @@ PSI_RANGE = (-2.0, 2.0)  # the default truncation psi: 0 = the average picture, 
 MAX_REL_L2 = 1e-2
 MIN_PSNR_DB = 30.0
 MAX_ABS_OF_RANGE = 1e-2
+# The tolerances whose outputs are pictures, in value_range's units; any other (w, a dream's features, objective and
+# gradient) has a scale of its own: dream-inception's gradients are < 0.005, inside any max_abs of 0.01.
+PICTURE_TOLERANCES = ("synthesis", "synthesis_fp16")
 
 
 class BundleError(GenError):
@@ -221,7 +240,7 @@ class DreamMeta(Strict):
     layers: dict[str, Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]]
     objective: dict[str, object]  # a description: type, terms, value, class, guide (see export.dream)
     classes: int | None = Field(default=None, ge=1, le=1 << 20)
-    min_size: int = Field(default=32, ge=1, le=MAX_DIM)  # the smallest image side the backbone takes
+    min_size: int = Field(default=32, ge=1, le=MAX_MIN_SIZE, strict=True)  # the smallest image side it takes
 
     @field_validator("objective")
     @classmethod
@@ -260,11 +279,13 @@ class GoldenCase(Strict):
 
 class PictureCase(Strict):
     """Seeds drawn end to end by the runtime (seed -> z -> mapping -> truncation by w_avg and default_psi ->
-    synthesis with constant noise -> value_range -> uint8), against PyTorch's styles and pictures."""
+    synthesis with constant noise, or each seed's random noise fed in the order of noise_inputs -> value_range ->
+    uint8), against PyTorch's styles and pictures."""
 
     seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(min_length=1, max_length=64)
     ws: str  # npz key: PyTorch's styles at the default psi, float32 [N, num_ws, w_dim]
     image: str  # npz key: PyTorch's pictures, uint8 [N, resolution, resolution, 3]
+    noise: Literal["const", "random"] = "const"  # (format 3)
     note: str = ""
 
 
@@ -336,11 +357,19 @@ class Manifest(Strict):
             raise ValueError("golden.pictures is empty: w_avg, default_psi and value_range would go unverified")
         if self.kind != "stylegan" and self.golden.pictures:
             raise ValueError(f"golden.pictures is for stylegan bundles, not {self.kind}")
+        if self.kind == "stylegan" and self.format_version >= 3 and all(p.noise != "random" for p in
+                                                                        self.golden.pictures):
+            raise ValueError("golden.pictures has no random-noise case: the order of stylegan.noise_inputs would go "
+                             "unverified")
         lo, hi = self.preprocessing.value_range
         for name, tol in self.golden.tolerances.items():
             if tol.max_abs is not None and tol.max_abs > MAX_ABS_OF_RANGE * (hi - lo):
                 raise ValueError(f"tolerance {name}.max_abs {tol.max_abs:g} is looser than {MAX_ABS_OF_RANGE:g} of "
                                  f"the value range {[lo, hi]}")
+            if tol.rel_l2 is None and tol.psnr_db is None and not (self.kind == "stylegan"
+                                                                   and name in PICTURE_TOLERANCES):
+                raise ValueError(f"tolerance {name} has only max_abs, a bound in the value range's units, which its "
+                                 "outputs are not: it needs rel_l2 or psnr_db")
         for case in self.golden.cases:
             if case.graph not in self.graphs:
                 raise ValueError(f"a golden case names graph '{case.graph}', which the bundle does not have")
@@ -367,14 +396,60 @@ class Bundle:
         return self.path / self.manifest.graphs[graph].file
 
     def golden(self) -> dict[str, np.ndarray]:
-        """All golden arrays (plain arrays only: allow_pickle=False)."""
-        path = self.file(self.manifest.golden.file)
+        """The golden arrays the manifest names, and only those (plain arrays: allow_pickle=False). Each is checked
+        against every tensor it stands for from its npy header before any is read (dtype, rank, fixed sizes), and
+        together they declare at most MAX_GOLDEN_BYTES."""
+        path, wants = self.file(self.manifest.golden.file), golden_tensors(self.manifest)
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
+            with zipfile.ZipFile(path) as npz:  # (an npz is a zip of .npy files)
+                members, total = set(npz.namelist()), 0
+                for key, tensors in wants.items():
+                    if f"{key}.npy" not in members:
+                        raise BundleError(f"{self.path}: golden data lacks '{clip(key, 80)}'; re-export the bundle")
+                    with npz.open(f"{key}.npy") as f:
+                        shape, _, dtype = _NPY_HEADERS[np.lib.format.read_magic(f)](f)
+                    for name, want_dtype, want_shape in tensors:
+                        if dtype != np.dtype(want_dtype) or len(shape) != len(want_shape) or any(
+                                isinstance(d, int) and d != n for d, n in zip(want_shape, shape)):
+                            raise BundleError(f"{self.path}: golden array '{clip(key, 80)}' is {clip(dtype, 40)} "
+                                              f"{list(shape)} but '{clip(name, 80)}' is {want_dtype} {want_shape}; "
+                                              "re-export the bundle")
+                    size = int(np.prod(shape, dtype=object)) * dtype.itemsize  # (object: no int64 overflow)
+                    total += size
+                    if total > MAX_GOLDEN_BYTES:
+                        raise BundleError(f"{self.path}: golden array '{clip(key, 80)}' declares {size:,} bytes, "
+                                          f"past golden data's limit of {MAX_GOLDEN_BYTES:,} in all; re-export the "
+                                          "bundle")
+                arrays = {}
+                for key in wants:
+                    with npz.open(f"{key}.npy") as f:
+                        arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+                return arrays
+        except BundleError:
+            raise
         except Exception as e:  # zip, npy-header and pickle refusals all arrive as different types
-            raise BundleError(f"{path} cannot be read ({type(e).__name__}: {e}); copy the bundle again "
+            raise BundleError(f"{path} cannot be read ({type(e).__name__}: {clip(e)}); copy the bundle again "
                               "or re-export it") from None
+
+
+# npy format versions -> their header readers; numpy writes 1.0, and 2.0 for headers over 64 KiB
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def golden_tensors(m: Manifest) -> dict[str, list[tuple[str, str, list[int | str]]]]:
+    """Each npz key the manifest names -> what it stands for: (tensor name, dtype, shape; a named axis any size)."""
+    wants: dict[str, list] = {}
+    for case in m.golden.cases:
+        spec = m.graphs[case.graph]
+        for names, tensors in ((case.inputs, spec.inputs), (case.outputs, spec.outputs)):
+            for t in tensors:
+                if t.name in names:
+                    wants.setdefault(names[t.name], []).append((t.name, t.dtype, t.shape))
+    for p in m.golden.pictures:  # (stylegan bundles only)
+        s, n = m.stylegan, len(p.seeds)
+        wants.setdefault(p.ws, []).append(("ws", "float32", [n, s.num_ws, s.w_dim]))
+        wants.setdefault(p.image, []).append(("image", "uint8", [n, s.resolution, s.resolution, 3]))
+    return wants
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,12 +573,13 @@ def _check_version(raw: object, where: Path) -> None:
     v = raw.get("format_version")
     if not isinstance(v, int) or isinstance(v, bool):
         raise BundleError(f"{where}: format_version is missing or not an integer")
+    reads = f"versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION}"
     if v > FORMAT_VERSION:
         raise BundleError(f"{where}: bundle format version {clip(v, 40)} is newer than this runtime reads "
-                          f"({FORMAT_VERSION}); upgrade gen on this device")
-    if v < FORMAT_VERSION:
+                          f"({reads}); upgrade gen on this device")
+    if v < MIN_FORMAT_VERSION:
         raise BundleError(f"{where}: bundle format version {clip(v, 40)} is older than this runtime reads "
-                          f"({FORMAT_VERSION}); re-export the bundle with this gen")
+                          f"({reads}); re-export the bundle with this gen")
 
 
 def check_bundle_files(bundle: Bundle) -> None:

@@ -16,7 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SHIPPED, gen_without_torch, tiny_dream_bundle
-from gen.runtime.bundle import FORMAT_VERSION, MAX_MANIFEST_BYTES, BundleError, is_bundle, load_bundle, sha256_file
+from gen.runtime.bundle import (
+    FORMAT_VERSION,
+    MAX_MANIFEST_BYTES,
+    MIN_FORMAT_VERSION,
+    BundleError,
+    is_bundle,
+    load_bundle,
+    sha256_file,
+)
 from gen.runtime.stylegan.generator import BundleGenerator
 from gen.runtime.verify import verify
 
@@ -167,7 +175,7 @@ def test_checksum_mismatch(good_bundle, tmp_path):
         load_bundle(folder)
 
 
-@pytest.mark.parametrize("version,word", [(FORMAT_VERSION + 1, "newer"), (FORMAT_VERSION - 1, "older")])
+@pytest.mark.parametrize("version,word", [(FORMAT_VERSION + 1, "newer"), (MIN_FORMAT_VERSION - 1, "older")])
 def test_other_format_version(good_bundle, tmp_path, version, word):
     folder = copy_bundle(good_bundle, tmp_path / "b")
     m = json.loads((folder / "manifest.json").read_text())
@@ -607,9 +615,9 @@ def test_the_shipped_pictures_are_redrawn_and_pass():
     (lambda m: m["golden"].pop("pictures") and None, "golden.pictures is empty"),
     (lambda m: m["golden"]["pictures"][0].__setitem__("seeds", [2**32]), "golden.pictures.0.seeds.0"),
     (lambda m: m["golden"]["pictures"][0].__setitem__("image", "synthesis/0/const/img"),
-     "golden array 'synthesis/0/const/img' is float32 [1, 3, 32, 32], not uint8 [1, 32, 32, 3]"),
+     "golden array 'synthesis/0/const/img' is float32 [1, 3, 32, 32] but 'image' is uint8 [1, 32, 32, 3]"),
     (lambda m: m["golden"]["pictures"][0].__setitem__("seeds", [0, 1]),
-     "is float32 [1, 8, 64], not float32 [2, 8, 64]"),
+     "is float32 [1, 8, 64] but 'ws' is float32 [2, 8, 64]"),
 ])
 def test_a_manifest_cannot_drop_or_bend_the_picture_check(tmp_path, change, words):
     folder = edited(EMOJI, tmp_path / "b", change)
@@ -647,3 +655,255 @@ def test_manifest_text_is_shown_as_text_not_markup(tmp_path):
         p = gen_without_torch(command, str(folder))
         assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
         assert "[/x] [bold]" in p.stdout if command == "info" else "[/y]" in p.stdout
+
+
+# -- hostile campaign 2: tolerances in the outputs' own units, noise order, run-time failures ---------------
+
+
+@pytest.mark.parametrize("bundle,graph,value", [
+    (DREAM, "dream_grad", {"max_abs": 0.01}), (DREAM, "features", {"max_abs": 0.01}),
+    (EMOJI, "mapping", {"max_abs": 0.005}),
+])
+def test_an_absolute_bound_alone_is_refused_where_the_output_is_not_a_picture(tmp_path, bundle, graph, value):
+    """F3: max_abs is bounded by 1% of value_range, the units of a picture. A dream graph's features, objective and
+    gradient (and w) have their own scale: models/dream-inception's gradients are below 0.005, so max_abs 0.01
+    alone passed a graph that returns zeros."""
+    folder = edited(bundle, tmp_path / "b", tolerance(graph, value))
+    with pytest.raises(BundleError, match=re.escape(f"tolerance {graph} has only max_abs")):
+        load_bundle(folder)
+    folder = edited(bundle, tmp_path / "c", tolerance(graph, value | {"rel_l2": 1e-4}))  # max_abs may tighten
+    assert load_bundle(folder).manifest.golden.tolerances[graph].max_abs == value["max_abs"]
+
+
+@pytest.mark.parametrize("value,words", [
+    (0, "greater than or equal to 1"), (-3, "greater than or equal to 1"), (257, "less than or equal to 256"),
+    (65536, "less than or equal to 256"), (10**12, "less than or equal to 256"), (True, "valid integer"),
+    (1000.0, "valid integer"),
+])
+def test_dream_min_size_is_bounded(tmp_path, value, words):
+    """F5: min_size 65536 passed the schema and was blamed on the user's --tile ("at least 131072 pixels");
+    true and 1e3 were read as 1 and 1000."""
+    folder = edited(DREAM, tmp_path / "b", lambda m: m["dream"].__setitem__("min_size", value))
+    with pytest.raises(BundleError, match=re.escape("dream.min_size: ") + ".*" + re.escape(words)):
+        load_bundle(folder)
+    p = gen_without_torch("dream", str(SHIPPED / "photos" / "chelsea.jpg"), "--bundle", str(folder),
+                          "-o", str(tmp_path / "d.png"), timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "dream.min_size" in p.stderr, p.stderr[-2000:]
+
+
+def test_reordered_noise_inputs_fail_verify(good_bundle, tmp_path):
+    """F4: the runtime feeds each seed's random noise to the noise inputs in the order of stylegan.noise_inputs;
+    constant noise is zeros in any order, so only a random-noise picture can tell a reordered list."""
+    m = load_bundle(good_bundle).manifest
+    assert [p.noise for p in m.golden.pictures].count("random") == 1
+    assert gen_without_torch("verify", str(good_bundle)).returncode == 0
+    folder = edited(good_bundle, tmp_path / "b", lambda m: m["stylegan"]["noise_inputs"].reverse())
+    p = gen_without_torch("verify", str(folder))
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "outside tolerance" in p.stdout, p.stdout[-3000:]
+    failed = {(c.graph, c.output, c.note) for c in verify(load_bundle(folder), "cpu") if not c.ok}
+    assert {(graph, output) for graph, output, _ in failed} == {("pictures", "image")}
+    assert all("random noise" in note for _, _, note in failed), failed
+
+
+def without_random_pictures(m: dict) -> None:
+    m["golden"]["pictures"] = [p for p in m["golden"]["pictures"] if p.get("noise") != "random"]
+
+
+def test_a_format_3_stylegan_bundle_needs_a_random_noise_picture(good_bundle, tmp_path):
+    with pytest.raises(BundleError, match="no random-noise case"):
+        load_bundle(edited(good_bundle, tmp_path / "b", without_random_pictures))
+
+
+def test_format_2_bundles_are_still_read(good_bundle, tmp_path):
+    """Format 2 had no random-noise pictures: such a bundle is read and verified, its noise order unchecked."""
+    def format_2(m):
+        without_random_pictures(m)
+        m["format_version"] = 2
+
+    checks = verify(load_bundle(edited(good_bundle, tmp_path / "b", format_2)), "cpu")
+    assert checks and all(c.ok for c in checks)
+
+
+def rewire(folder: Path, file: str, output: str, make) -> Path:
+    """The graph `file` with `output` computed from what it was (`raw`) by the nodes `make(raw, output)` returns
+    (with their initializers), rehashed: a graph that is broken only when it runs."""
+    import onnx
+
+    model = onnx.load(folder / file)
+    raw = f"{output}_raw"
+    for node in model.graph.node:
+        node.output[:] = [raw if o == output else o for o in node.output]
+    nodes, inits = make(raw, output)
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(inits)
+    onnx.save(model, folder / file)
+    reseal(folder, file)
+    return folder
+
+
+def past_the_end(raw: str, output: str):
+    """output = raw + raw[10**6] along axis 0: onnxruntime's Gather fails when it runs (the axis has 1..8)."""
+    from onnx import helper, numpy_helper
+
+    return ([helper.make_node("Gather", [raw, "far"], ["gathered"], axis=0),
+             helper.make_node("Add", [raw, "gathered"], [output])],
+            [numpy_helper.from_array(np.array([10**6], np.int64), "far")])
+
+
+def times(value: float):
+    def make(raw: str, output: str):
+        from onnx import helper, numpy_helper
+
+        return ([helper.make_node("Mul", [raw, "poison"], [output])],
+                [numpy_helper.from_array(np.array(value, np.float32), "poison")])
+    return make
+
+
+def broken_bundle(good_bundle: Path, folder: Path, file: str, output: str, make) -> Path:
+    """A stylegan bundle (the tiny export's copy) or a dream one (tiny_dream_bundle) with `file` rewired."""
+    folder = copy_bundle(good_bundle, folder) if file != "dream_grad.onnx" else tiny_dream_bundle(folder)
+    return rewire(folder, file, output, make)
+
+
+def error_at_the_end(p: subprocess.CompletedProcess, *words: str) -> None:
+    """A CLI run that ended in a GenError after its progress lines (`gen dream`): one error line, exit 2."""
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and "Traceback" not in p.stderr and lines[-1].startswith("error: "), p.stderr[-2000:]
+    assert sum(line.startswith("error: ") for line in lines) == 1 and all(w in lines[-1] for w in words), lines
+
+
+def cli_use(folder: Path, tmp_path: Path, command: str) -> list[str]:
+    if command == "dream":
+        return ["dream", str(SHIPPED / "photos" / "chelsea.jpg"), "--bundle", str(folder), "-o",
+                str(tmp_path / "d.png"), "--octaves", "1", "--iterations", "1"]
+    return [command, str(folder)] + (["-o", str(tmp_path / "s.png"), "--seeds", "0-1"] if command == "sample" else [])
+
+
+@pytest.mark.parametrize("file,output,command", [
+    ("mapping.onnx", "w", "sample"), ("synthesis.onnx", "img", "sample"), ("synthesis.onnx", "img", "verify"),
+    ("dream_grad.onnx", "grad", "verify"), ("dream_grad.onnx", "grad", "dream"),
+])
+def test_a_graph_that_fails_when_it_runs_is_one_line(good_bundle, tmp_path, file, output, command):
+    """F6: onnxruntime's own error while running (a Gather past the end) was a traceback."""
+    folder = broken_bundle(good_bundle, tmp_path / "b", file, output, past_the_end)
+    p = gen_without_torch(*cli_use(folder, tmp_path, command), timeout=120)
+    (error_at_the_end if command == "dream" else one_line_error)(p, f"'{file}' failed to run", "re-export")
+    assert not (tmp_path / "s.png").exists() and not (tmp_path / "d.png").exists()
+
+
+@pytest.mark.parametrize("file,output,value,command", [
+    ("mapping.onnx", "w", float("nan"), "sample"), ("synthesis.onnx", "img", float("inf"), "sample"),
+    ("synthesis.onnx", "img", float("nan"), "verify"),
+    ("dream_grad.onnx", "grad", float("nan"), "dream"), ("dream_grad.onnx", "objective", float("inf"), "dream"),
+])
+def test_non_finite_graph_outputs_are_one_line(good_bundle, tmp_path, file, output, value, command):
+    """F9: a graph giving NaN or infinity made `gen sample` write black pictures and exit 0."""
+    folder = broken_bundle(good_bundle, tmp_path / "b", file, output, times(value))
+    p = gen_without_torch(*cli_use(folder, tmp_path, command), timeout=120)
+    (error_at_the_end if command == "dream" else one_line_error)(p, f"'{file}'", f"'{output}'", "NaN or infinity",
+                                                                 "re-export")
+    assert not (tmp_path / "s.png").exists() and not (tmp_path / "d.png").exists()
+
+
+def npy_member(path: Path, key: str, shape: tuple, data: bytes = b"\0" * 64) -> None:
+    """Put member `key` into the npz at `path`: an npy header declaring float32 `shape`, then only `data`."""
+    import io
+    import zipfile
+
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != key}
+    np.savez(path, **arrays)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(f"{key}.npy", head.getvalue() + data)
+
+
+def test_golden_data_the_manifest_does_not_name_is_not_read(tmp_path):
+    """F7: an extra member declaring 10 GB was read (allocated) by Bundle.golden()."""
+    folder = copy_bundle(EMOJI, tmp_path / "b")
+    npy_member(folder / "golden.npz", "huge", (2_500_000_000,))
+    reseal(folder, "golden.npz")
+    assert all(c.ok for c in verify(load_bundle(folder), "cpu"))
+
+
+@pytest.mark.parametrize("shape,words", [
+    ((1_000_000_000, 64), "declares 256,000,000,000 bytes"),  # a dynamic batch: within the spec, not the bound
+    ((1, 63), "is float32 [1, 63] but 'z' is float32 ['batch', 64]"),
+])
+def test_a_golden_array_is_checked_from_its_header_before_it_is_read(tmp_path, shape, words):
+    folder = copy_bundle(EMOJI, tmp_path / "b")
+    npy_member(folder / "golden.npz", "mapping/0/z", shape)  # (the data are short: reading would fail or allocate)
+    reseal(folder, "golden.npz")
+    with pytest.raises(BundleError, match=re.escape(words)):
+        load_bundle(folder).golden()
+    one_line_error(gen_without_torch("verify", str(folder)), words)
+
+
+def endless_loop(raw: str, output: str):
+    """output = raw + a Loop's count, the Loop running 2**63 - 1 times with its condition always true."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "one"], ["v_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [])],
+        initializer=[numpy_helper.from_array(np.array(1.0, np.float32), "one")])
+    return ([helper.make_node("Loop", ["trips", "yes", "zero"], ["count"], body=body),
+             helper.make_node("Add", [raw, "count"], [output])],
+            [numpy_helper.from_array(np.array(v), name) for name, v in
+             (("trips", np.int64(2**63 - 1)), ("yes", True), ("zero", np.float32(0.0)))])
+
+
+def loop_in_a_branch(raw: str, output: str):
+    """output = If(true) of a branch that holds the endless Loop."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = endless_loop(raw, "branch_out")
+    scalar = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
+    then = helper.make_graph(nodes, "then", [], [scalar("branch_out")], initializer=inits)
+    other = helper.make_graph([helper.make_node("Identity", [raw], ["other_out"])], "else", [], [scalar("other_out")])
+    return ([helper.make_node("If", ["yes"], [output], then_branch=then, else_branch=other)],
+            [numpy_helper.from_array(np.array(True), "yes")])
+
+
+def scan_in_a_function(folder: Path):
+    """A model-local function holding a Scan (never called: the reader looks at everything the file holds)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(folder / "dream_grad.onnx")
+    body = helper.make_graph([], "body", [], [])
+    model.functions.append(helper.make_function("local", "scanner", ["x"], ["y"],
+                                                [helper.make_node("Scan", ["x"], ["y"], body=body, num_scan_inputs=1)],
+                                                [helper.make_opsetid("", 18)]))
+    model.opset_import.append(helper.make_opsetid("local", 1))
+    onnx.save(model, folder / "dream_grad.onnx")
+    reseal(folder, "dream_grad.onnx")
+
+
+@pytest.mark.parametrize("how,ops", [("loop", "Loop"), ("branch", "If, Loop"), ("function", "Scan")])
+def test_control_flow_is_refused_when_a_graph_is_opened(tmp_path, how, ops):
+    """F8: an endless ONNX Loop made `gen verify` hang; gen export never writes control flow (Loop, Scan, If)."""
+    folder = tiny_dream_bundle(tmp_path / "d")
+    if how == "function":
+        scan_in_a_function(folder)
+    else:
+        rewire(folder, "dream_grad.onnx", "objective", endless_loop if how == "loop" else loop_in_a_branch)
+    words = f"'{folder / 'dream_grad.onnx'}' holds control flow ({ops})"
+    from gen.runtime.dream.engine import bundle_engine
+
+    with pytest.raises(BundleError, match=re.escape(words)):
+        bundle_engine(folder, "cpu")
+    if how == "loop":
+        one_line_error(gen_without_torch("verify", str(folder), timeout=60), words)
+
+
+@pytest.mark.parametrize("path", sorted(SHIPPED.glob("*/*.onnx")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_graphs_hold_no_control_flow(path):
+    from gen.runtime.engines.onnx_file import control_flow
+
+    assert control_flow(path.read_bytes()) == set()

@@ -33,7 +33,7 @@ def test_bundle_passes_its_own_golden_data(exported):
     _, bundle, reports = exported
     checks = verify(bundle, "cpu")
     graphs, pictures = [c for c in checks if c.graph != "pictures"], [c for c in checks if c.graph == "pictures"]
-    assert len(graphs) == 12 and len(pictures) == 8 and all(c.ok for c in checks)  # 4 seed groups: ws and image
+    assert len(graphs) == 12 and len(pictures) == 10 and all(c.ok for c in checks)  # 5 picture cases: ws, image
     assert max(c.max_abs for c in graphs) < GEN_MAX_ABS
     assert max(c.max_abs for c in pictures if c.output == "image") <= 1  # 8-bit levels: rounding ties only
     m = bundle.manifest

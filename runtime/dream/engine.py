@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gen.runtime.bundle import Bundle, BundleError, clip, load_bundle
-from gen.runtime.engines import Runner, open_runner
+from gen.runtime.engines import Runner, check_finite, open_runner
 from gen.runtime.errors import GenError
 
 from .loop import DreamEngine, GradientFn
@@ -43,6 +43,8 @@ def bundle_gradient(bundle: Bundle, engine: str = "auto") -> tuple[GradientFn, R
             raise BundleError(f"'{bundle.path}': {GRAPH} gave a gradient of shape {list(grad.shape)} for an image "
                               f"of shape {list(x.shape)} and an objective of shape {list(objective.shape)}, not a "
                               "scalar; re-export the bundle")
+        check_finite(runner.spec, "grad", grad)
+        check_finite(runner.spec, "objective", objective)
         return grad * scale, float(objective.reshape(()))  # d/dx = d/d(graph value) * scale
 
     return gradient, runner

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from gen.runtime.bundle import Bundle, BundleError
 
-from .base import ENGINES, Runner, available_engines, resolve_engine
+from .base import ENGINES, Runner, available_engines, check_finite, resolve_engine
 
-__all__ = ["ENGINES", "Runner", "available_engines", "open_runner", "resolve_engine"]
+__all__ = ["ENGINES", "Runner", "available_engines", "check_finite", "open_runner", "resolve_engine"]
 
 
 def open_runner(bundle: Bundle, graph: str, engine: str = "auto") -> Runner:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gen.runtime.bundle import GraphSpec, TensorSpec, clip
+from gen.runtime.bundle import BundleError, GraphSpec, TensorSpec, clip
 from gen.runtime.errors import GenError
 
 ENGINES = ("auto", "cpu", "cuda", "ort-trt", "trt")
@@ -80,4 +80,13 @@ def check_input(spec: TensorSpec, value: np.ndarray | None, graph: GraphSpec) ->
     if value.ndim != len(spec.shape) or any(isinstance(d, int) and d != v for d, v in zip(spec.shape, value.shape)):
         raise GenError(f"input '{clip(spec.name, 80)}' of {graph.file} must have shape {spec.shape}, "
                        f"got {list(value.shape)}")
+    return value
+
+
+def check_finite(graph: GraphSpec, name: str, value: np.ndarray) -> np.ndarray:
+    """`value`, the graph's output `name`, if it is all finite numbers. Where the runtime relies on an output (w, img,
+    a dream's gradient and objective), NaN or infinity would become black pictures and exit 0."""
+    if not np.isfinite(value).all():
+        raise BundleError(f"'{graph.file}' gave NaN or infinity in '{clip(name, 80)}': its weights or ops are broken "
+                          "(re-export the bundle), or its input is far out of range")
     return value

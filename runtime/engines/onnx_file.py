@@ -8,6 +8,9 @@ every hash still matched. A bundle's graphs must hold all their tensors: any ext
 before an engine sees the bytes (loaded from memory, onnxruntime would look for the file in the current
 folder). `gen export` never writes external data (gen.export.onnx_graph.save_graph).
 
+Nor control flow: a Loop (or Scan) may run for 2**63 iterations and an engine has no time limit, so a graph
+holding one, or any node with a subgraph of its own (If, onnxruntime's BeamSearch...), is refused too.
+
 The tensors are found with a small reader of protobuf's wire format: the runtime does not depend on the
 onnx package.
 """
@@ -32,6 +35,8 @@ _FIELDS = {
     "function": {7: "node", 11: "attribute"},  # FunctionProto.node, attribute_proto (default values)
 }
 _TENSOR_NAME, _EXTERNAL_DATA, _DATA_LOCATION, _EXTERNAL = 8, 13, 14, 1  # TensorProto fields; DataLocation.EXTERNAL
+_OP_TYPE, _ATTRIBUTE, _SUBGRAPHS = 4, 5, (6, 11)  # NodeProto.op_type, .attribute; AttributeProto.g, .graphs
+CONTROL_FLOW = {"Loop", "Scan", "If"}
 
 
 class Malformed(ValueError):
@@ -70,13 +75,22 @@ def _fields(buf: memoryview):
         yield number, wire, value
 
 
+def _messages(model: bytes):
+    """(kind, bytes) of every message of a serialised ModelProto on the way to its tensors and nodes, in subgraphs
+    and functions too. Raises Malformed for bytes that are not protobuf."""
+    stack = [("model", memoryview(model))]
+    while stack:  # a list, not recursion: subgraphs may nest deeply
+        kind, buf = stack.pop()
+        yield kind, buf
+        if inner := _FIELDS.get(kind):
+            stack.extend((inner[n], value) for n, wire, value in _fields(buf) if wire == 2 and n in inner)
+
+
 def external_tensor(model: bytes) -> tuple[str, str] | None:
     """The first tensor of a serialised ModelProto that keeps its data outside it, as (name, where), or None.
     Raises Malformed for bytes that are not protobuf. Every occurrence of a tensor counts (protobuf merges
     repeated occurrences of a message field), so this errs on the side of refusing."""
-    stack = [("model", memoryview(model))]
-    while stack:  # a list, not recursion: subgraphs may nest deeply
-        kind, buf = stack.pop()
+    for kind, buf in _messages(model):
         if kind == "tensor":
             name, where, external = "", "", False
             for number, wire, value in _fields(buf):
@@ -92,10 +106,24 @@ def external_tensor(model: bytes) -> tuple[str, str] | None:
                     external = True
             if external:
                 return name, where
-            continue
-        inner = _FIELDS[kind]
-        stack.extend((inner[number], value) for number, wire, value in _fields(buf) if wire == 2 and number in inner)
     return None
+
+
+def control_flow(model: bytes) -> set[str]:
+    """The op types of a serialised ModelProto's nodes (in subgraphs and functions too) that are Loop, Scan or If,
+    or hold a subgraph of their own. Raises Malformed for bytes that are not protobuf."""
+    found = set()
+    for kind, buf in _messages(model):
+        if kind == "node":
+            op, nested = "", False
+            for number, wire, value in _fields(buf):
+                if number == _OP_TYPE and wire == 2:
+                    op = bytes(value).decode("utf-8", "replace")
+                elif number == _ATTRIBUTE and wire == 2:
+                    nested |= any(n in _SUBGRAPHS for n, _, _ in _fields(value))
+            if op in CONTROL_FLOW or nested:
+                found.add(clip(op, 40))
+    return found
 
 
 def read_graph(path: Path, entry: FileEntry | None = None, engine: str = "onnxruntime") -> bytes:
@@ -119,7 +147,7 @@ def read_graph(path: Path, entry: FileEntry | None = None, engine: str = "onnxru
         raise BundleError(f"'{path}' fails its sha256 check: it changed after the bundle was loaded, or a corrupt "
                           "copy; copy the bundle again")
     try:
-        found = external_tensor(data)
+        found, flow = external_tensor(data), control_flow(data)
     except Malformed as e:
         raise BundleError(f"'{path}' cannot be loaded by {engine} (not ONNX's protobuf: {e}); the file is damaged "
                           "or not ONNX: copy the bundle again or re-export") from None
@@ -128,4 +156,7 @@ def read_graph(path: Path, entry: FileEntry | None = None, engine: str = "onnxru
         raise BundleError(f"'{path}' keeps tensor '{clip(name, 80)}' in another file ({clip(where or '?', 80)}), "
                           "which no hash in manifest.json covers; a bundle's graphs must hold their own weights: "
                           "re-export the bundle with `gen export`")
+    if flow:
+        raise BundleError(f"'{path}' holds control flow ({', '.join(sorted(flow))}), which `gen export` never writes "
+                          "and which can run without end; re-export the bundle with `gen export`")
     return data

@@ -60,6 +60,8 @@ class OrtRunner(Closing):
                               "the file is damaged or not ONNX: copy the bundle again or re-export") from None
         self._check_provider(engine)
         self._check_against_manifest(path)
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4  # a failing op is raised, and said in one line: not logged as well
 
     def _check_provider(self, asked: str) -> None:
         """onnxruntime quietly drops a provider whose CUDA/cuDNN/TensorRT libraries fail to load: say so."""
@@ -92,7 +94,11 @@ class OrtRunner(Closing):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {t.name: check_input(t, feeds.get(t.name), self.spec) for t in self.spec.inputs}
-        outs = self.session.run([t.name for t in self.spec.outputs], feeds)
+        try:
+            outs = self.session.run([t.name for t in self.spec.outputs], feeds, self._run_options)
+        except Exception as e:  # onnxruntime's Fail, InvalidArgument, RuntimeException...: an op failed as it ran
+            raise BundleError(f"'{self.spec.file}' failed to run on {self.name} ({clip(e, 300)}); the graph is "
+                              "broken: re-export the bundle (or, if memory ran out, use a smaller input)") from None
         return dict(zip([t.name for t in self.spec.outputs], outs))
 
     def close(self) -> None:

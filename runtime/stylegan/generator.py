@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gen.runtime.bundle import Bundle, BundleError
-from gen.runtime.engines import open_runner
+from gen.runtime.engines import check_finite, open_runner
 from gen.runtime.images import nchw_to_images
 from gen.runtime.latents import check_noise_mode, seed_noise, seeds_to_z
 
@@ -54,6 +54,7 @@ class BundleGenerator:
         if w.shape != (len(z), self.meta.w_dim):  # the graph itself, whatever its manifest says
             raise BundleError(f"'{self.bundle.path}': the mapping gave w of shape {list(w.shape)} for "
                               f"{len(z)} latents, not [{len(z)}, {self.meta.w_dim}]; re-export the bundle")
+        check_finite(self.mapping.spec, "w", w)
         ws = np.repeat(w[:, None, :], self.meta.num_ws, axis=1)
         return truncate(ws, self.w_avg, psi, cutoff)
 
@@ -75,23 +76,26 @@ class BundleGenerator:
         if img.shape != (n, 3, r, r):
             raise BundleError(f"'{self.bundle.path}': the synthesis gave img of shape {list(img.shape)}, not "
                               f"[{n}, 3, {r}, {r}]; re-export the bundle")
-        return img
+        return check_finite(self.synthesis.spec, "img", img)
 
     def pictures(self, ws: np.ndarray, noise_mode: str = "const", noises: Sequence[np.ndarray] | None = None
                  ) -> np.ndarray:
         """ws -> uint8 pictures [N, R, R, 3], the synthesis's value range mapped to 0..255."""
         return nchw_to_images(self.synthesize(ws, noise_mode, noises=noises), *self.value_range)
 
+    def draw(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const"
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """One batch of seeds -> (their styles, uint8 pictures [N, R, R, 3]): `gen sample`'s path, which `gen verify`
+        holds to PyTorch's. Random noise is each seed's own (latents.seed_noise), fed in the order of noise_inputs."""
+        ws = self.styles(seeds_to_z(seeds, self.meta.z_dim), psi, cutoff)
+        noises = seed_noise(seeds, self.meta.z_dim, self.noise_shapes) if noise_mode == "random" else None
+        return ws, self.pictures(ws, noise_mode, noises)
+
     def images(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const",
                batch: int = 8) -> np.ndarray:
         """Seeds -> uint8 pictures [N, R, R, 3]; the same seed gives the PyTorch sampler's picture."""
-        out = []
-        for i in range(0, len(seeds), batch):
-            chunk = list(seeds[i : i + batch])
-            ws = self.styles(seeds_to_z(chunk, self.meta.z_dim), psi, cutoff)
-            noises = seed_noise(chunk, self.meta.z_dim, self.noise_shapes) if noise_mode == "random" else None
-            out.append(self.pictures(ws, noise_mode, noises))
-        return np.concatenate(out)
+        return np.concatenate([self.draw(list(seeds[i : i + batch]), psi, cutoff, noise_mode)[1]
+                               for i in range(0, len(seeds), batch)])
 
 
 def truncate(ws: np.ndarray, w_avg: np.ndarray, psi: float, cutoff: int | None = None) -> np.ndarray:
