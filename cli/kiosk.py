@@ -82,6 +82,8 @@ def kiosk(
     unit: Path = typer.Option(None, show_default=False,
                               help="--install-service: the unit file (default ~/.config/systemd/user/"
                                    "gen-kiosk.service)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="--install-service: allow replacing an existing unit "
+                                                              "file."),
 ) -> None:
     """Play a bundle forever, fullscreen: an endless latent walk (stylegan) or slow dream zooms (dream).
 
@@ -95,7 +97,7 @@ def kiosk(
                              max_failures=max_failures, watchdog=watchdog)
     window = Window(windowed=windowed, display=display, size=_window_size(window_size), frames=frames)
     if install_service:
-        path, enable = install_kiosk_service(bundle, seeds, save_dir, unit, sys.argv, serve)
+        path, enable = install_kiosk_service(bundle, seeds, save_dir, unit, sys.argv, serve, overwrite)
         err.print(escape(f"wrote {path} (not enabled); start it now and at every start-up with:\n  {enable}"))
         return
     screen = Address(host, port) if serve else window

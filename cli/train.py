@@ -64,6 +64,7 @@ def metrics(
     psi: float = typer.Option(1.0, "--psi", "--trunc", help="Truncation psi (1 = none, as FID is usually measured)."),
     real_floor: bool = typer.Option(False, "--real-floor", help="Also measure N reals against N other reals."),
     out_file: Path = typer.Option(None, "--out", "-o", show_default=False, help="Also write the results to this JSON."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing an existing --out."),
     noise_mode: str = typer.Option("random", help="random (per seed: bundle = checkpoint) | const | none."),
     resolution: int = typer.Option(None, show_default=False,
                                    help="Reals' size without a generator (default: the first image's)."),
@@ -79,9 +80,9 @@ def metrics(
     require_extra("torch")
     from gen.train.metrics import format_metrics, measure_to_file
 
-    result = measure_to_file(source, data, out_file, num=num, psi=psi, real_floor=real_floor, noise_mode=noise_mode,
-                             device=device, resolution=resolution, background=parse_color(background), seed=seed,
-                             metrics=metric)
+    result = measure_to_file(source, data, out_file, overwrite, num=num, psi=psi, real_floor=real_floor,
+                             noise_mode=noise_mode, device=device, resolution=resolution,
+                             background=parse_color(background), seed=seed, metrics=metric)
     for line in format_metrics(result):
         print(line)
 
@@ -101,7 +102,8 @@ def project(
     background: str = typer.Option("white", help="Colour that transparent pixels are composited on."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     seed: int = typer.Option(0, help="Seed for the noise added to w."),
-    overwrite: bool = typer.Option(False, help="Replace an earlier projection in --out."),
+    overwrite: bool = typer.Option(False, help="Allow replacing the files of an earlier projection in --out (and "
+                                               "an existing --video)."),
 ) -> None:
     """Find the w whose picture matches a photo (PyTorch): writes the picture, w.npy and target|projection."""
     require_extra("torch")

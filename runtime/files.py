@@ -14,15 +14,45 @@ from pathlib import Path
 
 from .errors import GenError, OutputError
 
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
-def check_output_path(path: str | Path, overwrite: bool = True) -> Path:
-    """Validate an output path before any work is done, so a typo costs nothing."""
+
+def special_file(path: str | Path) -> str | None:
+    """What `path` is ('a FIFO (named pipe)', 'a character device', ...) when it exists and is neither a regular
+    file nor a folder, links followed; None otherwise. Reading a FIFO waits for a writer, forever; writing over
+    a device node replaces it (or, opened, writes to the device)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, a dangling link, a NUL in the name: each caller says its own
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((name for test, name in _SPECIAL if test(mode)), "a special file")
+
+
+def check_input_file(path: str | Path) -> None:
+    """Refuse an input that is a FIFO, a device or a socket before anything opens it (and waits on it)."""
+    if (kind := special_file(path)) is not None:
+        raise GenError(f"'{path}' is {kind}, not a regular file; give a file")
+
+
+def _refuse_special_output(path: str | Path) -> None:
+    """Whatever --overwrite says: only regular files are replaced."""
+    if (kind := special_file(path)) is not None:
+        raise GenError(f"output '{path}' is {kind}, not a regular file; gen replaces only files: choose another path")
+
+
+def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
+    """Validate an output path before any work is done, so a typo costs nothing. An existing file is refused
+    unless `overwrite` (the caller's --overwrite: forgetting to pass it is the safe way round)."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise GenError(f"output folder '{parent}' does not exist; create it first or choose another path")
     if path.is_dir():
         raise GenError(f"output '{path}' is a folder; give a file name")
+    _refuse_special_output(path)
     if path.exists() and not overwrite:
         raise GenError(f"'{path}' already exists; pass --overwrite to replace it")
     return path
@@ -132,6 +162,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ends with the mode a plain open() would give it (see new_file_mode). Errors as for writing(); the
     temporary file is removed whatever happens."""
     path = Path(path)
+    _refuse_special_output(path)  # (also where no check_output_path came first: a run's pictures, a kiosk's)
     with writing(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
     os.close(fd)
@@ -154,6 +185,7 @@ def append_text(path: str | Path, text: str) -> None:
     """Append `text` whole or not at all: a write that fails part way (a full disk) is cut back, so a
     record-per-line file never holds half a record. Errors as for writing()."""
     path, data = Path(path), memoryview(text.encode("utf-8"))
+    _refuse_special_output(path)  # (opening a FIFO to write waits for a reader)
     with writing(path):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # (less the umask, as open() does)
         try:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import GenError, GenWarning
-from .files import write_bytes_atomic
+from .files import check_input_file, write_bytes_atomic
 
 # Still pictures by suffix, with Pillow's format names: what we write, and what training reads.
 STILL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
@@ -55,14 +55,16 @@ def parse_color(text: str) -> tuple[int, int, int]:
 def open_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image file, turning every failure into a one-line GenError.
 
-    Refused: images of more than MAX_PIXELS (decompression bombs), truncated or damaged files, PNGs whose pixel
-    data stops before the last row. An animation (GIF, APNG, WebP) gives its first frame, with a GenWarning.
+    Refused: FIFOs, devices and sockets (opening a FIFO waits for a writer), images of more than MAX_PIXELS
+    (decompression bombs), truncated or damaged files, PNGs whose pixel data stops before the last row. An
+    animation (GIF, APNG, WebP) gives its first frame, with a GenWarning.
     """
     path = Path(path)
     if not path.exists():
         raise GenError(f"'{path}' does not exist")
     if path.is_dir():
         raise GenError(f"'{path}' is a folder, not an image")
+    check_input_file(path)
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:

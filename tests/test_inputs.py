@@ -193,12 +193,14 @@ def test_non_finite_weights_are_refused_by_name(tmp_path):
 
     from gen.train import checkpoint as ckpt
     from gen.train.backbones import build_backbone
+    from gen.train.config import ModelConfig, to_json
 
+    meta = {"model": to_json(ModelConfig())}
     ckpt.save_checkpoint(tmp_path / "c.safetensors", {"G.w": torch.ones(3), "G.b": torch.tensor([0.0, float("nan")]),
-                                                       "rng": torch.zeros(4, dtype=torch.uint8)}, {})
+                                                       "rng": torch.zeros(4, dtype=torch.uint8)}, meta)
     with pytest.raises(GenError, match="tensor 'G.b' holds NaN or infinite values"):
         ckpt.load_checkpoint(tmp_path / "c.safetensors")
-    ckpt.save_checkpoint(tmp_path / "c.safetensors", {"G.w": torch.ones(3)}, {})
+    ckpt.save_checkpoint(tmp_path / "c.safetensors", {"G.w": torch.ones(3)}, meta)
     assert ckpt.load_checkpoint(tmp_path / "c.safetensors")[0]["G.w"].tolist() == [1, 1, 1]
     state = build_backbone("googlenet", random_weights=True).state_dict()
     state["inception4c.branch1.conv.weight"][0, 0, 0, 0] = float("inf")

@@ -10,6 +10,35 @@ from dataclasses import dataclass, field
 from gen.runtime.errors import GenError
 
 VARIANTS = ("stylegan2", "stylegan1")
+_LARGE = 10**6  # the bound of a field with none of its own (kimg, intervals): finite, so inf is refused
+
+
+def is_number(value, kind: type = float) -> bool:
+    """An int (kind int), or an int or a float (kind float); never a bool, which Python counts as an int."""
+    return isinstance(value, int if kind is int else (int, float)) and not isinstance(value, bool)
+
+
+def check_fields(values: dict, bounds: dict[str, tuple[type, float, float]]) -> None:
+    """Each value's type and range (a missing one is None, refused): a config also comes from a checkpoint's
+    metadata, which may be damaged or hostile ('64', 0, a w_dim that allocates terabytes), so every value is
+    checked where it enters."""
+    for name, (kind, least, most) in bounds.items():
+        value = values.get(name)
+        if kind is bool:
+            ok = isinstance(value, bool)
+        else:  # (a range check refuses NaN and infinity too: the bounds are finite)
+            ok = is_number(value, kind) and least <= value <= most
+        if not ok:
+            what = {bool: "true or false", int: f"a whole number from {least} to {most}",
+                    float: f"a number from {least:g} to {most:g}"}[kind]
+            raise GenError(f"{name} must be {what}, got {value!r}")
+
+
+# Far above NVlabs' models (z_dim, w_dim 512; channels 512; 8 mapping layers; ImageNet's 1000 classes), and
+# low enough that no config within them needs more than a few GB.
+MODEL_BOUNDS = {"z_dim": (int, 1, 2048), "w_dim": (int, 1, 2048), "mapping_layers": (int, 1, 32),
+                "mapping_lr_mul": (float, 1e-6, 1e3), "channel_base": (int, 1, 2**17), "channel_max": (int, 1, 1024),
+                "mbstd_group": (int, 1, 1024), "c_dim": (int, 0, 10_000)}
 
 
 @dataclass(frozen=True)
@@ -30,18 +59,16 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         r = self.resolution
-        if r < 8 or r > 1024 or r & (r - 1):
-            raise GenError(f"resolution must be a power of two from 8 to 1024, got {r}")
+        if not is_number(r, int) or r < 8 or r > 1024 or r & (r - 1):
+            raise GenError(f"resolution must be a power of two from 8 to 1024, got {r!r}")
         if self.variant not in VARIANTS:
-            raise GenError(f"unknown variant '{self.variant}'; choose one of {', '.join(VARIANTS)}")
-        if self.z_dim < 1 or self.w_dim < 1:
-            raise GenError(f"z_dim and w_dim must be at least 1, got {self.z_dim} and {self.w_dim}")
-        if self.mapping_layers < 1:
-            raise GenError("mapping_layers must be at least 1")
-        if self.c_dim < 0:
-            raise GenError(f"c_dim must be 0 (unconditional) or a number of classes, got {self.c_dim}")
-        if self.conv_clamp is not None and not self.conv_clamp > 0:
-            raise GenError(f"conv_clamp must be positive or None, got {self.conv_clamp}")
+            raise GenError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        check_fields(vars(self), MODEL_BOUNDS)
+        if self.channel_base < r:  # every layer needs a channel: at resolution r, channel_base // r
+            raise GenError(f"channel_base must be at least the resolution ({r}), got {self.channel_base}")
+        clamp = self.conv_clamp
+        if clamp is not None and not (is_number(clamp) and 0 < clamp <= _LARGE):
+            raise GenError(f"conv_clamp must be positive or None, got {clamp!r}")
 
     @property
     def log2_res(self) -> int:
@@ -49,6 +76,15 @@ class ModelConfig:
 
     def channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
+
+
+# A batch of 0 would train forever (the image count never grows), an ada_kimg of 0 divide by zero.
+TRAIN_BOUNDS = {"batch": (int, 1, 65536), "g_lr": (float, 0, 1), "d_lr": (float, 0, 1), "r1_gamma": (float, 0, 1e4),
+                "r1_interval": (int, 1, _LARGE), "pl_weight": (float, 0, 1e4), "pl_interval": (int, 1, _LARGE),
+                "pl_batch_shrink": (int, 1, 65536), "pl_decay": (float, 0, 1), "style_mixing": (float, 0, 1),
+                "ema_kimg": (float, 0, _LARGE), "ada_target": (float, -1, 1), "ada_kimg": (float, 1e-6, _LARGE),
+                "ada_interval": (int, 1, _LARGE), "snapshot_kimg": (float, 0, _LARGE), "kimg": (float, 0, _LARGE),
+                **{name: (bool, 0, 1) for name in ("augment", "xflip", "mixed_precision")}}
 
 
 @dataclass(frozen=True)
@@ -74,6 +110,15 @@ class TrainConfig:
     snapshot_kimg: float = 2.0
     kimg: float = 50.0
     mixed_precision: bool = True  # bf16 autocast on CUDA; ignored on CPU
+
+    def __post_init__(self) -> None:
+        check_fields(vars(self), TRAIN_BOUNDS)
+        betas = self.betas
+        if not (isinstance(betas, tuple) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas)):
+            raise GenError(f"betas must be two numbers from 0 to below 1, got {betas!r}")
+        rampup = self.ema_rampup
+        if rampup is not None and not (is_number(rampup) and 0 <= rampup <= 1):
+            raise GenError(f"ema_rampup must be a number from 0 to 1 or None, got {rampup!r}")
 
 
 @dataclass(frozen=True)
@@ -121,7 +166,8 @@ def model_from_json(d: dict) -> ModelConfig:
 
 def train_from_json(d: dict) -> TrainConfig:
     d = dict(d)
-    d["betas"] = tuple(d.get("betas", (0.0, 0.99)))
+    if isinstance(d.get("betas"), list):  # (JSON has no tuples; anything else is refused by TrainConfig)
+        d["betas"] = tuple(d["betas"])
     return TrainConfig(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
 
 

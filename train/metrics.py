@@ -330,11 +330,12 @@ def format_metrics(result: dict) -> list[str]:
 # `gen metrics`
 
 
-def measure_to_file(source: Path | None, data: Path, out: Path | None = None, **kwargs) -> dict:
-    """compute_metrics, with `out` checked before minutes of work and the figures written there (JSON,
-    atomically) after; returns them."""
+def measure_to_file(source: Path | None, data: Path, out: Path | None = None, overwrite: bool = False,
+                    **kwargs) -> dict:
+    """compute_metrics, with `out` checked before minutes of work (an existing file is replaced only with
+    `overwrite`) and the figures written there (JSON, atomically) after; returns them."""
     if out is not None:
-        check_output_path(out)
+        check_output_path(out, overwrite=overwrite)
     if source is not None and not Path(source).exists():
         raise GenError(f"'{source}' does not exist; give a training run, a checkpoint or a stylegan bundle")
     result = compute_metrics(source, data, **kwargs)

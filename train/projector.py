@@ -172,9 +172,11 @@ def project_to_folder(photo: Path, checkpoint: Path, out: Path, settings: Projec
         raise GenError(f"'{checkpoint}' is a bundle; projecting needs gradients, so give the training run or "
                        "checkpoint it was exported from")
     if out.exists() and not out.is_dir():
-        raise GenError(f"--out '{out}' is a file; give a folder")
-    if (out / "w.npy").exists() and not overwrite:
-        raise GenError(f"'{out}' already holds a projection (w.npy); pass --overwrite or choose another --out")
+        raise GenError(f"--out '{out}' is not a folder; give a folder")
+    if out.is_dir():  # every file written below, as any output: replaced only with --overwrite, and only files
+        for name in ("target.png", "projected.png", "compare.png", "w.npy",
+                     *(["noise.npz"] if settings.optimize_noise else [])):
+            check_output_path(out / name, overwrite=overwrite)
     if video is not None:
         check_video_path(check_output_path(video, overwrite=overwrite))
     G = load_generator(checkpoint, resolve_device(device))

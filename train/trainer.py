@@ -235,7 +235,11 @@ class StyleGANTraining:
             ckpt.load_module(module, ckpt.subdict(tensors, name), f"the checkpoint's {name}")
         ckpt.load_optimizer(self.opt_G, tensors, "opt_G", meta["opt_G"])
         ckpt.load_optimizer(self.opt_D, tensors, "opt_D", meta["opt_D"])
-        self.pl_mean.copy_(tensors["pl_mean"])
+        pl_mean = tensors.get("pl_mean")
+        if pl_mean is None or pl_mean.shape != self.pl_mean.shape:
+            raise GenError("the checkpoint's pl_mean is missing or not one number; the checkpoint is damaged "
+                           "(resume from an earlier copy, or train again)")
+        self.pl_mean.copy_(pl_mean)
         self.step, self.nimg = meta["counters"]["step"], meta["counters"]["nimg"]
         if self.procs.rank != 0:  # the saved ADA statistics are all processes' sums, held by rank 0
             self.augment.sign_sum.zero_()
@@ -378,7 +382,7 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
         dataset = ImageFolder(data, model.resolution, background=background, xflip=cfg.xflip)
         state = StyleGANTraining(model, cfg, procs, seed)
         if resume:
-            tensors, meta = ckpt.load_checkpoint(run.checkpoint, procs.device)
+            tensors, meta = ckpt.load_checkpoint(run.checkpoint, procs.device, training=True)
             state.load(tensors, meta)
         elif procs.is_main:
             if overwrite:  # (only now: data or config that fails above deletes nothing)
@@ -505,10 +509,7 @@ def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, 
     overrides_train = {k: v for k, v in (train_overrides or {}).items() if v is not None}
     if resume is not None:
         out = Path(resume)
-        meta = ckpt.read_meta(out)
-        if "imported" in meta and "train" not in meta:
-            raise GenError(f"'{out}' holds a model imported by gen import, not a training run: it has no training "
-                           "state to continue, and fine-tuning imported models is not supported yet")
+        meta = ckpt.read_meta(out, training=True)
         model = model_from_json(meta["model"])
         if preset is not None or overrides_model:
             asked = replace(get_preset(preset).model if preset else model, **overrides_model)

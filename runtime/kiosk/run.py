@@ -56,11 +56,12 @@ def run_kiosk(bundle: Path, settings: KioskSettings, seeds: str, save_dir: Path,
 
 
 def install_kiosk_service(bundle: Path, seeds: str, save_dir: Path, unit: Path | None, argv: list[str],
-                          serve: bool) -> tuple[Path, str]:
-    """Write a systemd unit that runs the kiosk command line `argv`, checked first as a run would be;
-    returns the unit's path and the command that enables it."""
+                          serve: bool, overwrite: bool = False) -> tuple[Path, str]:
+    """Write a systemd unit that runs the kiosk command line `argv`, checked first as a run would be (an
+    existing unit file is replaced only with `overwrite`); returns the unit's path and the command that enables
+    it."""
     check_kiosk(bundle, seeds, save_dir)
-    return install_service(unit, argv, serve)
+    return install_service(unit, argv, serve, overwrite)
 
 
 def check_kiosk(bundle: Path, seeds: str, save_dir: Path) -> tuple[Bundle, list[int]]:

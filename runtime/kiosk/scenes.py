@@ -153,7 +153,7 @@ def find_photos(paths: Sequence[Path]) -> list[Path]:
     for p in paths:
         if p.is_dir():
             found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-        elif p.is_file():
+        elif p.exists():  # (a FIFO or a device too: load_image refuses it by name, never opening it)
             found.append(p)
         else:
             raise GenError(f"photo '{p}' does not exist")

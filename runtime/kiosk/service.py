@@ -17,7 +17,7 @@ from pathlib import Path
 from gen.runtime.errors import GenError
 from gen.runtime.files import check_output_path, write_text_atomic
 
-INSTALL_OPTIONS = {"--install-service": 0, "--unit": 1}  # option -> how many values follow it
+INSTALL_OPTIONS = {"--install-service": 0, "--unit": 1, "--overwrite": 0}  # option -> how many values follow it
 USER_UNITS = Path("~/.config/systemd/user").expanduser()
 SYSTEM_UNITS = (Path("/etc/systemd/system"), Path("/lib/systemd/system"), Path("/usr/lib/systemd/system"))
 _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
@@ -28,7 +28,7 @@ def default_unit_path() -> Path:
 
 
 def kiosk_args(argv: list[str]) -> list[str]:
-    """The arguments after `kiosk` in argv, without --install-service and --unit PATH."""
+    """The arguments after `kiosk` in argv, without --install-service, --unit PATH and --overwrite."""
     if "kiosk" not in argv:
         raise GenError("cannot find the kiosk command in the command line")
     args, out, skip = argv[argv.index("kiosk") + 1 :], [], 0
@@ -85,15 +85,16 @@ def enable_command(user_unit: bool, unit: str = "gen-kiosk.service") -> str:
     return f"sudo systemctl daemon-reload && sudo systemctl enable --now {unit}"
 
 
-def install_service(path: Path | None, argv: list[str], serve: bool) -> tuple[Path, str]:
-    """Write the unit for this command line; returns its path and the command that enables it."""
+def install_service(path: Path | None, argv: list[str], serve: bool, overwrite: bool = False) -> tuple[Path, str]:
+    """Write the unit for this command line (replacing an existing one only with `overwrite`); returns its path
+    and the command that enables it."""
     path = (path or default_unit_path()).expanduser().absolute()
     if path.suffix != ".service":
         raise GenError(f"'{path}': a systemd unit's name ends in .service")
     user_unit = path.parent not in SYSTEM_UNITS  # a system unit runs at boot, as User=, outside any session
     if path.parent == USER_UNITS:
         path.parent.mkdir(parents=True, exist_ok=True)
-    check_output_path(path)
+    check_output_path(path, overwrite=overwrite)
     refused = f"cannot write '{path}'"
     advice = "run the same command with sudo, or give --unit a path in a folder you can write"
     if not os.access(path.parent, os.W_OK | os.X_OK):
