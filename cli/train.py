@@ -21,7 +21,8 @@ def train(
     preset: str = typer.Option(None, help="tiny | small | paper256 (see gen.train.config); default: small, "
                                           "or the run's own when resuming."),
     kimg: float = typer.Option(None, help="Train until this many thousand real images were shown."),
-    resume: Path = typer.Option(None, help="Continue the run in this folder exactly where it stopped."),
+    resume: Path = typer.Option(None, help="Continue the run in this folder exactly where it stopped; a model from "
+                                           "gen import is fine-tuned on DATA."),
     variant: str = typer.Option(None, help="stylegan2 (default) or stylegan1 (AdaIN)."),
     resolution: int = typer.Option(None, help="Override the preset's resolution (a power of two, 8-1024)."),
     batch: int = typer.Option(None, help="Total batch size (split across processes)."),
@@ -38,6 +39,8 @@ def train(
     metric: str = typer.Option("all", "--metric",
                                help="With --metrics-kimg: fid, kid, fid_lite0, kid_lite0, comma-separated, or all "
                                     "(fid and kid need the metrics extra)."),
+    fresh_d: bool = typer.Option(False, "--fresh-d", help="Fine-tuning an import whose file had no usable "
+                                                          "discriminator: start D from random weights."),
     overwrite: bool = typer.Option(False, help="Start afresh in an --out that holds an earlier run: its checkpoint, "
                                                "log.jsonl and pictures are deleted first."),
 ) -> None:
@@ -50,7 +53,7 @@ def train(
         model_overrides={"variant": variant, "resolution": resolution},
         train_overrides={"kimg": kimg, "batch": batch, "snapshot_kimg": snapshot_kimg, "xflip": xflip},
         workers=workers, seed=seed, metrics_kimg=metrics_kimg, metrics_num=metrics_num, metrics=metric,
-        overwrite=overwrite)
+        overwrite=overwrite, fresh_d=fresh_d)
     if state.procs.is_main:
         print(run_summary(state, resume or out_dir))
 

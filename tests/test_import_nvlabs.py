@@ -223,14 +223,62 @@ def test_hostile_and_foreign_files_through_gen_import(tmp_path, marker, hostile)
     assert not (tmp_path / "run").exists()
 
 
-def test_an_imported_run_is_not_resumed_as_a_training_run(tmp_path, marker):
-    from gen.train.trainer import start_or_resume
-
-    import_model(dump_nvlabs(tmp_path / "a.pkl", snapshot(), payload(marker)), tmp_path / "run")
-    with pytest.raises(GenError, match="imported by gen import"):
-        start_or_resume(None, tmp_path / "run", resume=tmp_path / "run")
-
-
 def test_conv_clamp_must_be_positive():
     with pytest.raises(GenError, match="conv_clamp must be positive"):
         ModelConfig(conv_clamp=0)
+
+
+@pytest.mark.slow
+def test_fine_tuning_an_imported_model_runs_saves_and_resumes(tmp_path, marker):
+    """Transfer learning: gen train DATA --resume RUN on an import trains G, G_ema and D from its weights on 64
+    emoji, keeps the imported weights beside the new checkpoint, and is then an ordinary run that resumes."""
+    from gen.train.data import SAMPLE_DATA
+    from gen.train.trainer import IMPORTED_COPY
+
+    data = tmp_path / "emoji64"
+    data.mkdir()
+    for png in sorted(SAMPLE_DATA.glob("*.png"))[:64]:
+        (data / png.name).write_bytes(png.read_bytes())
+    run = tmp_path / "run"
+    import_model(dump_nvlabs(tmp_path / "a.pkl", snapshot(), payload(marker)), run)
+    imported, _ = ckpt.load_checkpoint(run)
+    args = ["--batch", "8", "--snapshot-kimg", "0.008", "--workers", "0"]
+
+    p = gen("train", str(data), "--resume", str(run), "--kimg", "0.016", *args)
+
+    assert p.returncode == 0, p.stderr
+    tensors, meta = ckpt.load_checkpoint(run)
+    assert meta["counters"]["nimg"] >= 16 and meta["imported"]["file"] == "a.pkl" and "train" in meta
+    assert meta["model"] == ckpt.read_meta(run / IMPORTED_COPY)["model"]
+    kept, _ = ckpt.load_checkpoint(run / IMPORTED_COPY)
+    assert all(torch.equal(kept[k], v) for k, v in imported.items())  # the import, unchanged
+    for net in ("G.", "G_ema.", "D."):  # every network trained from the imported weights
+        name = next(k for k in tensors if k.startswith(net) and k.endswith("affine.weight") or
+                    k.startswith(net) and net == "D." and k.endswith("fc.weight"))
+        assert not torch.equal(tensors[name], imported[name]), name
+    assert sorted(run.glob("grid-*.png"))
+
+    p = gen("train", "--resume", str(run), "--kimg", "0.032", *args)
+    assert p.returncode == 0, p.stderr
+    _, again = ckpt.load_checkpoint(run)
+    assert again["counters"]["nimg"] >= 32 and again["counters"]["step"] > meta["counters"]["step"]
+
+
+def test_fine_tuning_what_it_cannot_is_one_line(tmp_path, marker):
+    from gen.train.trainer import start_or_resume
+
+    run = tmp_path / "run"
+    import_model(dump_nvlabs(tmp_path / "a.pkl", snapshot(drop=("D",)), payload(marker)), run)
+    with pytest.raises(GenError, match="needs a folder of images"):
+        start_or_resume(None, run, resume=run)
+    with pytest.raises(GenError, match="has no discriminator .* give --fresh-d"):
+        start_or_resume(tmp_path, run, resume=run)
+    with pytest.raises(GenError, match="architecture is fixed"):
+        start_or_resume(tmp_path, run, resume=run, model_overrides={"resolution": 64})
+    cond = tmp_path / "cond"
+    import_model(dump_nvlabs(tmp_path / "c.pkl", snapshot(name="sg2ada-16-cond"), payload(marker)), cond)
+    with pytest.raises(GenError, match="class-conditional"):
+        start_or_resume(tmp_path, cond, resume=cond)
+    with pytest.raises(GenError, match="--fresh-d is for fine-tuning"):
+        start_or_resume(tmp_path, tmp_path / "new", fresh_d=True)
+    assert not (run / "imported.safetensors").exists()

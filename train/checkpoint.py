@@ -148,15 +148,20 @@ def _check_config(path: Path, meta: dict, field: str, parse) -> None:
         raise _damaged(path, field, f"is not valid: {e}") from None
 
 
+def is_imported(meta: dict) -> bool:
+    """A checkpoint `gen import` wrote and nobody has trained since: weights without a training state."""
+    return "imported" in meta and "train" not in meta
+
+
 _COUNTERS = {"step": (int, 0, 10**15), "nimg": (int, 0, 10**15), "world": (int, 1, 65536)}
 
 
 def _check_training_state(path: Path, meta: dict) -> None:
     """What resuming reads besides the model: the training config, counters, optimiser settings, data, seed and
     background; each there and of the right form, or one line naming it."""
-    if "imported" in meta and "train" not in meta:
+    if is_imported(meta):
         raise GenError(f"'{path}' holds a model imported by gen import, not a training run: it has no training "
-                       "state to continue, and fine-tuning imported models is not supported yet")
+                       "state to continue; fine-tune it on a folder of images with gen train DATA --resume RUN")
     _check_config(path, meta, "train", train_from_json)
     # (world: runs from before it was saved had one process)
     _check_values(path, "counters", {"world": 1, **_object(path, meta, "counters")}, _COUNTERS)

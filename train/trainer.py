@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 import warnings
@@ -23,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from gen.runtime.errors import GenError, GenWarning, OutputError
-from gen.runtime.files import NO_ROOM_CODES, append_text
+from gen.runtime.files import NO_ROOM_CODES, append_text, atomic_path
 from gen.runtime.images import WHITE, make_grid, nchw_to_images, save_image
 from gen.runtime.progress import progress_bar
 
@@ -250,6 +251,15 @@ class StyleGANTraining:
                           "data shards and random streams differ, so training continues but not bit for bit",
                           GenWarning, stacklevel=2)
 
+    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Start from another model's weights (fine-tuning an import): G_ema, G (G_ema's when the file had no G)
+        and D when given; optimisers, augmentation and counters start afresh."""
+        g_ema = ckpt.subdict(tensors, "G_ema")
+        ckpt.load_module(self.G, ckpt.subdict(tensors, "G") or g_ema, "the imported G")
+        ckpt.load_module(self.G_ema, g_ema, "the imported G_ema")
+        if d := ckpt.subdict(tensors, "D"):
+            ckpt.load_module(self.D, d, "the imported D")
+
     def gather_ada_stats(self) -> None:
         """Sum the ADA statistics since the last adjustment onto rank 0, so a checkpoint holds all of them."""
         if self.procs.world > 1:
@@ -359,14 +369,18 @@ class StopFlag:
 def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *, device: str = "auto",
           workers: int = 2, seed: int = 0, background=WHITE, resume: bool = False, overwrite: bool = False,
           metrics_kimg: float | None = None, metrics_num: int = 1000,
-          metrics: str | tuple[str, ...] | None = None) -> StyleGANTraining:
+          metrics: str | tuple[str, ...] | None = None, start_from: dict | None = None,
+          imported: dict | None = None) -> StyleGANTraining:
     """Train until cfg.kimg thousand images were shown (or a stop signal); returns the final state.
+
+    `start_from` (fine-tuning): the tensors of an imported model in `out` to start from, instead of random weights;
+    `imported`: where they came from (gen import's record), kept in every checkpoint.
 
     A fresh run (not `resume`) into a folder an earlier run wrote to is refused, or with `overwrite` the
     earlier run's files are deleted first. With `metrics_kimg`, rank 0 measures `metrics` (default: fid, kid,
     fid_lite0, kid_lite0) of G_ema every that many kimg (see metrics.py).
     """
-    if not (resume or overwrite):  # every rank, before any of them writes
+    if not (resume or overwrite or start_from):  # every rank, before any of them writes
         RunFolder(out, True).refuse_earlier()
     if metrics_kimg:  # every rank, before any work: a missing extra or a misspelt metric
         from .metrics import families_for, parse_metrics
@@ -384,6 +398,8 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
         if resume:
             tensors, meta = ckpt.load_checkpoint(run.checkpoint, procs.device, training=True)
             state.load(tensors, meta)
+        elif start_from is not None:
+            state.load_weights(start_from)
         elif procs.is_main:
             if overwrite:  # (only now: data or config that fails above deletes nothing)
                 run.clear_earlier()
@@ -391,7 +407,7 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
         loader = make_loader(dataset, state.batch_per_rank, seed=seed, rank=procs.rank, world_size=procs.world,
                              start=state.nimg // procs.world, workers=workers,
                              pin_memory=procs.device.type == "cuda")
-        extra = {"data": str(data), "background": list(background)}
+        extra = {"data": str(data), "background": list(background), **({"imported": imported} if imported else {})}
         measure = None
         if metrics_kimg:
             if procs.is_main:
@@ -500,13 +516,22 @@ def _measure(state: StyleGANTraining, run: RunFolder, measure) -> None:
 def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, resume: Path | None = None,
                     model_overrides: dict | None = None, train_overrides: dict | None = None, background=WHITE,
                     device: str = "auto", workers: int = 2, seed: int = 0, metrics_kimg: float | None = None,
-                    metrics_num: int = 1000, metrics: str | None = None, overwrite: bool = False) -> StyleGANTraining:
+                    metrics_num: int = 1000, metrics: str | None = None, overwrite: bool = False,
+                    fresh_d: bool = False) -> StyleGANTraining:
     """`gen train`: a new run from a preset (default: small) with some fields overridden, or the run in
-    `resume` continued with its own config, data, seed and background (only train fields may change)."""
+    `resume` continued with its own config, data, seed and background (only train fields may change), or an
+    imported model in `resume` fine-tuned on `data` (fine_tune)."""
     if resume is not None and overwrite:
         raise GenError("--overwrite starts a run afresh and --resume continues one; give only one of them")
     overrides_model = {k: v for k, v in (model_overrides or {}).items() if v is not None}
     overrides_train = {k: v for k, v in (train_overrides or {}).items() if v is not None}
+    if resume is not None and ckpt.is_imported(ckpt.read_meta(resume)):
+        return fine_tune(data, Path(resume), preset=preset, model_overrides=overrides_model,
+                         train_overrides=overrides_train, fresh_d=fresh_d, background=background, device=device,
+                         workers=workers, seed=seed, metrics_kimg=metrics_kimg, metrics_num=metrics_num,
+                         metrics=metrics)
+    if fresh_d:
+        raise GenError("--fresh-d is for fine-tuning a model imported with gen import (gen train DATA --resume RUN)")
     if resume is not None:
         out = Path(resume)
         meta = ckpt.read_meta(out, training=True)
@@ -524,7 +549,41 @@ def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, 
         cfg = replace(p.train, **overrides_train)
     return train(data, Path(out), model, cfg, device=device, workers=workers, seed=seed, background=background,
                  resume=resume is not None, overwrite=overwrite, metrics_kimg=metrics_kimg, metrics_num=metrics_num,
-                 metrics=metrics)
+                 metrics=metrics, imported=meta.get("imported") if resume is not None else None)
+
+
+IMPORTED_COPY = "imported.safetensors"  # the weights as gen import wrote them, kept when fine-tuning starts
+
+
+def fine_tune(data: Path | None, run: Path, *, preset: str | None, model_overrides: dict, train_overrides: dict,
+              fresh_d: bool, **kwargs) -> StyleGANTraining:
+    """Train an imported model further on `data` (transfer learning), in its own run folder: the preset's
+    training settings (default: small), the import's architecture, fresh optimisers and counters. Its first
+    checkpoint replaces the imported one, which is kept beside it as IMPORTED_COPY; from then on it is an
+    ordinary run (--resume continues it)."""
+    meta = ckpt.read_meta(run)
+    model = model_from_json(meta["model"])
+    if data is None:
+        raise GenError(f"'{run}' holds an imported model; fine-tuning it needs a folder of images: gen train DATA "
+                       f"--resume {run}")
+    if model_overrides:
+        raise GenError(f"'{run}' holds an imported model: its architecture is fixed; fine-tune it without "
+                       "--resolution/--variant")
+    if model.c_dim:
+        raise GenError(f"'{run}' holds a class-conditional model ({model.c_dim} classes); gen trains unconditional "
+                       "models, so it cannot be fine-tuned")
+    tensors, _ = ckpt.load_checkpoint(run)
+    if fresh_d:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("D.")}
+    elif not any(k.startswith("D.") for k in tensors):
+        raise GenError(f"'{run}' has no discriminator (the imported file had none gen can use, as gen import said); "
+                       "fine-tuning needs one: give --fresh-d to start it from random weights")
+    copy = run / IMPORTED_COPY
+    if not copy.exists():  # nothing lost: the first save replaces checkpoint.safetensors
+        with atomic_path(copy) as tmp:
+            shutil.copyfile(ckpt.resolve_checkpoint(run), tmp)
+    cfg = replace(get_preset(preset or "small").train, **train_overrides)
+    return train(data, run, model, cfg, start_from=tensors, imported=meta["imported"], **kwargs)
 
 
 def run_summary(state: StyleGANTraining, run: Path) -> str:
