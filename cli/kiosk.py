@@ -16,6 +16,7 @@ from gen.runtime.latents import DEFAULT_PSI
 from gen.runtime.stylegan.walk import WalkSettings
 
 from .output import err
+from .stylegan import class_option
 
 
 def _window_size(text: str) -> tuple[int, int]:
@@ -84,6 +85,7 @@ def kiosk(
                                    "gen-kiosk.service)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="--install-service: allow replacing an existing unit "
                                                               "file."),
+    class_idx: int = class_option(),
 ) -> None:
     """Play a bundle forever, fullscreen: an endless latent walk (stylegan) or slow dream zooms (dream).
 
@@ -92,12 +94,14 @@ def kiosk(
     from gen.runtime.kiosk.run import install_kiosk_service, run_kiosk
 
     settings = KioskSettings(fps=fps, speed=speed, crossfade=crossfade, seed=seed, order=order,
-                             walk=WalkSettings(psi=psi, space=space), photos=tuple(photos or _default_photos()),
+                             walk=WalkSettings(psi=psi, space=space, class_idx=class_idx),
+                             photos=tuple(photos or _default_photos()),
                              size=size, zoom=zoom, rotate=rotate, scene_seconds=scene_seconds,
                              max_failures=max_failures, watchdog=watchdog)
     window = Window(windowed=windowed, display=display, size=_window_size(window_size), frames=frames)
     if install_service:
-        path, enable = install_kiosk_service(bundle, seeds, save_dir, unit, sys.argv, serve, overwrite)
+        path, enable = install_kiosk_service(bundle, seeds, save_dir, unit, sys.argv, serve, overwrite,
+                                             class_idx)
         err.print(escape(f"wrote {path} (not enabled); start it now and at every start-up with:\n  {enable}"))
         return
     screen = Address(host, port) if serve else window

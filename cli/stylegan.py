@@ -10,11 +10,17 @@ import typer
 from rich.markup import escape
 
 from gen.runtime.bundle import has_manifest
-from gen.runtime.errors import GenError, require_extra
+from gen.runtime.errors import require_extra
 from gen.runtime.latents import DEFAULT_PSI
 from gen.runtime.stylegan.walk import WalkSettings
 
 from .output import err
+
+
+def class_option():
+    """--class, as every command that draws StyleGAN pictures takes it (gen kiosk too)."""
+    return typer.Option(None, "--class", show_default=False,
+                        help="Class of a class-conditional model, 0..classes-1 (required for one, refused otherwise).")
 
 
 def sample(
@@ -30,18 +36,14 @@ def sample(
     cols: int = typer.Option(None, help="Grid columns (default: square)."),
     engine: str = typer.Option("auto", help="Bundle engine: auto | cpu | cuda. Checkpoint device: cpu | cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing existing files (grid, seedNNNN.png)."),
-    class_idx: int = typer.Option(None, "--class", show_default=False,
-                                  help="Class of a class-conditional model, 0..classes-1 (a run folder: bundles are "
-                                       "unconditional)."),
+    class_idx: int = class_option(),
 ) -> None:
     """Draw pictures for a list of seeds, from a bundle (runtime) or a checkpoint (PyTorch reference)."""
     from gen.runtime.stylegan.sample import bundle_images, sample_to_files
 
     if has_manifest(source):  # a broken bundle says what is wrong with it, not "install torch"
-        if class_idx is not None:
-            raise GenError(f"--class {class_idx}: bundles hold unconditional models (class-conditional ones are drawn "
-                           "from their run folder); leave --class out")
-        draw = partial(bundle_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, engine=engine)
+        draw = partial(bundle_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, engine=engine,
+                       class_idx=class_idx)
     else:
         require_extra("torch")
         from gen.train.sample import checkpoint_images
@@ -75,11 +77,13 @@ def walk(
     noise_mode: str = typer.Option(WalkSettings.noise_mode, help="const | none (random noise would flicker)."),
     engine: str = typer.Option("auto", help="auto | cpu | cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing an existing --out."),
+    class_idx: int = class_option(),
 ) -> None:
     """Render a seamless looping walk through seeds, torch-free; the frames at the seeds are gen sample's."""
     from gen.runtime.stylegan.walk import walk_to_file
 
-    settings = WalkSettings(fps=fps, psi=psi, cutoff=cutoff, space=space, ease=ease, noise_mode=noise_mode, size=size)
+    settings = WalkSettings(fps=fps, psi=psi, cutoff=cutoff, space=space, ease=ease, noise_mode=noise_mode, size=size,
+                            class_idx=class_idx)
     written, frames = walk_to_file(bundle, out, seeds, seconds, settings, engine, overwrite=overwrite)
     err.print(escape(f"wrote {written} ({frames} frames, {frames / fps:.1f} s loop)"))
 
@@ -97,10 +101,11 @@ def mix(
     noise_mode: str = typer.Option("const", help="const | none."),
     engine: str = typer.Option("auto", help="auto | cpu | cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing an existing --out."),
+    class_idx: int = class_option(),
 ) -> None:
     """Draw the StyleGAN style-mixing grid: each cell is its row seed with its column seed's --styles."""
     from gen.runtime.stylegan.mix import mix_to_file
 
     written = mix_to_file(bundle, out, rows, cols, styles=styles, psi=psi, noise_mode=noise_mode, size=size,
-                          engine=engine, overwrite=overwrite)
+                          engine=engine, overwrite=overwrite, class_idx=class_idx)
     err.print(escape(f"wrote {written}"))

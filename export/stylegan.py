@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from gen.runtime.bundle import GoldenCase, GoldenSpec, PictureCase, Preprocessing, StyleGANMeta, Tolerance
-from gen.runtime.errors import GenError
 from gen.runtime.images import nchw_to_images
-from gen.runtime.latents import DEFAULT_PSI, seeds_to_z
+from gen.runtime.latents import DEFAULT_PSI, class_vector, seeds_to_z
 from gen.train.sample import load_generator, random_noise
 from gen.train.stylegan import Generator, truncate
 
@@ -30,12 +29,14 @@ LICENSE = "the licence of the training data and of this checkpoint's owner (set 
 
 
 class MappingGraph(nn.Module):
+    """z (and the one-hot class label c of a class-conditional model) -> w."""
+
     def __init__(self, G: Generator) -> None:
         super().__init__()
         self.mapping = G.mapping
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mapping.w(z)
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mapping.w(z, c)
 
 
 class SynthesisGraph(nn.Module):
@@ -55,9 +56,6 @@ def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = Tr
                     psi: float = DEFAULT_PSI, license: str = LICENSE):
     """Write a stylegan bundle for a checkpoint's EMA generator; returns (bundle, per-graph reports)."""
     G = load_generator(checkpoint, "cpu")
-    if G.cfg.c_dim:  # the bundle contract has no class input yet
-        raise GenError(f"'{checkpoint}' is class-conditional ({G.cfg.c_dim} classes), and bundles of such models are "
-                       f"not supported yet; draw its pictures with gen sample {checkpoint} --class N")
     reports = {}
 
     def fill(folder: Path) -> dict:
@@ -71,7 +69,7 @@ def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = Tr
             preprocessing=Preprocessing(value_range=(-1.0, 1.0)),
             stylegan=StyleGANMeta(variant=cfg.variant, resolution=cfg.resolution, z_dim=cfg.z_dim, w_dim=cfg.w_dim,
                                   num_ws=G.num_ws, w_avg=G.mapping.w_avg.tolist(), default_psi=psi,
-                                  noise_inputs=noise_inputs),
+                                  noise_inputs=noise_inputs, c_dim=cfg.c_dim),
             golden=GoldenSpec(cases=cases, pictures=pictures, tolerances=TOLERANCES),
         )
 
@@ -81,9 +79,11 @@ def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = Tr
 def export_graphs(G: Generator, folder: Path, simplify: bool) -> dict:
     batch = torch.export.Dim("batch", min=1, max=1024)
     z = torch.randn(2, G.cfg.z_dim)
-    mapping = export_graph(MappingGraph(G), (z,), folder / "mapping.onnx", ["z"], ["w"],
-                           dynamic_shapes=({0: batch},), simplify=simplify)
-    ws = G.mapping(z)
+    c = torch.from_numpy(class_vector(0, G.cfg.c_dim, 2)) if G.cfg.c_dim else None
+    inputs = (z,) if c is None else (z, c)  # an unconditional mapping takes z alone, as it always has
+    mapping = export_graph(MappingGraph(G), inputs, folder / "mapping.onnx", ["z", "c"][: len(inputs)], ["w"],
+                           dynamic_shapes=tuple({0: batch} for _ in inputs), simplify=simplify)
+    ws = G.mapping(z, c=c)
     noises = tuple(torch.randn(2, *s[1:]) for s in G.synthesis.noise_shapes())
     names = ["ws", "const_noise"] + [f"noise_{i}" for i in range(len(noises))]
     synthesis = export_graph(SynthesisGraph(G), (ws, torch.ones(1), noises), folder / "synthesis.onnx", names,
@@ -95,7 +95,8 @@ def export_graphs(G: Generator, folder: Path, simplify: bool) -> dict:
 
 @torch.no_grad()
 def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCase], list[PictureCase]]:
-    """Reference inputs/outputs: seeds at batch 1 and a batch of 4; psi 1 and `psi`; const and random noise.
+    """Reference inputs/outputs: seeds at batch 1 and a batch of 4; psi 1 and `psi`; const and random noise; a
+    class-conditional model draws each group of seeds in a class of its own (0, 1, 2, 3, modulo the classes).
     And the pictures of those seeds at `psi` (the bundle's default) with const noise, and of the batch with each
     seed's own random noise (as `gen sample --noise-mode random` draws it), for the runtime to redraw."""
     arrays: dict[str, np.ndarray] = {}
@@ -104,13 +105,19 @@ def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCas
     shapes = G.synthesis.noise_shapes()
     rng = np.random.RandomState(1234)
     groups = [[s] for s in GOLDEN_SEEDS] + [GOLDEN_BATCH_SEEDS]
+    c_dim = G.cfg.c_dim
     for gi, seeds in enumerate(groups):
-        z = torch.from_numpy(seeds_to_z(seeds, G.cfg.z_dim))
-        w = G.mapping.w(z)
+        cls = gi % c_dim if c_dim else None
+        about = f"seeds {seeds}" + ("" if cls is None else f", class {cls}")
         key = f"mapping/{gi}"
-        arrays[f"{key}/z"], arrays[f"{key}/w"] = z.numpy(), w.numpy()
-        cases.append(GoldenCase(graph="mapping", inputs={"z": f"{key}/z"}, outputs={"w": f"{key}/w"},
-                                note=f"seeds {seeds}"))
+        feeds = {"z": seeds_to_z(seeds, G.cfg.z_dim)}
+        if cls is not None:
+            feeds["c"] = class_vector(cls, c_dim, len(seeds))
+        w = G.mapping.w(*(torch.from_numpy(v) for v in feeds.values()))
+        arrays |= {f"{key}/{k}": v for k, v in feeds.items()}
+        arrays[f"{key}/w"] = w.numpy()
+        cases.append(GoldenCase(graph="mapping", inputs={k: f"{key}/{k}" for k in feeds}, outputs={"w": f"{key}/w"},
+                                note=about))
         for mode in ("const", "random"):
             p = psi if mode == "const" else 1.0
             ws = truncate(w[:, None].repeat(1, G.num_ws, 1), G.mapping.w_avg, p)
@@ -127,16 +134,16 @@ def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCas
             arrays |= {f"{key}/{k}": v for k, v in feeds.items()}
             arrays[f"{key}/img"] = img.numpy()
             cases.append(GoldenCase(graph="synthesis", inputs={k: f"{key}/{k}" for k in feeds},
-                                    outputs={"img": f"{key}/img"}, note=f"seeds {seeds}, psi {p}, noise {mode}"))
+                                    outputs={"img": f"{key}/img"}, note=f"{about}, psi {p}, noise {mode}"))
             if mode == "const":  # the reference's own [-1, 1] range, whatever the manifest says
                 arrays[f"pictures/{gi}"] = nchw_to_images(img.numpy())
-                pictures.append(PictureCase(seeds=seeds, ws=f"{key}/ws", image=f"pictures/{gi}",
-                                            note=f"seeds {seeds}, psi {p}"))
+                pictures.append(PictureCase(seeds=seeds, ws=f"{key}/ws", image=f"pictures/{gi}", class_index=cls,
+                                            note=f"{about}, psi {p}"))
     # Constant noise is the same in any order of the noise inputs; each seed's own random noise is not.
-    seeds, ws_key = groups[-1], pictures[-1].ws
-    img = G.synthesis(torch.from_numpy(arrays[ws_key]), noises=random_noise(G, seeds))
+    seeds, last = groups[-1], pictures[-1]
+    img = G.synthesis(torch.from_numpy(arrays[last.ws]), noises=random_noise(G, seeds))
     arrays["pictures/random"] = nchw_to_images(img.numpy())
-    pictures.append(PictureCase(seeds=seeds, ws=ws_key, image="pictures/random", noise="random",
-                                note=f"seeds {seeds}, psi {psi}, random noise"))
+    pictures.append(PictureCase(seeds=seeds, ws=last.ws, image="pictures/random", noise="random",
+                                class_index=last.class_index, note=f"{about}, psi {psi}, random noise"))
     save_golden(folder, arrays)
     return cases, pictures

@@ -24,9 +24,12 @@ manifest.json fields:
   per-channel ``mean``/``std``; layout NCHW, RGB.
 - ``stylegan``: variant, resolution, z_dim, w_dim, num_ws, ``w_avg`` (for truncation, done by the
   runtime: w = w_avg + psi * (w - w_avg) for the first ``cutoff`` styles), default psi, the noise
-  inputs and their shapes.
-  Graphs: ``mapping`` (z [batch, z_dim] -> w [batch, w_dim]) and ``synthesis`` (ws [batch, num_ws,
-  w_dim], ``const_noise`` [1] and one ``noise_i`` [batch, 1, r, r] per layer -> img [batch, 3, R, R]).
+  inputs and their shapes, and ``c_dim``: the classes of a class-conditional model (optional; 0, the
+  default, is unconditional).
+  Graphs: ``mapping`` (z [batch, z_dim], and when c_dim > 0 the class label c [batch, c_dim], float32
+  one-hot as ``gen.runtime.latents.class_vector`` makes it -> w [batch, w_dim]) and ``synthesis`` (ws
+  [batch, num_ws, w_dim], ``const_noise`` [1] and one ``noise_i`` [batch, 1, r, r] per layer -> img
+  [batch, 3, R, R]).
   The layer noise is ``noise_i + const_noise * baked_const_noise_i``: const mode feeds 1 and zeros,
   random mode feeds 0 and random noise, none feeds 0 and zeros.
 - ``dream``: backbone, layers and weights, objective, and the value range the graphs expect.
@@ -35,17 +38,21 @@ manifest.json fields:
 - ``golden``: the npz file, ``cases`` (graph, inputs and expected outputs by npz key, a note; every
   graph has at least one), ``pictures`` (stylegan bundles, at least one: seeds, and the npz keys of
   PyTorch's truncated styles at the default psi and its uint8 pictures with constant noise, or with
-  ``noise`` "random" the seeds' own random noise (``gen.runtime.latents.seed_noise``); `gen verify`
-  draws the same seeds through the runtime's own path, so that ``w_avg``, ``default_psi``,
-  ``value_range`` and the order of ``noise_inputs`` are checked with the graphs) and ``tolerances`` per
-  graph (``max_abs``, ``rel_l2`` and/or ``psnr_db``: PSNR in dB over the reference's own value range).
+  ``noise`` "random" the seeds' own random noise (``gen.runtime.latents.seed_noise``), and for a
+  class-conditional model the ``class_index`` they were drawn with (present exactly when c_dim > 0); `gen
+  verify` draws the same seeds (and class) through the runtime's own path, so that ``w_avg``,
+  ``default_psi``, ``value_range``, the order of ``noise_inputs`` and the class label are checked with the
+  graphs) and ``tolerances`` per graph (``max_abs``, ``rel_l2`` and/or ``psnr_db``: PSNR in dB over the
+  reference's own value range).
   ``<graph>_fp16`` names the tolerance for any FP16 computation of ``<graph>``: the optional
   ``synthesis_fp16`` graph (FP16 weights and arithmetic, FP32 inputs and outputs, checked on the
   ``synthesis`` cases) and FP16 TensorRT engines of ``synthesis``.
   A dream bundle's golden images are [0, 1] RGB pictures and its gradients are with respect to them:
   `gen verify` maps them through ``preprocessing`` exactly as `gen dream` does, so that those numbers
   are checked too. (Format 2 added ``pictures`` and this reading; format 1 bundles are re-exported. Format 3
-  added the random-noise picture, at least one per stylegan bundle; format 2 bundles are read without it.)
+  added the random-noise picture, at least one per stylegan bundle; format 2 bundles are read without it.
+  ``stylegan.c_dim`` and ``class_index`` are optional within format 3: a manifest without them is
+  unconditional.)
 - ``engines`` (optional): TensorRT engines, one record each: the graph it was built from and that
   graph's sha256, file, GPU name, compute capability ("8.7"), TensorRT version, precision, the
   optimisation profile per dynamic input (min/opt/max shapes), and whether it was built
@@ -60,9 +67,10 @@ Bounds (a manifest is data from anywhere; each bound is far beyond what ``gen ex
   commands that also take checkpoints, so its own error is shown; ``is_bundle`` says whether it is a readable gen
   bundle.
 - Shapes: rank <= 8; a fixed dimension is an integer 1..65536, a dynamic one an identifier-like name.
-  ``z_dim``, ``w_dim`` <= 4096, ``num_ws`` <= 64, at least one noise input (every StyleGAN layer has
-  noise), noise [batch, 1, h, w] with h, w <= resolution, mapping w [batch, w_dim], synthesis img
-  [batch, 3, resolution, resolution].
+  ``z_dim``, ``w_dim`` <= 4096, ``num_ws`` <= 64, ``c_dim`` 0..10000, at least one noise input (every
+  StyleGAN layer has noise), noise [batch, 1, h, w] with h, w <= resolution, mapping inputs exactly z
+  [batch, z_dim] and (c_dim > 0) c [batch, c_dim], mapping w [batch, w_dim], synthesis img [batch, 3,
+  resolution, resolution]; a picture's ``class_index`` in 0..c_dim-1.
 - Numbers that feed pictures are finite: ``w_avg``, ``value_range`` (low < high), ``mean``, ``std``
   (3 values each, std >= 1e-3) within +-1e4; ``default_psi`` in [-2, 2]. ``dream.objective`` is a
   description whose known keys have their types (``terms`` a list of strings, ``class`` an integer);
@@ -118,6 +126,7 @@ MAX_DIM = 1 << 16  # a fixed tensor dimension (an image side, a channel count)
 MAX_RANK = 8
 MAX_LATENT = 4096  # z_dim and w_dim: StyleGAN uses 512
 MAX_NUM_WS = 64  # 18 at 1024 px
+MAX_CLASSES = 10_000  # c_dim of a class-conditional StyleGAN: ImageNet has 1,000; as many as training allows
 MAX_ABS_VALUE = 1e4  # value ranges, mean, std, w_avg: O(1) in practice, 255 for 8-bit ranges
 PSI_RANGE = (-2.0, 2.0)  # the default truncation psi: 0 = the average picture, 1 = none; beyond 2 is noise
 # The smallest image side a dream backbone takes: 32 (EfficientNet-Lite0), 75 (Inception v3). More than half the
@@ -201,6 +210,7 @@ class StyleGANMeta(Strict):
     w_avg: list[Value] = Field(max_length=MAX_LATENT)
     default_psi: float = Field(default=DEFAULT_PSI, allow_inf_nan=False, ge=PSI_RANGE[0], le=PSI_RANGE[1])
     noise_inputs: list[Name] = Field(min_length=1, max_length=2 * MAX_NUM_WS)  # every layer has noise
+    c_dim: int = Field(default=0, ge=0, le=MAX_CLASSES)  # classes; 0 (format 3 without it): unconditional
 
     @model_validator(mode="after")
     def _w_avg_size(self):
@@ -224,9 +234,11 @@ class StyleGANMeta(Strict):
             s = ins[name]
             if len(s) != 4 or s[1] != 1 or not all(isinstance(d, int) and d <= r for d in s[2:]):
                 raise ValueError(f"noise input {name} must have shape [batch, 1, h, w] with h, w <= {r}, not {s}")
-        z = {t.name: t.shape for t in mapping.inputs}
-        if list(z) != ["z"] or len(z["z"]) != 2 or z["z"][1:] != [self.z_dim]:
-            raise ValueError(f"mapping must take z [batch, {self.z_dim}], not {z}")
+        ins = {t.name: t.shape for t in mapping.inputs}
+        want = {"z": self.z_dim} | ({"c": self.c_dim} if self.c_dim else {})  # the class label beside z, if any
+        if set(ins) != set(want) or any(len(ins[k]) != 2 or ins[k][1:] != [d] for k, d in want.items()):
+            takes = " and ".join(f"{k} [batch, {d}]" for k, d in want.items())
+            raise ValueError(f"mapping must take {takes} (stylegan.c_dim is {self.c_dim}), not {ins}")
         w = {t.name: t.shape for t in mapping.outputs}
         if "w" not in w or len(w["w"]) != 2 or w["w"][1:] != [self.w_dim]:
             raise ValueError(f"mapping must output w [batch, {self.w_dim}], not {w}")
@@ -278,14 +290,15 @@ class GoldenCase(Strict):
 
 
 class PictureCase(Strict):
-    """Seeds drawn end to end by the runtime (seed -> z -> mapping -> truncation by w_avg and default_psi ->
-    synthesis with constant noise, or each seed's random noise fed in the order of noise_inputs -> value_range ->
-    uint8), against PyTorch's styles and pictures."""
+    """Seeds drawn end to end by the runtime (seed -> z, and class_index -> one-hot label -> mapping -> truncation by
+    w_avg and default_psi -> synthesis with constant noise, or each seed's random noise fed in the order of
+    noise_inputs -> value_range -> uint8), against PyTorch's styles and pictures."""
 
     seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(min_length=1, max_length=64)
     ws: str  # npz key: PyTorch's styles at the default psi, float32 [N, num_ws, w_dim]
     image: str  # npz key: PyTorch's pictures, uint8 [N, resolution, resolution, 3]
     noise: Literal["const", "random"] = "const"  # (format 3)
+    class_index: int | None = Field(default=None, ge=0, lt=MAX_CLASSES)  # exactly for class-conditional models
     note: str = ""
 
 
@@ -380,6 +393,12 @@ class Manifest(Strict):
                 raise ValueError(f"a golden case of '{case.graph}' names inputs/outputs the graph does not have")
         if self.stylegan is not None:
             self.stylegan.check_graphs(self.graphs)
+            c_dim = self.stylegan.c_dim
+            for p in self.golden.pictures:  # drawn with a class exactly when the model has classes
+                if not (p.class_index is None if c_dim == 0 else p.class_index is not None and p.class_index < c_dim):
+                    need = f"one in 0..{c_dim - 1}" if c_dim else "none (the model is unconditional)"
+                    raise ValueError(f"golden picture class_index {p.class_index} does not fit stylegan.c_dim {c_dim}: "
+                                     f"it needs {need}")
         return self
 
 

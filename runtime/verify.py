@@ -129,11 +129,11 @@ def verify(bundle: Bundle, engine: str = "auto") -> list[Check]:
 
 def picture_checks(bundle: Bundle, golden: dict[str, np.ndarray], gen: BundleGenerator,
                    case: PictureCase) -> list[Check]:
-    """Seeds drawn as `gen sample` draws them (default psi; constant noise, or with --noise-mode random each seed's
-    own noise): their styles against PyTorch's (mapping's tolerance) and their pictures against PyTorch's, in 8-bit
-    levels."""
+    """Seeds drawn as `gen sample` draws them (default psi, the case's class; constant noise, or with --noise-mode
+    random each seed's own noise): their styles against PyTorch's (mapping's tolerance) and their pictures against
+    PyTorch's, in 8-bit levels."""
     want_ws, want_img = golden[case.ws], golden[case.image]
-    ws, img = gen.draw(case.seeds, gen.psi(None), noise_mode=case.noise)
+    ws, img = gen.draw(case.seeds, gen.psi(None), noise_mode=case.noise, class_idx=case.class_index)
     note = case.note or f"seeds {case.seeds}, {case.noise} noise"
     tol = tolerance_for(bundle, "mapping", gen.mapping.precision)
     if gen.mapping.precision != "fp16":

@@ -724,6 +724,17 @@ def test_format_2_bundles_are_still_read(good_bundle, tmp_path):
     assert checks and all(c.ok for c in checks)
 
 
+def test_an_unconditional_bundle_has_no_class_input_and_c_dim_is_optional(good_bundle, tmp_path):
+    """Unconditional mappings take z alone; c_dim (0) may be left out of a format 3 manifest (conditional bundles:
+    tests/test_conditional_bundle.py)."""
+    m = load_bundle(good_bundle).manifest
+    assert m.stylegan.c_dim == 0 and [t.name for t in m.graphs["mapping"].inputs] == ["z"]
+    assert all(p.class_index is None for p in m.golden.pictures)
+    folder = edited(good_bundle, tmp_path / "b", lambda m: m["stylegan"].pop("c_dim") and None)
+    checks = verify(load_bundle(folder), "cpu")
+    assert checks and all(c.ok for c in checks)
+
+
 def rewire(folder: Path, file: str, output: str, make) -> Path:
     """The graph `file` with `output` computed from what it was (`raw`) by the nodes `make(raw, output)` returns
     (with their initializers), rehashed: a graph that is broken only when it runs."""

@@ -19,7 +19,7 @@ from gen.runtime.dream.engine import bundle_engine
 from gen.runtime.dream.loop import DreamEngine
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image
-from gen.runtime.latents import parse_seeds
+from gen.runtime.latents import class_vector, parse_seeds
 from gen.runtime.stylegan.generator import BundleGenerator
 
 from .display import Window, import_pygame, show
@@ -38,7 +38,7 @@ def run_kiosk(bundle: Path, settings: KioskSettings, seeds: str, save_dir: Path,
     `seeds` is a stylegan walk's pool ('0-99'); the s key saves into `save_dir`; `on_serving(url)` is told
     where the page is once it is served. Raises KioskFailure (status 1) when the kiosk cannot go on by itself.
     """
-    loaded, pool = check_kiosk(bundle, seeds, save_dir)
+    loaded, pool = check_kiosk(bundle, seeds, save_dir, settings.walk.class_idx)
     if isinstance(screen, Window):
         import_pygame()  # a missing extra is said now, before any thread starts
     # Engine errors, skipped photos and saves are logged to stderr (under systemd: the journal);
@@ -56,18 +56,24 @@ def run_kiosk(bundle: Path, settings: KioskSettings, seeds: str, save_dir: Path,
 
 
 def install_kiosk_service(bundle: Path, seeds: str, save_dir: Path, unit: Path | None, argv: list[str],
-                          serve: bool, overwrite: bool = False) -> tuple[Path, str]:
+                          serve: bool, overwrite: bool = False, class_idx: int | None = None) -> tuple[Path, str]:
     """Write a systemd unit that runs the kiosk command line `argv`, checked first as a run would be (an
     existing unit file is replaced only with `overwrite`); returns the unit's path and the command that enables
     it."""
-    check_kiosk(bundle, seeds, save_dir)
+    check_kiosk(bundle, seeds, save_dir, class_idx)
     return install_service(unit, argv, serve, overwrite)
 
 
-def check_kiosk(bundle: Path, seeds: str, save_dir: Path) -> tuple[Bundle, list[int]]:
-    """What a kiosk refuses before it starts: the loaded bundle, the walk's pool (none for a dream), a save folder."""
+def check_kiosk(bundle: Path, seeds: str, save_dir: Path, class_idx: int | None = None) -> tuple[Bundle, list[int]]:
+    """What a kiosk refuses before it starts: the loaded bundle, the walk's pool (none for a dream), its class (one
+    for a class-conditional bundle, none otherwise), a save folder."""
     loaded = load_bundle(bundle)
     pool = seed_pool(seeds) if loaded.manifest.kind == "stylegan" else []
+    if loaded.manifest.kind == "stylegan":  # said now in one line, not by the frame thread as engine failures
+        class_vector(class_idx, loaded.manifest.stylegan.c_dim)
+    elif class_idx is not None:
+        raise GenError(f"--class {class_idx}: a dream bundle's class is chosen at export (gen export-dream --class); "
+                       "leave --class out")
     if not save_dir.is_dir():
         raise GenError(f"--save-dir '{save_dir}' is not a folder; create it first")
     return loaded, pool

@@ -1,4 +1,4 @@
-"""StyleGAN from a bundle, without torch: seeds -> z -> w -> truncated styles -> pictures."""
+"""StyleGAN from a bundle, without torch: seeds (and a class) -> z -> w -> truncated styles -> pictures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from gen.runtime.bundle import Bundle, BundleError
 from gen.runtime.engines import check_finite, open_runner
 from gen.runtime.images import nchw_to_images
-from gen.runtime.latents import check_noise_mode, seed_noise, seeds_to_z
+from gen.runtime.latents import check_noise_mode, class_vector, seed_noise, seeds_to_z
 
 
 class BundleGenerator:
@@ -48,9 +48,14 @@ class BundleGenerator:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def styles(self, z: np.ndarray, psi: float = 1.0, cutoff: int | None = None) -> np.ndarray:
-        """z [N, z_dim] -> ws [N, num_ws, w_dim], truncated towards w_avg for the first `cutoff` styles."""
-        w = self.mapping.run({"z": z})["w"]
+    def styles(self, z: np.ndarray, psi: float = 1.0, cutoff: int | None = None, class_idx: int | None = None
+               ) -> np.ndarray:
+        """z [N, z_dim] -> ws [N, num_ws, w_dim], truncated towards w_avg for the first `cutoff` styles; a
+        class-conditional bundle draws them of class `class_idx` (missing, out of range or unexpected: one line)."""
+        feeds = {"z": z}
+        if (c := class_vector(class_idx, self.meta.c_dim, len(z))) is not None:
+            feeds["c"] = c
+        w = self.mapping.run(feeds)["w"]
         if w.shape != (len(z), self.meta.w_dim):  # the graph itself, whatever its manifest says
             raise BundleError(f"'{self.bundle.path}': the mapping gave w of shape {list(w.shape)} for "
                               f"{len(z)} latents, not [{len(z)}, {self.meta.w_dim}]; re-export the bundle")
@@ -83,18 +88,18 @@ class BundleGenerator:
         """ws -> uint8 pictures [N, R, R, 3], the synthesis's value range mapped to 0..255."""
         return nchw_to_images(self.synthesize(ws, noise_mode, noises=noises), *self.value_range)
 
-    def draw(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const"
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def draw(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const",
+             class_idx: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One batch of seeds -> (their styles, uint8 pictures [N, R, R, 3]): `gen sample`'s path, which `gen verify`
         holds to PyTorch's. Random noise is each seed's own (latents.seed_noise), fed in the order of noise_inputs."""
-        ws = self.styles(seeds_to_z(seeds, self.meta.z_dim), psi, cutoff)
+        ws = self.styles(seeds_to_z(seeds, self.meta.z_dim), psi, cutoff, class_idx)
         noises = seed_noise(seeds, self.meta.z_dim, self.noise_shapes) if noise_mode == "random" else None
         return ws, self.pictures(ws, noise_mode, noises)
 
     def images(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const",
-               batch: int = 8) -> np.ndarray:
-        """Seeds -> uint8 pictures [N, R, R, 3]; the same seed gives the PyTorch sampler's picture."""
-        return np.concatenate([self.draw(list(seeds[i : i + batch]), psi, cutoff, noise_mode)[1]
+               batch: int = 8, class_idx: int | None = None) -> np.ndarray:
+        """Seeds -> uint8 pictures [N, R, R, 3]; the same seed (and class) gives the PyTorch sampler's picture."""
+        return np.concatenate([self.draw(list(seeds[i : i + batch]), psi, cutoff, noise_mode, class_idx)[1]
                                for i in range(0, len(seeds), batch)])
 
 

@@ -53,11 +53,12 @@ def mix_styles(row_ws: np.ndarray, col_ws: np.ndarray, layers: range) -> np.ndar
 
 
 def mix_grid(gen, rows: Sequence[int], cols: Sequence[int], layers: range, psi: float | None = None,
-             noise_mode: str = "const", batch: int = 8) -> np.ndarray:
-    """The grid's pictures, uint8 [R + 1, C + 1, H, W, 3]; the top-left corner is white."""
+             noise_mode: str = "const", batch: int = 8, class_idx: int | None = None) -> np.ndarray:
+    """The grid's pictures, uint8 [R + 1, C + 1, H, W, 3]; the top-left corner is white. All of class `class_idx`
+    for a class-conditional bundle."""
     psi = gen.psi(psi)
-    row_ws = gen.styles(seeds_to_z(rows, gen.meta.z_dim), psi)
-    col_ws = gen.styles(seeds_to_z(cols, gen.meta.z_dim), psi)
+    row_ws = gen.styles(seeds_to_z(rows, gen.meta.z_dim), psi, class_idx=class_idx)
+    col_ws = gen.styles(seeds_to_z(cols, gen.meta.z_dim), psi, class_idx=class_idx)
     mixed = mix_styles(row_ws, col_ws, layers).reshape(-1, *row_ws.shape[1:])
     ws = np.concatenate([col_ws, row_ws, mixed])
     pics = np.concatenate([gen.pictures(ws[i : i + batch], noise_mode)
@@ -71,8 +72,8 @@ def mix_grid(gen, rows: Sequence[int], cols: Sequence[int], layers: range, psi: 
 
 
 def mix_to_file(bundle: Path, out: Path, rows: str, cols: str, styles: str = "fine", psi: float | None = None,
-                noise_mode: str = "const", size: int | None = None, engine: str = "auto", overwrite: bool = False
-                ) -> Path:
+                noise_mode: str = "const", size: int | None = None, engine: str = "auto", overwrite: bool = False,
+                class_idx: int | None = None) -> Path:
     """Write the style-mixing grid as one picture; `size` upscales each cell (Lanczos). An existing `out` is
     replaced only with `overwrite`."""
     from gen.runtime.bundle import load_bundle
@@ -90,6 +91,6 @@ def mix_to_file(bundle: Path, out: Path, rows: str, cols: str, styles: str = "fi
              for name, text in (("rows", rows), ("cols", cols))}
     with BundleGenerator(load_bundle(bundle), engine) as gen:
         layers = parse_styles(styles, gen.meta.num_ws)
-        grid = mix_grid(gen, seeds["rows"], seeds["cols"], layers, psi, noise_mode)
+        grid = mix_grid(gen, seeds["rows"], seeds["cols"], layers, psi, noise_mode, class_idx=class_idx)
     cells = upscale(grid.reshape(-1, *grid.shape[2:]), size)
     return save_image(out, make_grid(cells, cols=grid.shape[1]))

@@ -20,10 +20,11 @@ from .generator import BundleGenerator
 
 
 def bundle_images(bundle: Path, seeds: Sequence[int], psi: float | None = None, cutoff: int | None = None,
-                  noise_mode: str = "const", engine: str = "auto") -> np.ndarray:
-    """uint8 pictures [N, R, R, 3] of the seeds; psi None: the bundle's default."""
+                  noise_mode: str = "const", engine: str = "auto", class_idx: int | None = None) -> np.ndarray:
+    """uint8 pictures [N, R, R, 3] of the seeds (of class `class_idx` for a class-conditional bundle); psi None:
+    the bundle's default."""
     with BundleGenerator(load_bundle(bundle), engine) as gen:
-        return gen.images(seeds, psi=gen.psi(psi), cutoff=cutoff, noise_mode=noise_mode)
+        return gen.images(seeds, psi=gen.psi(psi), cutoff=cutoff, noise_mode=noise_mode, class_idx=class_idx)
 
 
 def sample_to_files(draw: Callable[[list[int]], np.ndarray], seeds: str, out: Path, outdir: Path | None = None,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gen.runtime.errors import GenError
-from gen.runtime.latents import STILL_NOISE_MODES, check_noise_mode, seeds_to_z
+from gen.runtime.latents import STILL_NOISE_MODES, check_noise_mode, class_vector, seeds_to_z
 
 SPACES = ("z", "w")
 
@@ -30,6 +30,7 @@ class WalkSettings:
     ease: bool = True  # ease in and out of each seed, so the walk lingers on it
     noise_mode: str = "const"
     size: int | None = None  # upscale frames to this many pixels a side (Lanczos)
+    class_idx: int | None = None  # the class of a class-conditional bundle's pictures (checked by the generator)
 
     def __post_init__(self) -> None:  # also run by dataclasses.replace: no walk settings exist unchecked
         if not self.fps > 0:
@@ -132,14 +133,14 @@ def walk_keys(gen, seeds: Sequence[int | np.ndarray], settings: WalkSettings) ->
     """
     if not any(isinstance(s, np.ndarray) for s in seeds):
         z = seeds_to_z(seeds, gen.meta.z_dim)
-        return z if settings.space == "z" else gen.styles(z, gen.psi(settings.psi), settings.cutoff)
+        return z if settings.space == "z" else walk_styles(gen, z, settings)
     if settings.space != "w":
         raise GenError("a .npy waypoint is a w (from gen project), not a z: walk with --space w")
     shape = (gen.meta.num_ws, gen.meta.w_dim)
     keys = []
     for s in seeds:
         if not isinstance(s, np.ndarray):
-            s = gen.styles(seeds_to_z([s], gen.meta.z_dim), gen.psi(settings.psi), settings.cutoff)[0]
+            s = walk_styles(gen, seeds_to_z([s], gen.meta.z_dim), settings)[0]
         elif s.ndim != 2 or s.shape[0] not in (1, shape[0]) or s.shape[1] != shape[1]:
             raise GenError(f"a w waypoint must be [1, {shape[1]}] or {list(shape)} for this bundle, "
                            f"got {list(s.shape)}")
@@ -168,8 +169,13 @@ def parse_waypoints(text: str) -> list[int | np.ndarray]:
 def path_images(gen, keys: np.ndarray, times: np.ndarray, settings: WalkSettings) -> np.ndarray:
     """uint8 frames [N, H, W, 3] at loop `times` along `keys`, in one batch (gen walk and gen kiosk share it)."""
     latents = path_at(keys, times, settings.space, settings.ease)
-    ws = gen.styles(latents, gen.psi(settings.psi), settings.cutoff) if settings.space == "z" else latents
+    ws = walk_styles(gen, latents, settings) if settings.space == "z" else latents
     return upscale(gen.pictures(ws, settings.noise_mode), settings.size)
+
+
+def walk_styles(gen, z: np.ndarray, settings: WalkSettings) -> np.ndarray:
+    """z -> styles as the walk draws them: its psi (None: the bundle's), cutoff and class."""
+    return gen.styles(z, gen.psi(settings.psi), settings.cutoff, settings.class_idx)
 
 
 def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, settings: WalkSettings,
@@ -190,12 +196,14 @@ def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, set
             raise GenError(f"--seconds must be positive (got {seconds})")
         settings = replace(settings, seconds_per_seed=seconds / len(seed_list))
     total = settings.frames_per_seed * len(seed_list)
-    with BundleGenerator(load_bundle(bundle), engine) as gen, progress_bar(disable=not show_progress) as bar:
-        task = bar.add_task("walk", total=total, rate="", info=f"{len(seed_list)} seeds, {settings.space}")
-        start = time.perf_counter()
+    with BundleGenerator(load_bundle(bundle), engine) as gen:
+        class_vector(settings.class_idx, gen.meta.c_dim)  # a bad --class is one line, before the progress bar
+        with progress_bar(disable=not show_progress) as bar:
+            task = bar.add_task("walk", total=total, rate="", info=f"{len(seed_list)} seeds, {settings.space}")
+            start = time.perf_counter()
 
-        def tick(k: int) -> None:
-            bar.update(task, advance=1, rate=rate_text(k + 1, time.perf_counter() - start, "frame"))
+            def tick(k: int) -> None:
+                bar.update(task, advance=1, rate=rate_text(k + 1, time.perf_counter() - start, "frame"))
 
-        count = write_video(out, walk_frames(gen, seed_list, settings, on_frame=tick), settings.fps)
+            count = write_video(out, walk_frames(gen, seed_list, settings, on_frame=tick), settings.fps)
     return out, count
