@@ -13,8 +13,9 @@ from .output import err, out
 
 
 def import_(
-    source: Path = typer.Argument(..., help="A stylegan2-ada-pytorch network pickle (.pkl) or a rosinality "
-                                            "checkpoint (.pt). It is read as data: nothing in it is run."),
+    source: Path = typer.Argument(..., help="A stylegan2-ada-pytorch or StyleGAN2 TensorFlow network pickle (.pkl), "
+                                            "or a rosinality checkpoint (.pt). It is read as data: nothing in it is "
+                                            "run."),
     run: Path = typer.Option(..., "--out", "-o", help="Run folder to write (its checkpoint.safetensors)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
 ) -> None:

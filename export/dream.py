@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ from torch import nn
 from torch._decomp import get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from gen.runtime.bundle import DreamMeta, GoldenCase, GoldenSpec, Preprocessing, Tolerance
+from gen.runtime.bundle import DreamMeta, DreamRun, GoldenCase, GoldenSpec, Preprocessing, Tolerance
+from gen.runtime.dream.loop import DreamSettings, dream_planes, octave_sizes
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image, resize
 from gen.runtime.verify import relative_l2
@@ -34,6 +36,7 @@ from gen.train.dream_torch import (
     build_objective,
     gradient_and_value,
     image_tensor,
+    torch_gradient,
 )
 
 from .golden import save_golden
@@ -295,8 +298,36 @@ def golden_images(objective: DreamObjective, photo: np.ndarray, agrees=None) -> 
     return images
 
 
-def golden_cases(objective: DreamObjective, folder: Path, photo: np.ndarray) -> list[GoldenCase]:
-    arrays: dict[str, np.ndarray] = {}
+# Golden dreams: 2 octaves of 2 steps, large enough that an octave more or less changes the result by ~10%
+GOLDEN_DREAM = DreamSettings(octaves=2, octave_scale=1.4, iterations=2, step=0.05, jitter=4, tile=0, seed=0)
+
+
+def golden_dreams(objective: DreamObjective, photo: np.ndarray) -> tuple[dict[str, np.ndarray], list[DreamRun]]:
+    """Two short dreams of the photo by the PyTorch reference: one whose smaller octave is exactly the backbone's
+    min_size (it runs), one a pixel smaller whose smaller octave falls one pixel short (it is skipped). Redreamed
+    by `gen verify` with the manifest's min_size, they fail if it says more or less."""
+    m = objective.backbone.min_size
+    settings = replace(GOLDEN_DREAM, min_side=m)
+    side = m
+    while round(side / settings.octave_scale) < m:  # the smallest side whose smaller octave still runs
+        side += 1
+    arrays, runs = {}, []
+    for s in (side, side - 1):
+        sizes = octave_sizes(s, s, settings)
+        image = crop_resize(photo, s, s)[0]
+        key = f"dream/{s}x{s}"
+        arrays[f"{key}/image"] = image
+        arrays[f"{key}/result"] = dream_planes(image, torch_gradient(objective), settings)
+        runs.append(DreamRun(image=f"{key}/image", result=f"{key}/result", octaves=settings.octaves,
+                             octave_scale=settings.octave_scale, iterations=settings.iterations, step=settings.step,
+                             jitter=settings.jitter, seed=settings.seed,
+                             note=f"{s}x{s}, octaves {' '.join(str(h) for h, _ in sizes)} (min_size {m})"))
+    return arrays, runs
+
+
+def golden_cases(objective: DreamObjective, folder: Path, photo: np.ndarray
+                 ) -> tuple[list[GoldenCase], list[DreamRun]]:
+    arrays, runs = golden_dreams(objective, photo)
     cases = []
     for name, image in golden_images(objective, photo, ort_agrees(objective, folder / "dream_grad.onnx")).items():
         x = torch.from_numpy(image)
@@ -313,7 +344,7 @@ def golden_cases(objective: DreamObjective, folder: Path, photo: np.ndarray) -> 
         cases.append(GoldenCase(graph="features", inputs={"image": f"{key}/image"},
                                 outputs={layer: f"{key}/{layer}" for layer in objective.layers}, note=name))
     save_golden(folder, arrays)
-    return cases
+    return cases, runs
 
 
 def dream_meta(objective: DreamObjective, guide: str | Path | None) -> DreamMeta:
@@ -365,10 +396,10 @@ def export_dream(out: str | Path, backbone: str = "efficientnet_lite0", layers: 
 
     def fill(folder: Path) -> dict:
         reports.update(export_graphs(objective, folder, simplify))
-        cases = golden_cases(objective, folder, photo)
+        cases, dreams = golden_cases(objective, folder, photo)
         return dict(license=license, kind="dream",
                     graphs={name: graph_spec(folder / f"{name}.onnx") for name in ("features", "dream_grad")},
-                    preprocessing=Preprocessing(value_range=(0.0, 1.0)),
-                    dream=dream_meta(objective, guide), golden=GoldenSpec(cases=cases, tolerances=TOLERANCES))
+                    preprocessing=Preprocessing(value_range=(0.0, 1.0)), dream=dream_meta(objective, guide),
+                    golden=GoldenSpec(cases=cases, dreams=dreams, tolerances=TOLERANCES))
 
     return write_bundle(out, fill, overwrite=overwrite), reports

@@ -49,8 +49,12 @@ manifest.json fields:
   ``synthesis`` cases) and FP16 TensorRT engines of ``synthesis``.
   A dream bundle's golden images are [0, 1] RGB pictures and its gradients are with respect to them:
   `gen verify` maps them through ``preprocessing`` exactly as `gen dream` does, so that those numbers
-  are checked too. (Format 2 added ``pictures`` and this reading; format 1 bundles are re-exported. Format 3
-  added the random-noise picture, at least one per stylegan bundle; format 2 bundles are read without it.
+  are checked too; and ``dreams`` (dream bundles, at least one): short dreams of golden images, computed
+  by the PyTorch reference with the backbone's own smallest side, that `gen verify` dreams again through
+  the runtime's loop with ``dream.min_size`` (export makes two: one whose smaller octave is exactly
+  min_size, one whose smaller octave is one pixel short and skipped).
+  (Format 2 added ``pictures`` and this reading; format 3 the random-noise pictures and ``dreams``,
+  required whatever ``format_version`` a manifest claims, so older bundles are re-exported.
   ``stylegan.c_dim`` and ``class_index`` are optional within format 3: a manifest without them is
   unconditional.)
 - ``engines`` (optional): TensorRT engines, one record each: the graph it was built from and that
@@ -114,7 +118,7 @@ from .latents import DEFAULT_PSI
 
 FORMAT = "gen-bundle"
 FORMAT_VERSION = 3  # 2: golden.pictures, and dream golden data read through preprocessing; 3: random-noise pictures
-MIN_FORMAT_VERSION = 2  # the oldest read: a format 2 bundle lacks only the random-noise picture
+MIN_FORMAT_VERSION = 3  # format 2 lacks the checks of random noise and of dream.min_size: re-exported
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
 
@@ -302,10 +306,27 @@ class PictureCase(Strict):
     note: str = ""
 
 
+class DreamRun(Strict):
+    """A short dream of a golden image (tile 0, mean-normalised steps), computed at export by the PyTorch reference
+    with the backbone's own min_size: `gen verify` dreams it again through the runtime's loop with the manifest's
+    numbers, so that dream.min_size (which octaves run) is checked as well as the gradient."""
+
+    image: str  # npz key: float32 [3, H, W] in [0, 1]
+    result: str  # npz key: float32 [3, H, W], the dreamed image
+    octaves: int = Field(ge=1, le=8, strict=True)
+    octave_scale: float = Field(ge=1.0, le=4.0, allow_inf_nan=False)
+    iterations: int = Field(ge=1, le=8, strict=True)
+    step: float = Field(gt=0.0, le=1.0, allow_inf_nan=False)
+    jitter: int = Field(ge=0, le=64, strict=True)
+    seed: int = Field(ge=0, le=2**32 - 1, strict=True)
+    note: str = ""
+
+
 class GoldenSpec(Strict):
     file: str = GOLDEN
     cases: list[GoldenCase] = Field(min_length=1)
     pictures: list[PictureCase] = Field(default_factory=list, max_length=64)  # stylegan bundles: at least one
+    dreams: list[DreamRun] = Field(default_factory=list, max_length=8)  # dream bundles: at least one
     tolerances: dict[str, Tolerance]
 
 
@@ -370,10 +391,13 @@ class Manifest(Strict):
             raise ValueError("golden.pictures is empty: w_avg, default_psi and value_range would go unverified")
         if self.kind != "stylegan" and self.golden.pictures:
             raise ValueError(f"golden.pictures is for stylegan bundles, not {self.kind}")
-        if self.kind == "stylegan" and self.format_version >= 3 and all(p.noise != "random" for p in
-                                                                        self.golden.pictures):
+        if (self.kind == "dream") != bool(self.golden.dreams):
+            raise ValueError("golden.dreams is for dream bundles, each needs at least one (dream.min_size would go "
+                             "unverified; a dream bundle made before format 3: re-export it)")
+        # (whatever format_version says: a manifest could claim 2 to skip it)
+        if self.kind == "stylegan" and all(p.noise != "random" for p in self.golden.pictures):
             raise ValueError("golden.pictures has no random-noise case: the order of stylegan.noise_inputs would go "
-                             "unverified")
+                             "unverified (a format 2 stylegan bundle: re-export it)")
         lo, hi = self.preprocessing.value_range
         for name, tol in self.golden.tolerances.items():
             if tol.max_abs is not None and tol.max_abs > MAX_ABS_OF_RANGE * (hi - lo):
@@ -468,6 +492,9 @@ def golden_tensors(m: Manifest) -> dict[str, list[tuple[str, str, list[int | str
         s, n = m.stylegan, len(p.seeds)
         wants.setdefault(p.ws, []).append(("ws", "float32", [n, s.num_ws, s.w_dim]))
         wants.setdefault(p.image, []).append(("image", "uint8", [n, s.resolution, s.resolution, 3]))
+    for d in m.golden.dreams:  # (dream bundles only)
+        for key in (d.image, d.result):
+            wants.setdefault(key, []).append(("image", "float32", [3, "height", "width"]))
     return wants
 
 
@@ -498,7 +525,9 @@ def clip(text: object, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+# the closing quote optional: an unclosed string swallows the rest in one pass instead of failing from every
+# escaped quote (quadratic), and json.loads still calls the text invalid
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.S)
 
 
 def json_depth(data: bytes) -> int:

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundle import Bundle, PictureCase, Tolerance
+from .bundle import Bundle, DreamRun, PictureCase, Tolerance
+from .dream.engine import bundle_engine
+from .dream.loop import DreamEngine, DreamSettings, dream_planes
 from .engines import Runner, open_runner
+from .errors import GenError
 from .stylegan.generator import BundleGenerator
 
 # The FP16 bound when a bundle states none: PSNR 50 dB is an RMS error of 0.3% of the value range, under
@@ -28,6 +31,11 @@ PICTURE_FP16_PSNR_DB = 40.0
 # The styles of those pictures, whatever the manifest's mapping tolerance: FP32 engines agree with PyTorch to ~1e-7,
 # while a default psi or w_avg off by 1e-3 moves them by about as much.
 STYLES_REL_L2 = 1e-4
+# A golden dream redreamed by the runtime (relative L2). Its images are not chosen away from ReLU kinks as the
+# golden gradient images are, so a unit that rounds the other way on another engine or thread count can turn
+# a step: measured 3e-6 (dream-lite0, block9) to 1.5e-3 (tests' shallow layers, one thread); an octave more or
+# less (min_size off by one pixel) moves it by ~0.3.
+DREAM_REL_L2 = 2e-2
 
 
 @dataclass
@@ -124,7 +132,24 @@ def verify(bundle: Bundle, engine: str = "auto") -> list[Check]:
                                     psnr(outs[name], want), tol.psnr_db))
         for picture in m.golden.pictures:
             checks += picture_checks(bundle, golden, gen, picture)
+        if m.golden.dreams:
+            dreamer = runners_open.enter_context(bundle_engine(bundle, engine))
+            checks += [dream_check(bundle, golden, dreamer, run) for run in m.golden.dreams]
     return checks
+
+
+def dream_check(bundle: Bundle, golden: dict[str, np.ndarray], dreamer: DreamEngine, run: DreamRun) -> Check:
+    """A golden dream again, through the runtime's loop with the manifest's min_size (which octaves run)."""
+    settings = DreamSettings(octaves=run.octaves, octave_scale=run.octave_scale, iterations=run.iterations,
+                             step=run.step, jitter=run.jitter, tile=0, min_side=dreamer.min_side, seed=run.seed)
+    want = golden[run.result]
+    try:
+        got = dream_planes(golden[run.image], dreamer.gradient, settings)
+    except GenError:  # (the golden image is below the manifest's min_size: not the dream PyTorch dreamed)
+        got = np.full_like(want, np.nan)
+    max_abs, rel = errors(got, want)
+    return Check("dream", "image", run.note, dreamer.description.rpartition(" on ")[2], max_abs, rel, None,
+                 DREAM_REL_L2, psnr(got, want, 1.0))
 
 
 def picture_checks(bundle: Bundle, golden: dict[str, np.ndarray], gen: BundleGenerator,

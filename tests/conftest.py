@@ -149,6 +149,7 @@ def tiny_dream_bundle(folder: Path, bad: str | None = None, objective_shape: lis
     from onnx import TensorProto, helper
 
     from gen.runtime.bundle import MANIFEST, Preprocessing, sha256_file
+    from gen.runtime.dream.loop import DreamSettings, dream_planes
 
     folder.mkdir(parents=True)
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"])
@@ -173,8 +174,18 @@ def tiny_dream_bundle(folder: Path, bad: str | None = None, objective_shape: lis
     scale, offset = Preprocessing(**preprocessing).affine()
     x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
     v = x * scale + offset
+    def gradient(image: np.ndarray) -> tuple[np.ndarray, float]:  # what the graph computes, through preprocessing
+        u = image * scale + offset
+        return (2 * u * scale).astype(np.float32), float(np.mean(u * u))
+
+    # golden dreams (export/dream.py's golden_dreams): 11 px runs octaves 8 and 11, 10 px only 10 (7 < min_size 8)
+    settings = DreamSettings(octaves=2, octave_scale=1.4, iterations=2, step=0.05, jitter=2, tile=0, min_side=8)
+    dreams = {}
+    for s in (11, 10):
+        base = np.random.default_rng(s).random((3, s, s), dtype=np.float32)
+        dreams |= {f"dream/{s}/image": base, f"dream/{s}/result": dream_planes(base, gradient, settings)}
     np.savez(folder / "golden.npz", image=x, grad=2 * v * scale, objective=np.float32(np.mean(v * v)),
-             feat=np.maximum(v, 0))
+             feat=np.maximum(v, 0), **dreams)
     spec = {"name": "image", "dtype": "float32", "shape": [1, 3, "height", "width"]}
     out = lambda name, shape: {"name": name, "dtype": "float32", "shape": shape}  # noqa: E731
     manifest = {
@@ -191,6 +202,9 @@ def tiny_dream_bundle(folder: Path, bad: str | None = None, objective_shape: lis
         "golden": {"cases": [{"graph": "dream_grad", "inputs": {"image": "image"},
                               "outputs": {"grad": "grad", "objective": "objective"}, "note": "random"},
                              {"graph": "features", "inputs": {"image": "image"}, "outputs": {"feat": "feat"}}],
+                   "dreams": [{"image": f"dream/{s}/image", "result": f"dream/{s}/result", "octaves": 2,
+                               "octave_scale": 1.4, "iterations": 2, "step": 0.05, "jitter": 2, "seed": 0}
+                              for s in (11, 10)],
                    "tolerances": {"dream_grad": {"rel_l2": 1e-5}, "features": {"rel_l2": 1e-5}}},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))

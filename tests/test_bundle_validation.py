@@ -327,8 +327,9 @@ def test_oversized_manifest_is_refused(tmp_path):
 @pytest.mark.parametrize("text,words", [("[" * 100000 + "]" * 100000, "nested too deeply"),
                                         ("[" * 33 + "]" * 33, "nested too deeply"),
                                         ('{"a": "' + "[" * 5000 + '\\"' + '"}', "format"),
-                                        ('{"format": ' + "9" * 5000 + "}", "not valid JSON")],
-                         ids=["deep", "33-deep", "brackets-in-a-string", "long-int"])
+                                        ('{"format": ' + "9" * 5000 + "}", "not valid JSON"),
+                                        ('{"a": "' + '\\"' * 1_500_000, "not valid JSON")],
+                         ids=["deep", "33-deep", "brackets-in-a-string", "long-int", "unclosed-string"])
 def test_pathological_json_is_one_line(tmp_path, text, words):
     """Item 2: RecursionError and the int digit limit's ValueError were tracebacks in every command."""
     folder = copy_bundle(EMOJI, tmp_path / "b")
@@ -642,7 +643,7 @@ def test_verify_maps_dream_golden_images_through_the_preprocessing(tmp_path, key
     m["preprocessing"][key] = value
     write_manifest(folder, m)
     failed = {(c.graph, c.output) for c in verify(load_bundle(folder), "cpu") if not c.ok}
-    assert failed == {("dream_grad", "grad"), ("dream_grad", "objective"), ("features", "feat")}
+    assert failed == {("dream_grad", "grad"), ("dream_grad", "objective"), ("features", "feat"), ("dream", "image")}
 
 
 def test_manifest_text_is_shown_as_text_not_markup(tmp_path):
@@ -714,14 +715,17 @@ def test_a_format_3_stylegan_bundle_needs_a_random_noise_picture(good_bundle, tm
         load_bundle(edited(good_bundle, tmp_path / "b", without_random_pictures))
 
 
-def test_format_2_bundles_are_still_read(good_bundle, tmp_path):
-    """Format 2 had no random-noise pictures: such a bundle is read and verified, its noise order unchecked."""
-    def format_2(m):
-        without_random_pictures(m)
-        m["format_version"] = 2
-
-    checks = verify(load_bundle(edited(good_bundle, tmp_path / "b", format_2)), "cpu")
-    assert checks and all(c.ok for c in checks)
+def test_what_format_3_added_cannot_be_left_out(good_bundle, tmp_path):
+    """A manifest cannot leave the random-noise pictures or the golden dreams out to leave the noise order or
+    dream.min_size unverified, whatever format_version it claims."""
+    with pytest.raises(BundleError, match="no random-noise case.*re-export"):
+        load_bundle(edited(good_bundle, tmp_path / "b", without_random_pictures))
+    with pytest.raises(BundleError, match="golden.dreams is for dream bundles, each needs at least one"):
+        load_bundle(edited(DREAM, tmp_path / "d", lambda m: m["golden"].__setitem__("dreams", [])))
+    for version in (2, 1):
+        with pytest.raises(BundleError, match=f"format version {version} is older than this runtime reads"):
+            old = edited(DREAM, tmp_path / f"v{version}", lambda m, v=version: m.__setitem__("format_version", v))
+            load_bundle(old)
 
 
 def test_an_unconditional_bundle_has_no_class_input_and_c_dim_is_optional(good_bundle, tmp_path):
@@ -918,3 +922,18 @@ def test_shipped_graphs_hold_no_control_flow(path):
     from gen.runtime.engines.onnx_file import control_flow
 
     assert control_flow(path.read_bytes()) == set()
+
+
+@pytest.mark.parametrize("min_size", [7, 9, 10])
+def test_dream_min_size_is_verified(tmp_path, min_size):
+    """dream.min_size decides which octaves of a dream run: one more or one less than the exporter's, and a golden
+    dream (its smaller octave exactly min_size, or one pixel short) comes out otherwise: verify fails, exit 1."""
+    folder = tiny_dream_bundle(tmp_path / "d")
+    assert all(c.ok for c in verify(load_bundle(folder), "cpu"))
+    m = json.loads((folder / "manifest.json").read_text())
+    m["dream"]["min_size"] = min_size
+    write_manifest(folder, m)
+    failed = [c for c in verify(load_bundle(folder), "cpu") if not c.ok]
+    assert failed and all((c.graph, c.output) == ("dream", "image") for c in failed), failed
+    p = gen_without_torch("verify", str(folder))
+    assert p.returncode == 1 and "outside tolerance" in p.stdout, p.stdout[-2000:]

@@ -64,7 +64,7 @@ def photo() -> np.ndarray:
 def test_bundle_passes_its_golden_data_and_reads_well(exported):
     bundle, reports = exported
     checks = verify(bundle, "cpu")
-    assert len(checks) == 12 and all(c.ok for c in checks), [(c.note, c.output, c.rel_l2) for c in checks]
+    assert len(checks) == 14 and all(c.ok for c in checks), [(c.note, c.output, c.rel_l2) for c in checks]  # 2 dreams
     m = bundle.manifest
     assert m.kind == "dream" and m.dream.backbone == "efficientnet_lite0" and m.dream.layers == {LAYERS: 1.0}
     grad = m.graphs["dream_grad"]

@@ -47,14 +47,16 @@ def marker(tmp_path) -> Path:
     assert not path.exists(), "code from the file ran"
 
 
-def tf_pickle(path: Path, marker: Path, change=None, g_kwargs: dict | None = None) -> Path:
+def tf_pickle(path: Path, marker: Path, change=None, g_kwargs: dict | None = None,
+              d_kwargs: dict | None = None) -> Path:
     with np.load(DATA / "sg2tf-32-variables.npz") as f:
         variables = {k: v.astype(np.float32) for k, v in f.items()}  # TensorFlow kept float32
+    variables["G/lod"] = np.array(0.0, np.float32)  # G_main's progressive-growing input, in every real G and Gs
     kwargs = json.loads((DATA / "sg2tf-32.json").read_text())
     if change:
         change(variables)
-    return dump_tensorflow(path, tf_networks(variables, {**kwargs["G"], **(g_kwargs or {})}, kwargs["D"],
-                                             payload(marker)))
+    d = {k: v for k, v in {**kwargs["D"], **(d_kwargs or {})}.items() if v is not None}
+    return dump_tensorflow(path, tf_networks(variables, {**kwargs["G"], **(g_kwargs or {})}, d, payload(marker)))
 
 
 def test_imported_networks_compute_what_legacy_conversion_computes(tmp_path, marker):
@@ -79,7 +81,7 @@ def test_imported_run_and_its_bundle_draw_legacy_pictures(tmp_path, marker):
     p = gen("import", str(pkl), "--out", str(run))
     assert p.returncode == 0, p.stderr
     for words in ("StyleGAN2 TensorFlow network pickle", "32x32, 3 channels", "z 32 -> w 32, lr multiplier 0.01",
-                  "min(512 / res, 32)", "G_ema 69,459", "D 72,561"):
+                  "min(512 / res, 32)", "G_ema 66,723", "D 72,561"):
         assert words in p.stdout, p.stdout
     assert gen("export", str(run), "--out", str(bundle)).returncode == 0
     verified = gen("verify", str(bundle))
@@ -132,6 +134,21 @@ def test_what_gen_cannot_represent_is_one_line_and_writes_nothing(tmp_path, mark
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert words in p.stderr and str(pkl) in p.stderr, p.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_discriminator_as_official_configs_pickled_it_or_one_gen_cannot_read(tmp_path, marker):
+    """Official runs never set mbstd_group_size (TensorFlow's D used 4): D is imported. A D whose variables gen
+    cannot read is left out with the reason, and the generators are still imported."""
+    found = import_model(tf_pickle(tmp_path / "a.pkl", marker, d_kwargs={"mbstd_group_size": None}), tmp_path / "a")
+    assert "D" in found.parameters and found.model.mbstd_group == 4
+
+    def no_skip(v):
+        del v["D/16x16/Skip/weight"]
+
+    found = import_model(tf_pickle(tmp_path / "b.pkl", marker, no_skip), tmp_path / "b")
+    assert "D" not in found.parameters and set(found.parameters) == {"G_ema", "G"}
+    assert any(item.startswith("a usable D (not imported:") and "no variable '16x16/Skip/weight'" in item
+               for item in found.lacks), found.lacks
 
 
 def test_a_stylegan1_network_is_refused(tmp_path, marker):

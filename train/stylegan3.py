@@ -25,10 +25,17 @@ from torch import nn
 
 from gen.runtime.errors import GenError
 
+from .config import MODEL_BOUNDS, check_fields
 from .layers import EqualLinear
 from .stylegan import MappingNetwork
 
 VARIANTS3 = ("stylegan3-t", "stylegan3-r")
+# beyond NVlabs' configs (14 layers, margins of 10, cutoff 2), and small enough that no layout needs terabytes
+BOUNDS3 = {**{k: MODEL_BOUNDS[k] for k in ("z_dim", "w_dim", "mapping_layers", "mapping_lr_mul", "c_dim")},
+           "channel_base": (int, 1, 2**18), "channel_max": (int, 1, 2048), "num_layers": (int, 2, 64),
+           "num_critical": (int, 1, 63), "first_cutoff": (float, 0.5, 64), "first_stopband": (float, 0.5, 128),
+           "last_stopband_rel": (float, 1, 4), "margin_size": (int, 0, 64), "output_scale": (float, 1e-3, 1e3),
+           "filter_size": (int, 1, 16), "lrelu_upsampling": (int, 1, 4)}
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,10 @@ class Stylegan3Config:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS3:
             raise GenError(f"unknown StyleGAN3 variant {self.variant!r}; choose one of {', '.join(VARIANTS3)}")
-        if self.resolution < 8 or self.resolution & (self.resolution - 1):
-            raise GenError(f"resolution must be a power of two of at least 8, got {self.resolution}")
+        r = self.resolution
+        if not isinstance(r, int) or isinstance(r, bool) or r < 8 or r > 1024 or r & (r - 1):
+            raise GenError(f"resolution must be a power of two from 8 to 1024, got {r!r}")
+        check_fields(vars(self), BOUNDS3)
         if not 1 <= self.num_critical < self.num_layers:
             raise GenError(f"num_critical must be 1..num_layers - 1, got {self.num_critical} of {self.num_layers}")
 

@@ -298,6 +298,7 @@ class RunFolder:
     """What a run writes: checkpoint, snapshot grids, a JSON-lines log. Only rank 0 writes."""
 
     PICTURES = ("reals.png", "metrics.png", "grid-*.png")
+    IMPORTED_COPY = "imported.safetensors"  # the weights gen import wrote, kept when fine-tuning replaces them
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path, self.enabled = Path(path), enabled
@@ -308,7 +309,7 @@ class RunFolder:
 
     def earlier_files(self) -> list[Path]:
         """What an earlier run left here (other files in the folder are not the run's, and are left alone)."""
-        names = [self.checkpoint, self.path / "log.jsonl"]
+        names = [self.checkpoint, self.path / "log.jsonl", self.path / self.IMPORTED_COPY]
         found = [p for p in names if p.exists()]
         return found + sorted(p for pattern in self.PICTURES for p in self.path.glob(pattern))
 
@@ -323,10 +324,20 @@ class RunFolder:
         raise GenError(f"'{self.path}' holds an earlier run that saved no checkpoint ({shown}); start afresh with "
                        "--overwrite (which deletes them) or choose another --out")
 
-    def clear_earlier(self) -> None:
+    def clear_earlier(self, keep: tuple[Path, ...] = ()) -> None:
         """--overwrite: the earlier run's files go (only those), so a stale grid or log line cannot pass for ours."""
         for p in self.earlier_files():
-            p.unlink(missing_ok=True)
+            if p not in keep:
+                p.unlink(missing_ok=True)
+
+    def keep_import(self) -> None:
+        """Fine-tuning starts: keep the imported weights beside the checkpoint the first save replaces, and drop
+        what a fine-tune stopped before its first save left (it would pass for this one's log and grids)."""
+        copy = self.path / self.IMPORTED_COPY
+        if self.enabled:
+            with atomic_path(copy) as tmp:
+                shutil.copyfile(self.checkpoint, tmp)
+            self.clear_earlier(keep=(self.checkpoint, copy))
 
     def log(self, record: dict) -> None:
         if self.enabled:  # (a line whole or not at all: a full disk never leaves half a record)
@@ -400,6 +411,7 @@ def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *,
             state.load(tensors, meta)
         elif start_from is not None:
             state.load_weights(start_from)
+            run.keep_import()
         elif procs.is_main:
             if overwrite:  # (only now: data or config that fails above deletes nothing)
                 run.clear_earlier()
@@ -552,14 +564,11 @@ def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, 
                  metrics=metrics, imported=meta.get("imported") if resume is not None else None)
 
 
-IMPORTED_COPY = "imported.safetensors"  # the weights as gen import wrote them, kept when fine-tuning starts
-
-
 def fine_tune(data: Path | None, run: Path, *, preset: str | None, model_overrides: dict, train_overrides: dict,
               fresh_d: bool, **kwargs) -> StyleGANTraining:
     """Train an imported model further on `data` (transfer learning), in its own run folder: the preset's
     training settings (default: small), the import's architecture, fresh optimisers and counters. Its first
-    checkpoint replaces the imported one, which is kept beside it as IMPORTED_COPY; from then on it is an
+    checkpoint replaces the imported one, which is kept beside it (RunFolder.keep_import); from then on it is an
     ordinary run (--resume continues it)."""
     meta = ckpt.read_meta(run)
     model = model_from_json(meta["model"])
@@ -578,10 +587,6 @@ def fine_tune(data: Path | None, run: Path, *, preset: str | None, model_overrid
     elif not any(k.startswith("D.") for k in tensors):
         raise GenError(f"'{run}' has no discriminator (the imported file had none gen can use, as gen import said); "
                        "fine-tuning needs one: give --fresh-d to start it from random weights")
-    copy = run / IMPORTED_COPY
-    if not copy.exists():  # nothing lost: the first save replaces checkpoint.safetensors
-        with atomic_path(copy) as tmp:
-            shutil.copyfile(ckpt.resolve_checkpoint(run), tmp)
     cfg = replace(get_preset(preset or "small").train, **train_overrides)
     return train(data, run, model, cfg, start_from=tensors, imported=meta["imported"], **kwargs)
 

@@ -1,9 +1,8 @@
 """`gen import`: StyleGAN models trained with other projects' code -> gen run folders that draw their pictures.
 
 pickles.read_model_file reads a file as data (nothing in it runs); a converter per format (nvlabs, tensorflow,
-rosinality)
-turns its networks into our Generator's and Discriminator's state dicts and a ModelConfig; import_model writes
-them as an ordinary checkpoint that `gen sample`, `gen export`, `gen walk` and `gen mix` take.
+rosinality) turns its networks into our Generator's and Discriminator's state dicts and a ModelConfig;
+import_model writes them as an ordinary checkpoint that `gen sample`, `gen export`, `gen walk` and `gen mix` take.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from gen.runtime.errors import GenError
 from .. import checkpoint as ckpt
 from ..config import ModelConfig
 from ..discriminator import Discriminator
+from ..layers import lowpass_kernel
 from ..state_dicts import first_non_finite
 from ..stylegan import Generator
 
@@ -72,12 +73,6 @@ def plain(value: Any) -> Any:
     return value
 
 
-def low_pass(gain: float = 1.0) -> torch.Tensor:
-    """FILTER as a normalised 2-D kernel, times `gain` (4 where it up-samples by 2)."""
-    f = torch.tensor(FILTER, dtype=torch.float32)
-    return torch.outer(f, f) / torch.outer(f, f).sum() * gain
-
-
 class Taker:
     """Takes tensors out of a network's by name, so that whatever is left over at the end can be refused."""
 
@@ -104,7 +99,7 @@ class Taker:
         """The low-pass filter buffers (names ending in `suffix`): dropped, after checking each is the one we run
         (times its gain)."""
         for name in [n for n in self.left if n.endswith(suffix)]:
-            t, want = self.left.pop(name), low_pass(gain_of(name))
+            t, want = self.left.pop(name), lowpass_kernel(FILTER) * gain_of(name)
             if t.shape != want.shape or not torch.allclose(t.float(), want):
                 raise GenError(f"{self.what}'s '{name}' is not the [1, 3, 3, 1] low-pass filter gen runs; gen cannot "
                                "represent it, so nothing was imported")
@@ -116,9 +111,9 @@ class Taker:
                            f"{', ...' if len(names) > 3 else ''}); gen cannot represent it, so nothing was imported")
 
 
-def check_converted(cfg: ModelConfig, tensors: dict[str, torch.Tensor], path: Path) -> None:
+def check_converted(cfg: ModelConfig, tensors: dict[str, torch.Tensor], path: Path) -> dict[str, int]:
     """The converted tensors are finite and load into our networks: a shape that the config does not predict
-    is one line."""
+    is one line. Returns each network's parameter count (ours: the same figure whatever the file's format)."""
     if (bad := first_non_finite(tensors)) is not None:
         raise GenError(f"'{path}': tensor '{bad}' holds NaN or infinite values; the model is damaged")
     nets = {"G_ema": Generator(cfg)}
@@ -132,3 +127,4 @@ def check_converted(cfg: ModelConfig, tensors: dict[str, torch.Tensor], path: Pa
         except GenError as e:
             raise GenError(f"{str(e).split('; was it')[0]}; its arguments do not describe its tensors, so the "
                            "file is damaged") from None
+    return {name: sum(p.numel() for p in net.parameters()) for name, net in nets.items()}

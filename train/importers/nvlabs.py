@@ -183,11 +183,10 @@ def discriminator_config(D: PersistentObject, cfg: ModelConfig) -> tuple[ModelCo
     for bad, why in checks:
         if bad:
             return None, why
-    return ModelConfig(**{**to_json(cfg), "mbstd_group": group}), ""
-
-
-def _count(net: PersistentObject) -> int:
-    return sum(t.numel() for t in net.parameters().values())
+    try:
+        return ModelConfig(**{**to_json(cfg), "mbstd_group": group}), ""
+    except GenError as e:  # (an absurd group size): D is left out, G imported
+        return None, str(e)
 
 
 def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
@@ -206,7 +205,6 @@ def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
                 raise GenError(f"'{model.path}': G and G_ema have different layouts; the pickle is damaged")
         state = generator_state(nets[name].tensors(), cfg, f"'{model.path}' {name}", more["use_noise"])
         tensors.update(ckpt.prefixed(state, name))
-        found.parameters[name] = _count(nets[name])
     if "G_ema" not in nets:
         found.lacks.append("G_ema (pictures come from G, the training generator)")
         tensors.update(ckpt.prefixed({k: v.clone() for k, v in ckpt.subdict(tensors, "G").items()}, "G_ema"))
@@ -219,7 +217,6 @@ def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
         else:
             cfg = found.model = d_cfg
             tensors.update(ckpt.prefixed(discriminator_state(nets["D"].tensors(), cfg, f"'{model.path}' D"), "D"))
-            found.parameters["D"] = _count(nets["D"])
     else:
         found.lacks.append("D (needed to fine-tune)")
     if not more["use_noise"]:
@@ -227,5 +224,5 @@ def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
     if not more["w_avg"]:
         found.lacks.append("w_avg (truncation pulls towards w = 0)")
     found.lacks.append("optimiser and augmentation state (NVlabs pickles hold none)")
-    check_converted(cfg, tensors, model.path)
+    found.parameters = check_converted(cfg, tensors, model.path)
     return found, tensors

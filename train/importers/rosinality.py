@@ -50,9 +50,11 @@ def _channel_rule(channels: dict[int, int], what: str) -> tuple[int, int]:
 
 def generator_config(g: dict[str, torch.Tensor], what: str) -> ModelConfig:
     """Our ModelConfig, read off the generator's tensor shapes (their files record the layout only there)."""
-    def shape(name: str) -> tuple[int, ...]:
+    def shape(name: str, rank: int) -> tuple[int, ...]:
         if name not in g:
             raise GenError(f"{what} has no tensor '{name}'; it is not a {KIND} gen can read (or the file is damaged)")
+        if g[name].ndim != rank:
+            raise GenError(f"{what}'s '{name}' has shape {list(g[name].shape)}, not {rank}-d; the file is damaged")
         return tuple(g[name].shape)
 
     mlp = sorted(int(m.group(1)) for k in g if (m := re.fullmatch(r"style\.(\d+)\.weight", k)))
@@ -60,11 +62,11 @@ def generator_config(g: dict[str, torch.Tensor], what: str) -> ModelConfig:
     if not mlp or mlp != list(range(1, len(mlp) + 1)) or rgbs != list(range(len(rgbs))):
         raise GenError(f"{what} is not a StyleGAN2 generator of rosinality's layout (style.1..n and to_rgbs.k); "
                        f"gen cannot represent it, so nothing was imported")
-    w_dim = shape("style.1.weight")[1]
+    w_dim = shape("style.1.weight", 2)[1]
     log2_res = len(rgbs) + 2
-    channels = {4: shape("input.input")[1]}
+    channels = {4: shape("input.input", 4)[1]}
     for k in range(len(rgbs)):
-        channels[2 ** (k + 3)] = shape(f"convs.{2 * k}.conv.weight")[1]
+        channels[2 ** (k + 3)] = shape(f"convs.{2 * k}.conv.weight", 5)[1]
     base, cmax = _channel_rule(channels, what)
     try:
         return ModelConfig(resolution=2**log2_res, variant="stylegan2", z_dim=w_dim, w_dim=w_dim,
@@ -150,14 +152,13 @@ def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
             if theirs == "g" and generator_config(nets["g"], f"'{path}' g") != cfg:
                 raise GenError(f"'{path}': g and g_ema have different layouts; the checkpoint is damaged")
             tensors.update(ckpt.prefixed(generator_state(nets[theirs], cfg, f"'{path}' {theirs}"), ours))
-            found.parameters[ours] = sum(t.numel() for t in nets[theirs].values() if t.is_floating_point())
     if "g" not in nets:
         found.lacks.append("g (the training generator; fine-tuning starts from g_ema)")
     if "d" in nets:
         tensors.update(ckpt.prefixed(discriminator_state(nets["d"], cfg, f"'{path}' d"), "D"))
-        found.parameters["D"] = sum(t.numel() for t in nets["d"].values() if t.is_floating_point())
     else:
         found.lacks.append("d (needed to fine-tune)")
+    found.parameters = check_converted(cfg, tensors, path)  # (before the estimate below builds a G from them)
     w_avg = _latent_avg(model.extras.get("latent_avg"), cfg.w_dim)
     if w_avg is None:
         w_avg = estimated_w_avg(cfg, {k[len("G_ema."):]: v for k, v in tensors.items() if k.startswith("G_ema.")})

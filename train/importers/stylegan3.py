@@ -40,11 +40,15 @@ def generator_config(G: PersistentObject, what: str) -> Stylegan3Config:
         raise GenError(f"{what} was built with '{unknown[0]}', which gen does not know; gen cannot represent it, so "
                        "nothing was imported")
     s = {k: plain(kw.get(k, v)) for k, v in DEFAULTS.items()}
-    m = {**MAPPING_DEFAULTS, **(kw.get("mapping_kwargs") or {})}
-    if int(kw.get("img_channels", 3)) != 3:
-        raise GenError(f"{what} draws {kw.get('img_channels')} channels (gen draws RGB); nothing was imported")
-    layout = (s["conv_kernel"], bool(s["use_radial_filters"]))
-    variant = {(3, False): "stylegan3-t", (1, True): "stylegan3-r"}.get(layout)
+    mapping = kw.get("mapping_kwargs") or {}
+    if not isinstance(mapping, dict):
+        raise GenError(f"{what}'s mapping_kwargs are not a dict; the pickle is damaged")
+    m = {**MAPPING_DEFAULTS, **mapping}
+    if kw.get("img_channels", 3) != 3:
+        raise GenError(f"{what} draws {kw.get('img_channels')!r} channels (gen draws RGB); nothing was imported")
+    layout = (s["conv_kernel"], s["use_radial_filters"])
+    variant = {(3, False): "stylegan3-t", (1, True): "stylegan3-r"}.get(layout) if all(
+        isinstance(v, (int, bool)) for v in layout) else None
     if variant is None:
         raise GenError(f"{what} has {s['conv_kernel']}x{s['conv_kernel']} convs with radial filters "
                        f"{bool(s['use_radial_filters'])}, neither config T nor R; gen cannot represent it, so nothing "
@@ -85,7 +89,7 @@ def generator_state(G: PersistentObject, cfg: Stylegan3Config, what: str) -> dic
     if len(names) != cfg.num_layers + 1:
         raise GenError(f"{what} has {len(names)} synthesis layers, not the {cfg.num_layers + 1} its arguments say; the "
                        "pickle is damaged")
-    for i, theirs in enumerate(names):
+    for i, theirs in enumerate(names):  # (shapes: checked when the caller loads the state, in one line)
         src, dst = f"synthesis.{theirs}.", f"synthesis.layers.{i}."
         for name in ("weight", "bias", "affine.weight", "affine.bias", "magnitude_ema"):
             out[dst + name] = take(src + name)

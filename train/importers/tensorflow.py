@@ -104,6 +104,7 @@ def generator(net: TFNetwork, what: str) -> PersistentObject:
     if any(re.fullmatch(r"synthesis/ToRGB_lod\d+/.*", k) for k in var.left):
         raise GenError(f"{what} has the 'orig' synthesis architecture (ToRGB_lod layers; gen has 'skip' only); gen "
                        "cannot represent it, so nothing was imported")
+    var.left.pop("lod", None)  # G_main's level-of-detail input (progressive growing; 0 in StyleGAN2): unused
     t: dict[str, torch.Tensor] = {}
     if "dlatent_avg" in var.left:
         t["mapping.w_avg"] = _tensor(var("dlatent_avg"))
@@ -148,11 +149,17 @@ def discriminator(net: TFNetwork, what: str) -> PersistentObject:
     args = _args(kw, D_ARGS) | {"channel_base": (kw.get("fmap_base") or 16384) * 2}
     args["block_kwargs"] = {"activation": kw.get("nonlinearity") or "lrelu",
                             "resample_filter": kw.get("resample_kernel") or [1, 3, 3, 1]}
-    args["epilogue_kwargs"] = {"mbstd_group_size": kw.get("mbstd_group_size"),
+    # TensorFlow's D_stylegan2 groups 4 pictures unless told otherwise (legacy.py reads a missing value as None)
+    args["epilogue_kwargs"] = {"mbstd_group_size": kw.get("mbstd_group_size") or 4,
                                "mbstd_num_channels": kw.get("mbstd_num_features") or 1,
                                "activation": kw.get("nonlinearity") or "lrelu"}
-    if args["c_dim"] or kw.get("mapping_layers"):  # a projection D: nvlabs.discriminator_config says why not
-        return PersistentObject("Discriminator", "", {"_init_kwargs": args})
+    unusable = PersistentObject("Discriminator", "", {"_init_kwargs": args})  # nvlabs says why, G is imported
+    if args["c_dim"] or kw.get("mapping_layers") or args["architecture"] != "resnet":
+        return unusable
+    return PersistentObject("Discriminator", "", {"_init_kwargs": args, "_parameters": _d_tensors(net, args, what)})
+
+
+def _d_tensors(net: TFNetwork, args: dict, what: str) -> dict[str, torch.Tensor]:
     var = _Variables(net, what)
     res = int(args["img_resolution"])
     t = {f"b{res}.fromrgb.weight": _conv(var(f"{res}x{res}/FromRGB/weight", 4)),
@@ -168,15 +175,23 @@ def discriminator(net: TFNetwork, what: str) -> PersistentObject:
     t["b4.fc.weight"], t["b4.fc.bias"] = _dense(var("4x4/Dense0/weight", 2)), _tensor(var("4x4/Dense0/bias"))
     t["b4.out.weight"], t["b4.out.bias"] = _dense(var("Output/weight", 2)), _tensor(var("Output/bias"))
     var.done()
-    return PersistentObject("Discriminator", "", {"_init_kwargs": args, "_parameters": t})
+    return t
 
 
 def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
     """A read TensorFlow ModelFile -> what was found and the checkpoint's tensors, through nvlabs.convert."""
     nets, path = model.networks, model.path
+    unread = None
     try:
-        pytorch = {"G": generator(nets["G"], f"'{path}' G"), "D": discriminator(nets["D"], f"'{path}' D"),
-                   "G_ema": generator(nets["Gs"], f"'{path}' Gs")}
+        pytorch = {"G": generator(nets["G"], f"'{path}' G"), "G_ema": generator(nets["Gs"], f"'{path}' Gs")}
+        try:
+            pytorch["D"] = discriminator(nets["D"], f"'{path}' D")
+        except GenError as e:  # as for PyTorch pickles: the generators are imported, D is left out, and why
+            unread = str(e).split("; ")[0]
     except (TypeError, ValueError, OverflowError) as e:  # arguments of the wrong kind: one line
         raise GenError(f"'{path}': the networks were built with arguments gen cannot read ({e})") from None
-    return nvlabs.convert(ModelFile(path, model.format, pytorch, model.extras))
+    found, tensors = nvlabs.convert(ModelFile(path, model.format, pytorch, model.extras))
+    if unread:
+        found.lacks = [f"a usable D (not imported: {unread})" if item.startswith("D (") else item
+                       for item in found.lacks]
+    return found, tensors
