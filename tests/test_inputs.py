@@ -332,3 +332,37 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, umask):
     kept.chmod(0o640)  # replacing a file keeps its mode, as writing into it would
     save_image(kept, rgb)
     assert mode(kept) == 0o640
+
+
+def test_integer_weights_where_floats_belong_are_refused(tmp_path):
+    """A hostile tester's find: an int64 bias in a checkpoint was copied into the float parameter, fractions
+    silently gone; no trainer saves that, so it is a damaged or foreign file: one line naming the key."""
+    pytest.importorskip("torch")
+    import torch
+
+    from gen.train import checkpoint as ckpt
+    from gen.train.backbones import build_backbone
+    from gen.train.config import ModelConfig
+    from gen.train.stylegan import Generator
+
+    G = Generator(ModelConfig(resolution=8, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=8))
+    state = dict(G.state_dict())
+    state["mapping.layers.0.bias"] = state["mapping.layers.0.bias"].to(torch.int64)
+    with pytest.raises(GenError, match=r"integers where numbers with fractions belong \(e.g. mapping.layers.0.bias"):
+        ckpt.load_module(G, state, "the checkpoint's G_ema")
+    state = build_backbone("googlenet", random_weights=True).state_dict()
+    state["fc.bias"] = state["fc.bias"].to(torch.int32)
+    torch.save(state, tmp_path / "g.pth")
+    with pytest.raises(GenError, match="fc.bias: torch.int32"):
+        build_backbone("googlenet", tmp_path / "g.pth")
+
+
+def test_a_fifo_as_backbone_weights_is_named_as_such(tmp_path):
+    import os
+
+    fifo = tmp_path / "w.pth"
+    os.mkfifo(fifo)
+    pytest.importorskip("torch")
+    p = subprocess.run([sys.executable, "-m", "gen.cli", "dream", str(SHIPPED / "photos" / "chelsea.jpg"), "--weights",
+                        str(fifo), "-o", str(tmp_path / "d.png")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "is a FIFO (named pipe), not a regular file" in p.stderr, p.stderr

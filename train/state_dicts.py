@@ -17,6 +17,10 @@ def mismatches(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.T
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
     misshapen = sorted(k for k in set(given) & set(expected) if given[k].shape != expected[k].shape)
+    # an integer tensor where a float one belongs: not what any trainer saves (a damaged or foreign file), and
+    # copying it in would silently drop fractions
+    integral = sorted(k for k in set(given) & set(expected)
+                      if expected[k].is_floating_point() and not given[k].is_floating_point())
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys ({_examples(missing)})")
@@ -26,6 +30,10 @@ def mismatches(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.T
         k = misshapen[0]
         problems.append(f"{len(misshapen)} keys of the wrong shape (e.g. {k}: {tuple(given[k].shape)} "
                         f"given, {tuple(expected[k].shape)} expected)")
+    if integral:
+        k = integral[0]
+        problems.append(f"{len(integral)} keys of integers where numbers with fractions belong (e.g. {k}: "
+                        f"{given[k].dtype})")
     return problems
 
 

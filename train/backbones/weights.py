@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from gen.runtime.errors import GenError
+from gen.runtime.files import check_input_file
 
 from ..state_dicts import first_non_finite, mismatches
 from .base import Backbone
@@ -103,6 +104,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Every way a file can be wrong is one GenError: damaged or foreign files, pickles with code in them,
     anything but a mapping of names to tensors."""
     path = Path(path)
+    check_input_file(path)  # a FIFO would be waited on; it is no missing file either
     if not path.is_file():
         raise GenError(f"weights file '{path}' does not exist")
     suffix = path.suffix.lower()
