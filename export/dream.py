@@ -318,7 +318,7 @@ def golden_dreams(objective: DreamObjective, photo: np.ndarray) -> tuple[dict[st
         key = f"dream/{s}x{s}"
         arrays[f"{key}/image"] = image
         arrays[f"{key}/result"] = dream_planes(image, torch_gradient(objective), settings)
-        runs.append(DreamRun(image=f"{key}/image", result=f"{key}/result", octaves=settings.octaves,
+        runs.append(DreamRun(image=f"{key}/image", result=f"{key}/result", size=(s, s), octaves=settings.octaves,
                              octave_scale=settings.octave_scale, iterations=settings.iterations, step=settings.step,
                              jitter=settings.jitter, seed=settings.seed,
                              note=f"{s}x{s}, octaves {' '.join(str(h) for h, _ in sizes)} (min_size {m})"))

@@ -52,7 +52,9 @@ manifest.json fields:
   are checked too; and ``dreams`` (dream bundles, at least one): short dreams of golden images, computed
   by the PyTorch reference with the backbone's own smallest side, that `gen verify` dreams again through
   the runtime's loop with ``dream.min_size`` (export makes two: one whose smaller octave is exactly
-  min_size, one whose smaller octave is one pixel short and skipped).
+  min_size, one whose smaller octave is one pixel short and skipped). Their octaves must include sides of
+  exactly min_size and min_size - 1, whatever min_size the manifest says: then any other value changes one
+  of them, and no dream can be dropped to hide it.
   (Format 2 added ``pictures`` and this reading; format 3 the random-noise pictures and ``dreams``,
   required whatever ``format_version`` a manifest claims, so older bundles are re-exported.
   ``stylegan.c_dim`` and ``class_index`` are optional within format 3: a manifest without them is
@@ -313,6 +315,7 @@ class DreamRun(Strict):
 
     image: str  # npz key: float32 [3, H, W] in [0, 1]
     result: str  # npz key: float32 [3, H, W], the dreamed image
+    size: tuple[Annotated[int, Field(ge=1, le=1024, strict=True)], Annotated[int, Field(ge=1, le=1024, strict=True)]]
     octaves: int = Field(ge=1, le=8, strict=True)
     octave_scale: float = Field(ge=1.0, le=4.0, allow_inf_nan=False)
     iterations: int = Field(ge=1, le=8, strict=True)
@@ -320,6 +323,11 @@ class DreamRun(Strict):
     jitter: int = Field(ge=0, le=64, strict=True)
     seed: int = Field(ge=0, le=2**32 - 1, strict=True)
     note: str = ""
+
+    def octave_sides(self) -> list[int]:
+        """The smaller side of each octave the dream would run with no min_size: what min_size cuts."""
+        h, w = self.size
+        return [min(round(h / self.octave_scale**i), round(w / self.octave_scale**i)) for i in range(self.octaves)]
 
 
 class GoldenSpec(Strict):
@@ -394,6 +402,12 @@ class Manifest(Strict):
         if (self.kind == "dream") != bool(self.golden.dreams):
             raise ValueError("golden.dreams is for dream bundles, each needs at least one (dream.min_size would go "
                              "unverified; a dream bundle made before format 3: re-export it)")
+        if self.kind == "dream":  # an octave of exactly min_size (runs) and one a pixel short (skipped): any other
+            m = self.dream.min_size  # min_size changes one of those dreams, so none can be left out to hide it
+            sides = {s for d in self.golden.dreams for s in d.octave_sides()}
+            if m not in sides or (m > 1 and m - 1 not in sides):
+                raise ValueError(f"golden.dreams have no octave of {m} and of {m - 1} pixels, so they do not pin "
+                                 f"dream.min_size {m}")
         # (whatever format_version says: a manifest could claim 2 to skip it)
         if self.kind == "stylegan" and all(p.noise != "random" for p in self.golden.pictures):
             raise ValueError("golden.pictures has no random-noise case: the order of stylegan.noise_inputs would go "
@@ -494,7 +508,7 @@ def golden_tensors(m: Manifest) -> dict[str, list[tuple[str, str, list[int | str
         wants.setdefault(p.image, []).append(("image", "uint8", [n, s.resolution, s.resolution, 3]))
     for d in m.golden.dreams:  # (dream bundles only)
         for key in (d.image, d.result):
-            wants.setdefault(key, []).append(("image", "float32", [3, "height", "width"]))
+            wants.setdefault(key, []).append(("image", "float32", [3, *d.size]))
     return wants
 
 

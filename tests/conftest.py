@@ -202,8 +202,9 @@ def tiny_dream_bundle(folder: Path, bad: str | None = None, objective_shape: lis
         "golden": {"cases": [{"graph": "dream_grad", "inputs": {"image": "image"},
                               "outputs": {"grad": "grad", "objective": "objective"}, "note": "random"},
                              {"graph": "features", "inputs": {"image": "image"}, "outputs": {"feat": "feat"}}],
-                   "dreams": [{"image": f"dream/{s}/image", "result": f"dream/{s}/result", "octaves": 2,
-                               "octave_scale": 1.4, "iterations": 2, "step": 0.05, "jitter": 2, "seed": 0}
+                   "dreams": [{"image": f"dream/{s}/image", "result": f"dream/{s}/result", "size": [s, s], "octaves": 2,
+                               "octave_scale": 1.4, "iterations": 2, "step": 0.05, "jitter": 2, "seed": 0,
+                               "note": f"{s} px"}
                               for s in (11, 10)],
                    "tolerances": {"dream_grad": {"rel_l2": 1e-5}, "features": {"rel_l2": 1e-5}}},
     }
