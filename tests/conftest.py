@@ -103,6 +103,65 @@ def assert_same_pictures(a: np.ndarray, b: np.ndarray) -> None:
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
 
 
+def json_paths(tree, prefix=(), leaves_first: bool = False):
+    """Every path (a tuple of keys and list indices, the first four items of a list) into a JSON tree;
+    `leaves_first` puts the root last (hypothesis leans towards the first items of a list it draws from)."""
+    if not leaves_first:
+        yield prefix
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from json_paths(v, prefix + (k,), leaves_first)
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree[:4]):
+            yield from json_paths(v, prefix + (i,), leaves_first)
+    if leaves_first:
+        yield prefix
+
+
+def run_gen(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """`gen ARGS` in a fresh interpreter, text output captured."""
+    return subprocess.run([sys.executable, "-m", "gen.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+@pytest.fixture
+def marker(tmp_path) -> Path:
+    """A file a hostile pickle's payload leaves behind if it ever runs (it never may)."""
+    path = tmp_path / "ran"
+    yield path
+    assert not path.exists(), "code from the file ran"
+
+
+def sampled(source: Path, psi: float, folder: Path, seeds: list[int], *more: str) -> np.ndarray:
+    """`gen sample SOURCE` of `seeds` (const noise) into `folder`, read back as [n, H, W, 3] uint8."""
+    from PIL import Image
+
+    folder.mkdir()
+    p = run_gen("sample", str(source), "--seeds", ",".join(map(str, seeds)), "--psi", str(psi),
+                "--noise-mode", "const", "--out", str(folder / "grid.png"), "--outdir", str(folder), *more)
+    assert p.returncode == 0, p.stderr
+    return np.stack([np.asarray(Image.open(folder / f"seed{s:04d}.png").convert("RGB")) for s in seeds])
+
+
+def assert_import_round_trip(file: Path, tmp_path: Path, words: tuple[str, ...], reference: dict,
+                             seeds: list[int]) -> Path:
+    """`gen import FILE`, its summary naming `words`; the run exported, the bundle verified; run and bundle
+    draw `reference["psi1.0"]` and `["psi0.7"]` (pictures of `seeds` by the original code). Returns the run."""
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    p = run_gen("import", str(file), "--out", str(run))
+    assert p.returncode == 0, p.stderr
+    for w in words:
+        assert w in p.stdout, p.stdout
+    assert run_gen("export", str(run), "--out", str(bundle)).returncode == 0
+    verified = run_gen("verify", str(bundle))
+    assert verified.returncode == 0 and "all within tolerance" in verified.stdout, verified.stdout + verified.stderr
+    for psi in (1.0, 0.7):
+        for source in (run, bundle):
+            got = sampled(source, psi, tmp_path / f"{source.name}-{psi}", seeds)
+            assert_same_pictures(got, reference[f"psi{psi:.1f}"])
+    return run
+
+
 def wait_frames(producer: FrameProducer, count: int, timeout: float = 60.0) -> list[np.ndarray]:
     """Take `count` frames from a kiosk's producer as they come (a display never waits like this)."""
     out, deadline = [], time.monotonic() + timeout

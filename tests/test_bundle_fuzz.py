@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHIPPED, tiny_dream_bundle
+from conftest import SHIPPED, json_paths, tiny_dream_bundle
 from gen.runtime.bundle import MAX_PROBLEMS, load_bundle, sha256_file
 from gen.runtime.dream.engine import bundle_engine
 from gen.runtime.errors import GenError
@@ -82,17 +82,6 @@ SCALARS = (st.none() | st.booleans() | NUMBERS | st.integers(-10**6, 10**6) | st
                                                      "mapping", "synthesis", "noise_0", "image", "grad"]))
 JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
-
-
-def paths_of(tree, prefix=()):
-    """Every path into the tree, leaves first (hypothesis leans towards the first: the root comes last)."""
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from paths_of(v, prefix + (k,))
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree[:4]):
-            yield from paths_of(v, prefix + (i,))
-    yield prefix
 
 
 SECTIONS = ["stylegan", "dream", "graphs", "preprocessing", "golden", "files", "kind"]
@@ -164,7 +153,7 @@ def mutated_bundle(draw, bundles: dict[str, Path]) -> tuple[str, str | None, dic
     manifest = json.loads((bundles[kind] / MANIFEST).read_text())
     what, raw = [], False
     for _ in range(draw(st.integers(0, 3), label="mutations")):
-        path = draw(st.sampled_from(sorted(paths_of(manifest), key=_section)), label="path")
+        path = draw(st.sampled_from(sorted(json_paths(manifest, leaves_first=True), key=_section)), label="path")
         action = draw(st.sampled_from(["plausible", "replace", "delete", "add", "nest", "scale", "duplicate", "raw"]),
                       label="action")
         if action == "raw" and raw:

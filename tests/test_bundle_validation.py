@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHIPPED, gen_without_torch, tiny_dream_bundle
+from conftest import SHIPPED, gen_without_torch, json_paths, tiny_dream_bundle
 from gen.runtime.bundle import (
     FORMAT_VERSION,
     MAX_MANIFEST_BYTES,
@@ -74,16 +74,6 @@ JSON_VALUES = st.recursive(
 )
 
 
-def paths_of(tree, prefix=()):
-    yield prefix
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from paths_of(v, prefix + (k,))
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree[:4]):
-            yield from paths_of(v, prefix + (i,))
-
-
 def mutate(tree, path, action, value):
     tree = copy.deepcopy(tree)
     if not path:
@@ -108,7 +98,7 @@ def mutate(tree, path, action, value):
 @given(data=st.data())
 def test_mutated_manifest_is_a_clear_error(good_bundle, tmp_path_factory, data):
     manifest = json.loads((good_bundle / "manifest.json").read_text())
-    paths = list(paths_of(manifest))
+    paths = list(json_paths(manifest))
     path = data.draw(st.sampled_from(paths), label="path")
     action = data.draw(st.sampled_from(["delete", "replace", "add"]), label="action")
     value = data.draw(JSON_VALUES, label="value")

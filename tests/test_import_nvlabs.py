@@ -10,30 +10,25 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from import_checks import assert_run_computes_reference
 from nvlabs_fakes import FakeEasyDict, dump_nvlabs, payload, persistent_network
-from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import assert_same_pictures
+from conftest import assert_import_round_trip, assert_same_pictures, sampled
+from conftest import run_gen as gen
 from gen.runtime.errors import GenError
 from gen.train import checkpoint as ckpt
-from gen.train.config import ModelConfig, model_from_json
-from gen.train.discriminator import Discriminator
+from gen.train.config import ModelConfig
 from gen.train.importers import import_model
 from gen.train.sample import generate, load_generator
 
 DATA = Path(__file__).parent / "data" / "nvlabs"
 SEEDS = [0, 1, 2, 3]
-
-
-def gen(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gen.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def reference(name: str = "sg2ada-32") -> dict[str, np.ndarray]:
@@ -58,13 +53,6 @@ def snapshot(change: dict | None = None, drop: tuple[str, ...] = (), extra: dict
         extra or {})
 
 
-@pytest.fixture
-def marker(tmp_path) -> Path:
-    path = tmp_path / "ran"
-    yield path
-    assert not path.exists(), "code from the file ran"
-
-
 def one_line_error(p: subprocess.CompletedProcess, *words: str) -> None:
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
@@ -73,33 +61,13 @@ def one_line_error(p: subprocess.CompletedProcess, *words: str) -> None:
         assert word in lines[0], lines[0]
 
 
-def sampled(source: Path, psi: float, folder: Path, *more: str) -> np.ndarray:
-    folder.mkdir()
-    p = gen("sample", str(source), "--seeds", "0-3", "--psi", str(psi), "--noise-mode", "const",
-            "--out", str(folder / "grid.png"), "--outdir", str(folder), *more)
-    assert p.returncode == 0, p.stderr
-    return np.stack([np.asarray(Image.open(folder / f"seed{s:04d}.png").convert("RGB")) for s in SEEDS])
-
-
 @pytest.mark.slow
 def test_imported_run_and_its_bundle_draw_nvlabs_pictures(tmp_path, marker):
     pkl = dump_nvlabs(tmp_path / "network-snapshot-000100.pkl", snapshot(), payload(marker))
-    run, bundle = tmp_path / "run", tmp_path / "bundle"
-
-    p = gen("import", str(pkl), "--out", str(run))
-
-    assert p.returncode == 0, p.stderr
-    for words in ("stylegan2-ada", "32x32, 3 channels", "2 layers, z 32 -> w 32, lr multiplier 0.01",
-                  "conv_clamp 256", "top 4 resolutions in FP16", "unconditional", "G_ema 66,723", "D 72,561",
-                  "optimiser and augmentation state"):
-        assert words in p.stdout, p.stdout
-    assert gen("export", str(run), "--out", str(bundle)).returncode == 0
-    verified = gen("verify", str(bundle))
-    assert verified.returncode == 0 and "all within tolerance" in verified.stdout, verified.stdout + verified.stderr
-    ref = reference()
-    for psi in (1.0, 0.7):
-        for source in (run, bundle):
-            assert_same_pictures(sampled(source, psi, tmp_path / f"{source.name}-{psi}"), ref[f"psi{psi:.1f}"])
+    words = ("stylegan2-ada", "32x32, 3 channels", "2 layers, z 32 -> w 32, lr multiplier 0.01", "conv_clamp 256",
+             "top 4 resolutions in FP16", "unconditional", "G_ema 66,723", "D 72,561",
+             "optimiser and augmentation state")
+    run = assert_import_round_trip(pkl, tmp_path, words, reference(), SEEDS)
     meta = ckpt.read_meta(run)
     assert meta["imported"]["file"] == pkl.name and meta["model"]["conv_clamp"] == 256
 
@@ -113,16 +81,8 @@ def test_imported_networks_compute_what_nvlabs_computes(tmp_path, marker):
     pkl = dump_nvlabs(tmp_path / "snapshot.pkl", snapshot(), payload(marker))
     found = import_model(pkl, tmp_path / "run")
     ref = reference()
-    G = load_generator(tmp_path / "run")
+    G, _ = assert_run_computes_reference(tmp_path / "run", ref, SEEDS)
     assert G.cfg.conv_clamp == 256 and found.num_fp16_res == 4
-    for psi in (1.0, 0.7):
-        assert_same_pictures(generate(G, SEEDS, psi, noise_mode="const"), ref[f"psi{psi:.1f}"])
-    tensors, meta = ckpt.load_checkpoint(tmp_path / "run")
-    D = Discriminator(model_from_json(meta["model"])).eval()
-    ckpt.load_module(D, ckpt.subdict(tensors, "D"), "D")
-    x = torch.from_numpy(ref["psi1.0"]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    with torch.no_grad():
-        assert np.allclose(D(x).numpy(), ref["d_logits"], atol=1e-5)
     for layer in [*G.synthesis.layers, *G.synthesis.torgbs]:
         layer.conv_clamp = None
     unclamped = generate(G, SEEDS, 1.0, noise_mode="const")
@@ -143,7 +103,7 @@ def test_class_conditional_model_draws_nvlabs_pictures_of_each_class(tmp_path, m
         for c in (0, 3):
             assert_same_pictures(generate(G, SEEDS, psi, noise_mode="const", class_idx=c),
                                  ref[f"psi{psi:.1f}-class{c}"])
-    assert_same_pictures(sampled(run, 0.7, tmp_path / "cli", "--class", "3"), ref["psi0.7-class3"])
+    assert_same_pictures(sampled(run, 0.7, tmp_path / "cli", SEEDS, "--class", "3"), ref["psi0.7-class3"])
     one_line_error(gen("sample", str(run), "--seeds", "0-3", "--out", str(tmp_path / "a.png")),
                    "class-conditional (5 classes)", "--class 0..4")
     one_line_error(gen("sample", str(run), "--class", "5", "--out", str(tmp_path / "a.png")), "out of range")

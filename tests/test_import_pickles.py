@@ -81,13 +81,6 @@ def assert_one_line(e: pytest.ExceptionInfo, *words: str) -> None:
         assert word in text, text
 
 
-@pytest.fixture
-def marker(tmp_path) -> Path:
-    path = tmp_path / "ran"
-    yield path
-    assert not path.exists(), "code from the file ran"
-
-
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_nvlabs_pickle_is_read_as_data(tmp_path, marker, protocol):
     path = tmp_path / "network-snapshot.pkl"

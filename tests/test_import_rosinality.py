@@ -9,31 +9,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from import_checks import assert_run_computes_reference
 from safetensors.torch import load_file
 
-from conftest import assert_same_pictures
+from conftest import assert_import_round_trip, assert_same_pictures
+from conftest import run_gen as gen
 from gen.runtime.errors import GenError
 from gen.train import checkpoint as ckpt
-from gen.train.config import model_from_json
-from gen.train.discriminator import Discriminator
 from gen.train.importers import import_model
 from gen.train.importers.rosinality import W_AVG_SAMPLES
 from gen.train.sample import generate, load_generator
 
 DATA = Path(__file__).parent / "data" / "rosinality"
 SEEDS = [0, 1, 2, 3]
-
-
-def gen(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gen.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def reference() -> dict[str, np.ndarray]:
@@ -58,49 +51,22 @@ def their_checkpoint(path: Path, drop: tuple[str, ...] = (), g_ema_change=None) 
     return path
 
 
-def sampled(source: Path, psi: float, folder: Path) -> np.ndarray:
-    folder.mkdir()
-    p = gen("sample", str(source), "--seeds", "0-3", "--psi", str(psi), "--noise-mode", "const",
-            "--out", str(folder / "grid.png"), "--outdir", str(folder))
-    assert p.returncode == 0, p.stderr
-    return np.stack([np.asarray(Image.open(folder / f"seed{s:04d}.png").convert("RGB")) for s in SEEDS])
-
-
 def test_imported_networks_compute_what_their_code_computes(tmp_path):
     """g_ema's pictures at psi 1 and 0.7 (in-process, no export) and d's logits."""
     found = import_model(their_checkpoint(tmp_path / "550000.pt"), tmp_path / "run")
     assert found.format == "rosinality" and set(found.parameters) == {"G_ema", "G", "D"}
-    ref = reference()
-    G = load_generator(tmp_path / "run")
+    G, tensors = assert_run_computes_reference(tmp_path / "run", reference(), SEEDS)
     assert (G.cfg.resolution, G.cfg.w_dim, G.cfg.mapping_layers) == (32, 32, 2)
     assert [G.cfg.channels(r) for r in (4, 8, 16, 32)] == [32, 32, 32, 16]
-    for psi in (1.0, 0.7):
-        assert_same_pictures(generate(G, SEEDS, psi, noise_mode="const"), ref[f"psi{psi:.1f}"])
-    tensors, meta = ckpt.load_checkpoint(tmp_path / "run")
     assert torch.equal(tensors["G_ema.mapping.w_avg"], load_file(DATA / "ros-32.safetensors")["latent_avg"].float())
-    D = Discriminator(model_from_json(meta["model"])).eval()
-    ckpt.load_module(D, ckpt.subdict(tensors, "D"), "D")
-    x = torch.from_numpy(ref["psi1.0"]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    with torch.no_grad():
-        assert np.allclose(D(x).numpy().ravel(), ref["d_logits"].ravel(), atol=1e-5)
 
 
 @pytest.mark.slow
 def test_imported_run_and_its_bundle_draw_their_pictures(tmp_path):
     pt = their_checkpoint(tmp_path / "550000.pt")
-    run, bundle = tmp_path / "run", tmp_path / "bundle"
-    p = gen("import", str(pt), "--out", str(run))
-    assert p.returncode == 0, p.stderr
-    for words in ("rosinality/stylegan2-pytorch checkpoint", "32x32, 3 channels", "z 32 -> w 32, lr multiplier 0.01",
-                  "min(512 / res, 32)", "G_ema 66,723", "D 72,561", "optimiser and augmentation state"):
-        assert words in p.stdout, p.stdout
-    assert gen("export", str(run), "--out", str(bundle)).returncode == 0
-    verified = gen("verify", str(bundle))
-    assert verified.returncode == 0 and "all within tolerance" in verified.stdout, verified.stdout + verified.stderr
-    ref = reference()
-    for psi in (1.0, 0.7):
-        for source in (run, bundle):
-            assert_same_pictures(sampled(source, psi, tmp_path / f"{source.name}-{psi}"), ref[f"psi{psi:.1f}"])
+    words = ("rosinality/stylegan2-pytorch checkpoint", "32x32, 3 channels", "z 32 -> w 32, lr multiplier 0.01",
+             "min(512 / res, 32)", "G_ema 66,723", "D 72,561", "optimiser and augmentation state")
+    assert_import_round_trip(pt, tmp_path, words, reference(), SEEDS)
 
 
 def test_a_checkpoint_without_latent_avg_or_d_says_so(tmp_path):

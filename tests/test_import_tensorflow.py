@@ -9,42 +9,25 @@ payload that leaves a marker file if it ran (it never may)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from import_checks import assert_run_computes_reference
 from nvlabs_fakes import dump_tensorflow, payload, tf_networks
-from PIL import Image
 
-from conftest import assert_same_pictures
+from conftest import assert_import_round_trip
+from conftest import run_gen as gen
 from gen.runtime.errors import GenError
-from gen.train import checkpoint as ckpt
-from gen.train.config import model_from_json
-from gen.train.discriminator import Discriminator
 from gen.train.importers import import_model
-from gen.train.sample import generate, load_generator
 
 DATA = Path(__file__).parent / "data" / "nvlabs-tf"
 SEEDS = [0, 1, 2, 3]
 
 
-def gen(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gen.cli", *args], capture_output=True, text=True, timeout=300)
-
-
 def reference() -> dict[str, np.ndarray]:
     with np.load(DATA / "sg2tf-32-pictures.npz") as f:
         return dict(f)
-
-
-@pytest.fixture
-def marker(tmp_path) -> Path:
-    path = tmp_path / "ran"
-    yield path
-    assert not path.exists(), "code from the file ran"
 
 
 def tf_pickle(path: Path, marker: Path, change=None, g_kwargs: dict | None = None,
@@ -62,40 +45,15 @@ def tf_pickle(path: Path, marker: Path, change=None, g_kwargs: dict | None = Non
 def test_imported_networks_compute_what_legacy_conversion_computes(tmp_path, marker):
     found = import_model(tf_pickle(tmp_path / "stylegan2-config-f.pkl", marker), tmp_path / "run")
     assert found.format == "stylegan2-tf" and set(found.parameters) == {"G_ema", "G", "D"}
-    ref = reference()
-    G = load_generator(tmp_path / "run")
-    for psi in (1.0, 0.7):
-        assert_same_pictures(generate(G, SEEDS, psi, noise_mode="const"), ref[f"psi{psi:.1f}"])
-    tensors, meta = ckpt.load_checkpoint(tmp_path / "run")
-    D = Discriminator(model_from_json(meta["model"])).eval()
-    ckpt.load_module(D, ckpt.subdict(tensors, "D"), "D")
-    x = torch.from_numpy(ref["psi1.0"]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    with torch.no_grad():
-        assert np.allclose(D(x).numpy().ravel(), ref["d_logits"].ravel(), atol=1e-5)
+    assert_run_computes_reference(tmp_path / "run", reference(), SEEDS)
 
 
 @pytest.mark.slow
 def test_imported_run_and_its_bundle_draw_legacy_pictures(tmp_path, marker):
     pkl = tf_pickle(tmp_path / "stylegan2-config-f.pkl", marker)
-    run, bundle = tmp_path / "run", tmp_path / "bundle"
-    p = gen("import", str(pkl), "--out", str(run))
-    assert p.returncode == 0, p.stderr
-    for words in ("StyleGAN2 TensorFlow network pickle", "32x32, 3 channels", "z 32 -> w 32, lr multiplier 0.01",
-                  "min(512 / res, 32)", "G_ema 66,723", "D 72,561"):
-        assert words in p.stdout, p.stdout
-    assert gen("export", str(run), "--out", str(bundle)).returncode == 0
-    verified = gen("verify", str(bundle))
-    assert verified.returncode == 0 and "all within tolerance" in verified.stdout, verified.stdout + verified.stderr
-    ref = reference()
-    for psi in (1.0, 0.7):
-        for source in (run, bundle):
-            folder = tmp_path / f"{source.name}-{psi}"
-            folder.mkdir()
-            p = gen("sample", str(source), "--seeds", "0-3", "--psi", str(psi), "--noise-mode", "const",
-                    "--out", str(folder / "grid.png"), "--outdir", str(folder))
-            assert p.returncode == 0, p.stderr
-            got = np.stack([np.asarray(Image.open(folder / f"seed{s:04d}.png").convert("RGB")) for s in SEEDS])
-            assert_same_pictures(got, ref[f"psi{psi:.1f}"])
+    words = ("StyleGAN2 TensorFlow network pickle", "32x32, 3 channels", "z 32 -> w 32, lr multiplier 0.01",
+             "min(512 / res, 32)", "G_ema 66,723", "D 72,561")
+    assert_import_round_trip(pkl, tmp_path, words, reference(), SEEDS)
 
 
 def _leftover(v):
