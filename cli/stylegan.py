@@ -37,20 +37,24 @@ def sample(
     engine: str = typer.Option("auto", help="Bundle engine: auto | cpu | cuda. Checkpoint device: cpu | cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing existing files (grid, seedNNNN.png)."),
     class_idx: int = class_option(),
+    pan: str = typer.Option(None, show_default=False,
+                            help="StyleGAN3: move the camera by X,Y picture widths (e.g. 0.25,-0.1)."),
+    rotate: float = typer.Option(None, show_default=False, help="StyleGAN3: turn the camera by this many degrees."),
 ) -> None:
     """Draw pictures for a list of seeds, from a bundle (runtime) or a checkpoint (PyTorch reference)."""
-    from gen.runtime.stylegan.sample import bundle_images, sample_to_files
+    from gen.runtime.stylegan.sample import bundle_images, parse_camera, sample_to_files
 
+    camera = parse_camera(pan, rotate)
     if has_manifest(source):  # a broken bundle says what is wrong with it, not "install torch"
         draw = partial(bundle_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, engine=engine,
-                       class_idx=class_idx)
+                       class_idx=class_idx, camera=camera)
     else:
         require_extra("torch")
         from gen.train.sample import checkpoint_images
 
         device = "cpu" if engine in ("auto", "cpu") else engine  # a checkpoint's --engine names a torch device
         draw = partial(checkpoint_images, source, psi=psi, cutoff=cutoff, noise_mode=noise_mode, device=device,
-                       class_idx=class_idx)
+                       class_idx=class_idx, camera=camera)
     err.print(escape(f"wrote {sample_to_files(draw, seeds, out, outdir, cols, overwrite=overwrite)}"))
 
 

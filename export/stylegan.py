@@ -1,4 +1,5 @@
-"""StyleGAN checkpoint -> bundle: mapping.onnx, synthesis.onnx and golden data from the PyTorch reference."""
+"""StyleGAN checkpoint -> bundle: mapping.onnx, synthesis.onnx and golden data from the PyTorch reference
+(StyleGAN2 and 1 with their noise inputs; StyleGAN3 with its camera transform)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from torch import nn
 from gen.runtime.bundle import GoldenCase, GoldenSpec, PictureCase, Preprocessing, StyleGANMeta, Tolerance
 from gen.runtime.images import nchw_to_images
 from gen.runtime.latents import DEFAULT_PSI, class_vector, seeds_to_z
+from gen.runtime.stylegan.generator import camera_transform
 from gen.train.sample import load_generator, random_noise
 from gen.train.stylegan import Generator, truncate
+from gen.train.stylegan3 import Generator3
 
 from .golden import save_golden
 from .onnx_graph import export_graph, graph_spec
@@ -26,6 +29,7 @@ TOLERANCES = {"mapping": Tolerance(max_abs=1e-5, rel_l2=1e-5), "synthesis": Tole
 GOLDEN_SEEDS = [0, 1, 2]  # each at batch 1
 GOLDEN_BATCH_SEEDS = [10, 11, 12, 13]  # and together at batch 4
 LICENSE = "the licence of the training data and of this checkpoint's owner (set by whoever trains it)"
+GOLDEN_CAMERA = dict(pan=(0.3, -0.2), rotate=25.0)  # StyleGAN3: a moved camera, so the transform input is checked
 
 
 class MappingGraph(nn.Module):
@@ -52,6 +56,17 @@ class SynthesisGraph(nn.Module):
         return self.synthesis(ws, noises=mixed)
 
 
+class CameraSynthesisGraph(nn.Module):
+    """StyleGAN3: ws and the camera transform [batch, 3, 3] -> picture (no noise)."""
+
+    def __init__(self, G: Generator3) -> None:
+        super().__init__()
+        self.synthesis = G.synthesis
+
+    def forward(self, ws: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
+        return self.synthesis(ws, transform)
+
+
 def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = True, overwrite: bool = False,
                     psi: float = DEFAULT_PSI, license: str = LICENSE):
     """Write a stylegan bundle for a checkpoint's EMA generator; returns (bundle, per-graph reports)."""
@@ -62,7 +77,7 @@ def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = Tr
         reports.update(export_graphs(G, folder, simplify))
         cases, pictures = golden_cases(G, folder, psi)
         cfg = G.cfg
-        noise_inputs = [f"noise_{i}" for i in range(len(G.synthesis.layers))]
+        noise_inputs = [] if isinstance(G, Generator3) else [f"noise_{i}" for i in range(len(G.synthesis.layers))]
         return dict(
             license=license, kind="stylegan",
             graphs={name: graph_spec(folder / f"{name}.onnx") for name in ("mapping", "synthesis")},
@@ -76,7 +91,7 @@ def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = Tr
     return write_bundle(out, fill, overwrite=overwrite), reports
 
 
-def export_graphs(G: Generator, folder: Path, simplify: bool) -> dict:
+def export_graphs(G: Generator | Generator3, folder: Path, simplify: bool) -> dict:
     batch = torch.export.Dim("batch", min=1, max=1024)
     z = torch.randn(2, G.cfg.z_dim)
     c = torch.from_numpy(class_vector(0, G.cfg.c_dim, 2)) if G.cfg.c_dim else None
@@ -84,6 +99,12 @@ def export_graphs(G: Generator, folder: Path, simplify: bool) -> dict:
     mapping = export_graph(MappingGraph(G), inputs, folder / "mapping.onnx", ["z", "c"][: len(inputs)], ["w"],
                            dynamic_shapes=tuple({0: batch} for _ in inputs), simplify=simplify)
     ws = G.mapping(z, c=c)
+    if isinstance(G, Generator3):
+        transform = torch.from_numpy(np.stack([np.eye(3, dtype=np.float32), camera_transform(**GOLDEN_CAMERA)]))
+        synthesis = export_graph(CameraSynthesisGraph(G), (ws, transform), folder / "synthesis.onnx",
+                                 ["ws", "transform"], ["img"], dynamic_shapes=({0: batch}, {0: batch}),
+                                 simplify=simplify)
+        return {"mapping": mapping, "synthesis": synthesis}
     noises = tuple(torch.randn(2, *s[1:]) for s in G.synthesis.noise_shapes())
     names = ["ws", "const_noise"] + [f"noise_{i}" for i in range(len(noises))]
     synthesis = export_graph(SynthesisGraph(G), (ws, torch.ones(1), noises), folder / "synthesis.onnx", names,
@@ -94,7 +115,7 @@ def export_graphs(G: Generator, folder: Path, simplify: bool) -> dict:
 
 
 @torch.no_grad()
-def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCase], list[PictureCase]]:
+def golden_cases(G: Generator | Generator3, folder: Path, psi: float) -> tuple[list[GoldenCase], list[PictureCase]]:
     """Reference inputs/outputs: seeds at batch 1 and a batch of 4; psi 1 and `psi`; const and random noise; a
     class-conditional model draws each group of seeds in a class of its own (0, 1, 2, 3, modulo the classes).
     And the pictures of those seeds at `psi` (the bundle's default) with const noise, and of the batch with each
@@ -102,7 +123,7 @@ def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCas
     arrays: dict[str, np.ndarray] = {}
     cases: list[GoldenCase] = []
     pictures: list[PictureCase] = []
-    shapes = G.synthesis.noise_shapes()
+    shapes = [] if isinstance(G, Generator3) else G.synthesis.noise_shapes()
     rng = np.random.RandomState(1234)
     groups = [[s] for s in GOLDEN_SEEDS] + [GOLDEN_BATCH_SEEDS]
     c_dim = G.cfg.c_dim
@@ -118,6 +139,9 @@ def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCas
         arrays[f"{key}/w"] = w.numpy()
         cases.append(GoldenCase(graph="mapping", inputs={k: f"{key}/{k}" for k in feeds}, outputs={"w": f"{key}/w"},
                                 note=about))
+        if isinstance(G, Generator3):
+            camera_cases(G, w, seeds, gi, about, psi, arrays, cases, pictures, cls)
+            continue
         for mode in ("const", "random"):
             p = psi if mode == "const" else 1.0
             ws = truncate(w[:, None].repeat(1, G.num_ws, 1), G.mapping.w_avg, p)
@@ -139,6 +163,15 @@ def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCas
                 arrays[f"pictures/{gi}"] = nchw_to_images(img.numpy())
                 pictures.append(PictureCase(seeds=seeds, ws=f"{key}/ws", image=f"pictures/{gi}", class_index=cls,
                                             note=f"{about}, psi {p}"))
+    if isinstance(G, Generator3):  # the batch again through a moved camera
+        seeds, last = groups[-1], pictures[-1]
+        camera = camera_transform(**GOLDEN_CAMERA)
+        img = G.synthesis(torch.from_numpy(arrays[last.ws]), torch.from_numpy(camera))
+        arrays["pictures/camera"] = nchw_to_images(img.numpy())
+        pictures.append(PictureCase(seeds=seeds, ws=last.ws, image="pictures/camera", camera=camera.ravel().tolist(),
+                                    class_index=last.class_index, note=f"{about}, psi {psi}, camera moved"))
+        save_golden(folder, arrays)
+        return cases, pictures
     # Constant noise is the same in any order of the noise inputs; each seed's own random noise is not.
     seeds, last = groups[-1], pictures[-1]
     img = G.synthesis(torch.from_numpy(arrays[last.ws]), noises=random_noise(G, seeds))
@@ -147,3 +180,23 @@ def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCas
                                 class_index=last.class_index, note=f"{about}, psi {psi}, random noise"))
     save_golden(folder, arrays)
     return cases, pictures
+
+
+def camera_cases(G: Generator3, w: torch.Tensor, seeds: list[int], gi: int, about: str, psi: float, arrays: dict,
+                 cases: list[GoldenCase], pictures: list[PictureCase], cls: int | None) -> None:
+    """StyleGAN3's synthesis cases for one group: at `psi` through the identity camera and at psi 1 through a
+    moved one; the picture at `psi` (identity) for the runtime to redraw."""
+    n = w.shape[0]
+    for name, p, camera in (("identity", psi, np.eye(3, dtype=np.float32)),
+                            ("camera", 1.0, camera_transform(**GOLDEN_CAMERA))):
+        ws = truncate(w[:, None].repeat(1, G.num_ws, 1), G.mapping.w_avg, p)
+        transform = np.repeat(camera[None], n, axis=0)
+        img = G.synthesis(ws, torch.from_numpy(transform))
+        key = f"synthesis/{gi}/{name}"
+        arrays |= {f"{key}/ws": ws.numpy(), f"{key}/transform": transform, f"{key}/img": img.numpy()}
+        cases.append(GoldenCase(graph="synthesis", inputs={"ws": f"{key}/ws", "transform": f"{key}/transform"},
+                                outputs={"img": f"{key}/img"}, note=f"{about}, psi {p}, {name} camera"))
+        if name == "identity":
+            arrays[f"pictures/{gi}"] = nchw_to_images(img.numpy())
+            pictures.append(PictureCase(seeds=seeds, ws=f"{key}/ws",
+                                        image=f"pictures/{gi}", class_index=cls, note=f"{about}, psi {p}"))

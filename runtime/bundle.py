@@ -32,6 +32,12 @@ manifest.json fields:
   [batch, 3, R, R]).
   The layer noise is ``noise_i + const_noise * baked_const_noise_i``: const mode feeds 1 and zeros,
   random mode feeds 0 and random noise, none feeds 0 and zeros.
+  StyleGAN3 (variant "stylegan3-t" or "stylegan3-r", alias-free) has no noise: ``noise_inputs`` is empty
+  and ``synthesis`` takes ws and ``transform`` [batch, 3, 3], the camera: the inverse of the affine
+  transform (rotation, then translation, in picture widths) that moves the picture, as NVlabs'
+  ``synthesis.input.transform`` (``gen.runtime.stylegan.generator.camera_transform``; identity: the plain
+  picture). Its golden pictures are all constant-noise; at least one has a moved ``camera`` (9 numbers,
+  row by row), so that the transform input is checked with the graphs.
 - ``dream``: backbone, layers and weights, objective, and the value range the graphs expect.
   Graphs: ``features`` (image -> chosen layers) and ``dream_grad`` (image [1, 3, height, width] ->
   grad of the same shape and the scalar objective).
@@ -74,9 +80,10 @@ Bounds (a manifest is data from anywhere; each bound is far beyond what ``gen ex
   bundle.
 - Shapes: rank <= 8; a fixed dimension is an integer 1..65536, a dynamic one an identifier-like name.
   ``z_dim``, ``w_dim`` <= 4096, ``num_ws`` <= 64, ``c_dim`` 0..10000, at least one noise input (every
-  StyleGAN layer has noise), noise [batch, 1, h, w] with h, w <= resolution, mapping inputs exactly z
-  [batch, z_dim] and (c_dim > 0) c [batch, c_dim], mapping w [batch, w_dim], synthesis img [batch, 3,
-  resolution, resolution]; a picture's ``class_index`` in 0..c_dim-1.
+  StyleGAN2 and 1 layer has noise; StyleGAN3 none), noise [batch, 1, h, w] with h, w <= resolution,
+  mapping inputs exactly z [batch, z_dim] and (c_dim > 0) c [batch, c_dim], mapping w [batch, w_dim],
+  synthesis img [batch, 3, resolution, resolution]; a picture's ``class_index`` in 0..c_dim-1, its
+  ``camera``'s numbers within +-10^4.
 - Numbers that feed pictures are finite: ``w_avg``, ``value_range`` (low < high), ``mean``, ``std``
   (3 values each, std >= 1e-3) within +-1e4; ``default_psi`` in [-2, 2]. ``dream.objective`` is a
   description whose known keys have their types (``terms`` a list of strings, ``class`` an integer);
@@ -159,7 +166,7 @@ class BundleError(GenError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 Value = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
@@ -207,33 +214,52 @@ class Preprocessing(Strict):
         return (hi - lo) / std, (lo - mean) / std
 
 
+STYLEGAN3 = ("stylegan3-t", "stylegan3-r")  # alias-free: no noise; a camera transform instead
+IDENTITY_CAMERA = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+
+
 class StyleGANMeta(Strict):
-    variant: Literal["stylegan2", "stylegan1"]
+    variant: Literal["stylegan2", "stylegan1", "stylegan3-t", "stylegan3-r"]
     resolution: int = Field(ge=8, le=1024)
     z_dim: int = Field(ge=1, le=MAX_LATENT)
     w_dim: int = Field(ge=1, le=MAX_LATENT)
     num_ws: int = Field(ge=1, le=MAX_NUM_WS)
     w_avg: list[Value] = Field(max_length=MAX_LATENT)
     default_psi: float = Field(default=DEFAULT_PSI, allow_inf_nan=False, ge=PSI_RANGE[0], le=PSI_RANGE[1])
-    noise_inputs: list[Name] = Field(min_length=1, max_length=2 * MAX_NUM_WS)  # every layer has noise
+    # every layer's noise (StyleGAN2 and 1, at least one); StyleGAN3 has none
+    noise_inputs: list[Name] = Field(max_length=2 * MAX_NUM_WS)
     c_dim: int = Field(default=0, ge=0, le=MAX_CLASSES)  # classes; 0 (format 3 without it): unconditional
+
+    @property
+    def alias_free(self) -> bool:
+        """StyleGAN3: synthesis takes ws and the camera `transform` [batch, 3, 3], no noise."""
+        return self.variant in STYLEGAN3
 
     @model_validator(mode="after")
     def _w_avg_size(self):
         if len(self.w_avg) != self.w_dim:
             raise ValueError(f"w_avg has {len(self.w_avg)} values but w_dim is {self.w_dim}")
+        if self.alias_free and self.noise_inputs:
+            raise ValueError(f"noise_inputs must be empty: {self.variant} has no noise")
+        if not self.alias_free and not self.noise_inputs:
+            raise ValueError(f"noise_inputs is empty, but every {self.variant} layer has noise")
         return self
 
     def check_graphs(self, graphs: dict[str, GraphSpec]) -> None:
-        """The graph signatures the runtime relies on: names, and the static sizes of z, w, ws, noise and img."""
+        """The graph signatures the runtime relies on: names, and the static sizes of z, w, ws, noise, the camera
+        transform and img."""
         mapping, synthesis = graphs["mapping"], graphs["synthesis"]
         ins = {t.name: t.shape for t in synthesis.inputs}
-        want = {"ws", "const_noise", *self.noise_inputs}
-        if set(ins) != want or len(want) != 2 + len(self.noise_inputs):
-            raise ValueError(f"synthesis inputs {sorted(ins)} do not match ws, const_noise and noise_inputs")
+        extra = ["transform"] if self.alias_free else ["const_noise", *self.noise_inputs]
+        want = {"ws", *extra}
+        if set(ins) != want or len(want) != 1 + len(extra):
+            raise ValueError(f"synthesis inputs {sorted(ins)} do not match ws, "
+                             + ("transform" if self.alias_free else "const_noise and noise_inputs"))
         if len(ins["ws"]) != 3 or ins["ws"][1:] != [self.num_ws, self.w_dim]:
             raise ValueError(f"synthesis input ws has shape {ins['ws']}, not [batch, {self.num_ws}, {self.w_dim}]")
-        if ins["const_noise"] != [1]:
+        if self.alias_free and (len(ins["transform"]) != 3 or ins["transform"][1:] != [3, 3]):
+            raise ValueError(f"synthesis input transform has shape {ins['transform']}, not [batch, 3, 3]")
+        if not self.alias_free and ins["const_noise"] != [1]:
             raise ValueError(f"synthesis input const_noise has shape {ins['const_noise']}, not [1]")
         r = self.resolution
         for name in self.noise_inputs:  # a layer's noise is at most the picture's size
@@ -305,6 +331,9 @@ class PictureCase(Strict):
     image: str  # npz key: PyTorch's pictures, uint8 [N, resolution, resolution, 3]
     noise: Literal["const", "random"] = "const"  # (format 3)
     class_index: int | None = Field(default=None, ge=0, lt=MAX_CLASSES)  # exactly for class-conditional models
+    # StyleGAN3: the camera transform the pictures were drawn through (None: the identity), 3x3 row by row
+    camera: Annotated[list[Annotated[float, Field(allow_inf_nan=False, ge=-1e4, le=1e4)]],
+                      Field(min_length=9, max_length=9)] | None = None
     note: str = ""
 
 
@@ -409,9 +438,17 @@ class Manifest(Strict):
                 raise ValueError(f"golden.dreams have no octave of {m} and of {m - 1} pixels, so they do not pin "
                                  f"dream.min_size {m}")
         # (whatever format_version says: a manifest could claim 2 to skip it)
-        if self.kind == "stylegan" and all(p.noise != "random" for p in self.golden.pictures):
+        alias_free = self.kind == "stylegan" and self.stylegan.alias_free
+        if self.kind == "stylegan" and not alias_free and all(p.noise != "random" for p in self.golden.pictures):
             raise ValueError("golden.pictures has no random-noise case: the order of stylegan.noise_inputs would go "
                              "unverified (a format 2 stylegan bundle: re-export it)")
+        if alias_free and any(p.noise != "const" for p in self.golden.pictures):
+            raise ValueError(f"golden.pictures has a random-noise case, but {self.stylegan.variant} has no noise")
+        if alias_free and not any(p.camera not in (None, IDENTITY_CAMERA) for p in self.golden.pictures):
+            raise ValueError("golden.pictures has no case with a moved camera: the transform input would go "
+                             "unverified")
+        if not alias_free and any(p.camera is not None for p in self.golden.pictures):
+            raise ValueError("golden.pictures has a camera, which only StyleGAN3 bundles take")
         lo, hi = self.preprocessing.value_range
         for name, tol in self.golden.tolerances.items():
             if tol.max_abs is not None and tol.max_abs > MAX_ABS_OF_RANGE * (hi - lo):

@@ -158,7 +158,8 @@ def picture_checks(bundle: Bundle, golden: dict[str, np.ndarray], gen: BundleGen
     random each seed's own noise): their styles against PyTorch's (mapping's tolerance) and their pictures against
     PyTorch's, in 8-bit levels."""
     want_ws, want_img = golden[case.ws], golden[case.image]
-    ws, img = gen.draw(case.seeds, gen.psi(None), noise_mode=case.noise, class_idx=case.class_index)
+    camera = None if case.camera is None else np.asarray(case.camera, np.float32).reshape(3, 3)
+    ws, img = gen.draw(case.seeds, gen.psi(None), noise_mode=case.noise, class_idx=case.class_index, camera=camera)
     note = case.note or f"seeds {case.seeds}, {case.noise} noise"
     tol = tolerance_for(bundle, "mapping", gen.mapping.precision)
     if gen.mapping.precision != "fp16":

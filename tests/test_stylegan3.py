@@ -36,13 +36,6 @@ def their_generator(name: str, tmp_path: Path, marker: Path, change=None):
     return read_model_file(pkl).networks["G_ema"]
 
 
-@pytest.fixture
-def marker(tmp_path) -> Path:
-    path = tmp_path / "ran"
-    yield path
-    assert not path.exists(), "code from the file ran"
-
-
 def draw(G: Generator3, psi: float, transform: np.ndarray | None = None, seeds=SEEDS) -> np.ndarray:
     z = torch.from_numpy(np.concatenate([np.random.RandomState(s).randn(1, G.cfg.z_dim) for s in seeds])).float()
     with torch.no_grad():

@@ -78,6 +78,61 @@ class ModelConfig:
         return min(self.channel_base // res, self.channel_max)
 
 
+VARIANTS3 = ("stylegan3-t", "stylegan3-r")
+# beyond NVlabs' configs (14 layers, margins of 10, cutoff 2), and small enough that no layout needs terabytes
+BOUNDS3 = {**{k: MODEL_BOUNDS[k] for k in ("z_dim", "w_dim", "mapping_layers", "mapping_lr_mul", "c_dim")},
+           "channel_base": (int, 1, 2**18), "channel_max": (int, 1, 2048), "num_layers": (int, 2, 64),
+           "num_critical": (int, 1, 63), "first_cutoff": (float, 0.5, 64), "first_stopband": (float, 0.5, 128),
+           "last_stopband_rel": (float, 1, 4), "margin_size": (int, 0, 64), "output_scale": (float, 1e-3, 1e3),
+           "filter_size": (int, 1, 16), "lrelu_upsampling": (int, 1, 4)}
+
+
+@dataclass(frozen=True)
+class Stylegan3Config:
+    """A StyleGAN3 generator's layout (NVlabs' names in comments where ours differ)."""
+
+    resolution: int = 256
+    variant: str = "stylegan3-t"
+    z_dim: int = 512
+    w_dim: int = 512
+    c_dim: int = 0
+    mapping_layers: int = 2
+    mapping_lr_mul: float = 0.01
+    channel_base: int = 32768  # R: doubled (65536)
+    channel_max: int = 512  # R: doubled (1024)
+    num_layers: int = 14  # synthesis layers, Fourier features and ToRGB aside
+    num_critical: int = 2  # critically sampled layers at the end
+    first_cutoff: float = 2.0
+    first_stopband: float = 2**2.1
+    last_stopband_rel: float = 2**0.3
+    margin_size: int = 10  # pixels computed outside the picture on each side
+    output_scale: float = 0.25
+    filter_size: int = 6  # taps per unit of the lower sampling rate, when resampling
+    lrelu_upsampling: int = 2  # the leaky ReLU runs at this multiple of the sampling rate
+    conv_clamp: float | None = 256.0
+
+    @property
+    def conv_kernel(self) -> int:
+        return 1 if self.variant == "stylegan3-r" else 3
+
+    @property
+    def radial_filters(self) -> bool:
+        return self.variant == "stylegan3-r"
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS3:
+            raise GenError(f"unknown StyleGAN3 variant {self.variant!r}; choose one of {', '.join(VARIANTS3)}")
+        r = self.resolution
+        if not isinstance(r, int) or isinstance(r, bool) or r < 8 or r > 1024 or r & (r - 1):
+            raise GenError(f"resolution must be a power of two from 8 to 1024, got {r!r}")
+        check_fields(vars(self), BOUNDS3)
+        if not 1 <= self.num_critical < self.num_layers:
+            raise GenError(f"num_critical must be 1..num_layers - 1, got {self.num_critical} of {self.num_layers}")
+        clamp = self.conv_clamp
+        if clamp is not None and not (is_number(clamp) and 0 < clamp <= _LARGE):
+            raise GenError(f"conv_clamp must be positive or None, got {clamp!r}")
+
+
 # A batch of 0 would train forever (the image count never grows), an ada_kimg of 0 divide by zero.
 TRAIN_BOUNDS = {"batch": (int, 1, 65536), "g_lr": (float, 0, 1), "d_lr": (float, 0, 1), "r1_gamma": (float, 0, 1e4),
                 "r1_interval": (int, 1, _LARGE), "pl_weight": (float, 0, 1e4), "pl_interval": (int, 1, _LARGE),
@@ -156,12 +211,13 @@ def to_json(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def model_from_json(d: dict) -> ModelConfig:
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = set(d) - known
+def model_from_json(d: dict) -> ModelConfig | Stylegan3Config:
+    """A checkpoint's model config: StyleGAN3's by its variant, else StyleGAN2's (or 1's)."""
+    kind = Stylegan3Config if d.get("variant") in VARIANTS3 else ModelConfig
+    unknown = set(d) - {f.name for f in dataclasses.fields(kind)}
     if unknown:
         raise GenError(f"checkpoint model config has unknown fields {sorted(unknown)}; is it from a newer gen?")
-    return ModelConfig(**d)
+    return kind(**d)
 
 
 def train_from_json(d: dict) -> TrainConfig:

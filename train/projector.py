@@ -33,6 +33,7 @@ from .config import ProjectSettings
 from .devices import resolve_device
 from .sample import load_generator
 from .stylegan import Generator
+from .stylegan3 import Generator3
 
 PERCEPTUAL_SIZE = 224
 
@@ -180,6 +181,8 @@ def project_to_folder(photo: Path, checkpoint: Path, out: Path, settings: Projec
     if video is not None:
         check_video_path(check_output_path(video, overwrite=overwrite))
     G = load_generator(checkpoint, resolve_device(device))
+    if isinstance(G, Generator3):
+        raise GenError(f"'{checkpoint}' holds a StyleGAN3 model; gen project finds w for StyleGAN2 models only")
     target = resize_center_crop(photo_rgb, G.cfg.resolution)
     out.mkdir(parents=True, exist_ok=True)
     frames: list[np.ndarray] = []

@@ -30,7 +30,7 @@ from gen.runtime.progress import progress_bar
 
 from . import checkpoint as ckpt
 from .augment import AdaptiveAugment
-from .config import ModelConfig, TrainConfig, get_preset, model_from_json, to_json, train_from_json
+from .config import ModelConfig, Stylegan3Config, TrainConfig, get_preset, model_from_json, to_json, train_from_json
 from .data import SAMPLE_DATA, ImageFolder, close_loader, make_loader
 from .devices import resolve_device
 from .discriminator import Discriminator
@@ -575,6 +575,8 @@ def fine_tune(data: Path | None, run: Path, *, preset: str | None, model_overrid
     if data is None:
         raise GenError(f"'{run}' holds an imported model; fine-tuning it needs a folder of images: gen train DATA "
                        f"--resume {run}")
+    if isinstance(model, Stylegan3Config):
+        raise GenError(f"'{run}' holds a StyleGAN3 model; gen samples and exports StyleGAN3 but does not train it yet")
     if model_overrides:
         raise GenError(f"'{run}' holds an imported model: its architecture is fixed; fine-tune it without "
                        "--resolution/--variant")

@@ -1,4 +1,5 @@
-"""StyleGAN from a bundle, without torch: seeds (and a class) -> z -> w -> truncated styles -> pictures."""
+"""StyleGAN from a bundle, without torch: seeds (and a class) -> z -> w -> truncated styles -> pictures (through
+StyleGAN3's camera)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from gen.runtime.bundle import Bundle, BundleError
 from gen.runtime.engines import check_finite, open_runner
+from gen.runtime.errors import GenError
 from gen.runtime.images import nchw_to_images
 from gen.runtime.latents import check_noise_mode, class_vector, seed_noise, seeds_to_z
 
@@ -29,6 +31,7 @@ class BundleGenerator:
         self.value_range = bundle.manifest.preprocessing.value_range  # of img: [-1, 1] for our exports
         shapes = {t.name: t.shape for t in bundle.manifest.graphs["synthesis"].inputs}
         self.noise_shapes = [tuple(shapes[name][1:]) for name in self.meta.noise_inputs]
+        self.alias_free = self.meta.alias_free  # StyleGAN3: a camera, no noise
 
     @property
     def engine(self) -> str:
@@ -64,9 +67,17 @@ class BundleGenerator:
         return truncate(ws, self.w_avg, psi, cutoff)
 
     def synthesize(self, ws: np.ndarray, noise_mode: str = "const", rng: np.random.RandomState | None = None,
-                   noises: Sequence[np.ndarray] | None = None) -> np.ndarray:
-        """ws -> images [N, 3, R, R] in about [-1, 1]. `noises` (explicit per-layer noise) wins over the mode."""
+                   noises: Sequence[np.ndarray] | None = None, camera: np.ndarray | None = None) -> np.ndarray:
+        """ws -> images [N, 3, R, R] in about [-1, 1]. `noises` (explicit per-layer noise) wins over the mode.
+        StyleGAN3 draws through `camera` (camera_transform; None: the identity) and has no noise."""
         n, explicit = ws.shape[0], noises is not None
+        if self.alias_free:
+            check_noise_mode(noise_mode)
+            cam = np.eye(3, dtype=np.float32) if camera is None else np.asarray(camera, np.float32)
+            return self._run(ws, {"ws": ws, "transform": np.repeat(cam[None], n, axis=0)})
+        if camera is not None:
+            raise GenError("--pan and --rotate move StyleGAN3's camera; this is a "
+                           f"{self.meta.variant} bundle")
         if not explicit:
             check_noise_mode(noise_mode)
             if noise_mode == "random":
@@ -75,7 +86,10 @@ class BundleGenerator:
             else:
                 noises = [np.zeros((n, *s), np.float32) for s in self.noise_shapes]
         const = np.array([1.0 if noise_mode == "const" and not explicit else 0.0], np.float32)
-        feeds = {"ws": ws, "const_noise": const, **dict(zip(self.meta.noise_inputs, noises))}
+        return self._run(ws, {"ws": ws, "const_noise": const, **dict(zip(self.meta.noise_inputs, noises))})
+
+    def _run(self, ws: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        n = ws.shape[0]
         img = self.synthesis.run(feeds)["img"]
         r = self.meta.resolution
         if img.shape != (n, 3, r, r):
@@ -83,24 +97,35 @@ class BundleGenerator:
                               f"[{n}, 3, {r}, {r}]; re-export the bundle")
         return check_finite(self.synthesis.spec, "img", img)
 
-    def pictures(self, ws: np.ndarray, noise_mode: str = "const", noises: Sequence[np.ndarray] | None = None
-                 ) -> np.ndarray:
+    def pictures(self, ws: np.ndarray, noise_mode: str = "const", noises: Sequence[np.ndarray] | None = None,
+                 camera: np.ndarray | None = None) -> np.ndarray:
         """ws -> uint8 pictures [N, R, R, 3], the synthesis's value range mapped to 0..255."""
-        return nchw_to_images(self.synthesize(ws, noise_mode, noises=noises), *self.value_range)
+        return nchw_to_images(self.synthesize(ws, noise_mode, noises=noises, camera=camera), *self.value_range)
 
     def draw(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const",
-             class_idx: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+             class_idx: int | None = None, camera: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One batch of seeds -> (their styles, uint8 pictures [N, R, R, 3]): `gen sample`'s path, which `gen verify`
         holds to PyTorch's. Random noise is each seed's own (latents.seed_noise), fed in the order of noise_inputs."""
         ws = self.styles(seeds_to_z(seeds, self.meta.z_dim), psi, cutoff, class_idx)
         noises = seed_noise(seeds, self.meta.z_dim, self.noise_shapes) if noise_mode == "random" else None
-        return ws, self.pictures(ws, noise_mode, noises)
+        return ws, self.pictures(ws, noise_mode, noises, camera)
 
     def images(self, seeds: Sequence[int], psi: float = 1.0, cutoff: int | None = None, noise_mode: str = "const",
-               batch: int = 8, class_idx: int | None = None) -> np.ndarray:
-        """Seeds -> uint8 pictures [N, R, R, 3]; the same seed (and class) gives the PyTorch sampler's picture."""
-        return np.concatenate([self.draw(list(seeds[i : i + batch]), psi, cutoff, noise_mode, class_idx)[1]
+               batch: int = 8, class_idx: int | None = None, camera: np.ndarray | None = None) -> np.ndarray:
+        """Seeds -> uint8 pictures [N, R, R, 3]; the same seed (and class, and camera) gives the PyTorch sampler's
+        picture."""
+        return np.concatenate([self.draw(list(seeds[i : i + batch]), psi, cutoff, noise_mode, class_idx, camera)[1]
                                for i in range(0, len(seeds), batch)])
+
+
+def camera_transform(pan: Sequence[float] = (0.0, 0.0), rotate: float = 0.0) -> np.ndarray:
+    """StyleGAN3's camera: the picture turned by `rotate` degrees and moved by `pan` (x, y, in
+    picture widths), as the 3x3 inverse transform its synthesis takes (NVlabs' gen_images.py --translate and
+    --rotate draw the same)."""
+    a = np.deg2rad(rotate)
+    c, s = np.cos(a), np.sin(a)
+    m = np.array([[c, s, pan[0]], [-s, c, pan[1]], [0.0, 0.0, 1.0]])
+    return np.linalg.inv(m).astype(np.float32)
 
 
 def truncate(ws: np.ndarray, w_avg: np.ndarray, psi: float, cutoff: int | None = None) -> np.ndarray:

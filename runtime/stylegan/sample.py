@@ -16,15 +16,35 @@ from gen.runtime.files import check_output_path
 from gen.runtime.images import make_grid, save_image
 from gen.runtime.latents import parse_seeds
 
-from .generator import BundleGenerator
+from .generator import BundleGenerator, camera_transform
 
 
 def bundle_images(bundle: Path, seeds: Sequence[int], psi: float | None = None, cutoff: int | None = None,
-                  noise_mode: str = "const", engine: str = "auto", class_idx: int | None = None) -> np.ndarray:
-    """uint8 pictures [N, R, R, 3] of the seeds (of class `class_idx` for a class-conditional bundle); psi None:
-    the bundle's default."""
+                  noise_mode: str = "const", engine: str = "auto", class_idx: int | None = None,
+                  camera: np.ndarray | None = None) -> np.ndarray:
+    """uint8 pictures [N, R, R, 3] of the seeds (of class `class_idx` for a class-conditional bundle, through
+    `camera` for StyleGAN3); psi None: the bundle's default."""
     with BundleGenerator(load_bundle(bundle), engine) as gen:
-        return gen.images(seeds, psi=gen.psi(psi), cutoff=cutoff, noise_mode=noise_mode, class_idx=class_idx)
+        return gen.images(seeds, psi=gen.psi(psi), cutoff=cutoff, noise_mode=noise_mode, class_idx=class_idx,
+                          camera=camera)
+
+
+def parse_camera(pan: str | None, rotate: float | None) -> np.ndarray | None:
+    """--pan "X,Y" (picture widths) and --rotate DEGREES -> StyleGAN3's camera transform; None when neither is
+    given (the plain picture)."""
+    if pan is None and rotate is None:
+        return None
+    xy = (0.0, 0.0)
+    if pan is not None:
+        try:
+            xy = tuple(float(v) for v in pan.split(","))
+        except ValueError:
+            xy = ()
+        if len(xy) != 2 or not all(np.isfinite(xy)) or max(map(abs, xy)) > 1000:
+            raise GenError(f"--pan takes two numbers 'X,Y' in picture widths (e.g. 0.25,-0.1), got {pan!r}")
+    if rotate is not None and not (np.isfinite(rotate) and abs(rotate) <= 36000):
+        raise GenError(f"--rotate takes degrees, got {rotate!r}")
+    return camera_transform(xy, rotate or 0.0)
 
 
 def sample_to_files(draw: Callable[[list[int]], np.ndarray], seeds: str, out: Path, outdir: Path | None = None,

@@ -1,7 +1,7 @@
 """`gen import`: StyleGAN models trained with other projects' code -> gen run folders that draw their pictures.
 
-pickles.read_model_file reads a file as data (nothing in it runs); a converter per format (nvlabs, tensorflow,
-rosinality) turns its networks into our Generator's and Discriminator's state dicts and a ModelConfig;
+pickles.read_model_file reads a file as data (nothing in it runs); a converter per format (nvlabs, stylegan3,
+tensorflow, rosinality) turns its networks into our Generator's and Discriminator's state dicts and a ModelConfig;
 import_model writes them as an ordinary checkpoint that `gen sample`, `gen export`, `gen walk` and `gen mix` take.
 """
 
@@ -14,18 +14,23 @@ from gen.runtime.files import output_error
 
 from .. import checkpoint as ckpt
 from ..config import to_json
-from . import nvlabs, rosinality, tensorflow
+from . import nvlabs, rosinality, stylegan3, tensorflow
 from .base import Imported
 from .pickles import ModelFile, read_model_file
 
-CONVERTERS = {"stylegan2-ada": nvlabs.convert, "stylegan2-tf": tensorflow.convert, "rosinality": rosinality.convert}
+CONVERTERS = {"stylegan2-ada": nvlabs.convert, "stylegan3": stylegan3.convert, "stylegan2-tf": tensorflow.convert,
+              "rosinality": rosinality.convert}
 
 
 def convert(model: ModelFile) -> tuple[Imported, dict]:
-    """A read ModelFile -> (Imported, the checkpoint's tensors: G_ema, G, D prefixed), by its format."""
-    if model.format not in CONVERTERS:
-        raise GenError(f"'{model.path}' is a {model.format} file, which gen does not import")
-    return CONVERTERS[model.format](model)
+    """A read ModelFile -> (Imported, the checkpoint's tensors: G_ema, G, D prefixed), by its format (NVlabs'
+    stylegan3 pickles are stylegan2-ada-pytorch's, told apart by their synthesis layers)."""
+    kind = model.format
+    if kind == "stylegan2-ada" and stylegan3.is_stylegan3(model.generator):
+        kind = "stylegan3"
+    if kind not in CONVERTERS:
+        raise GenError(f"'{model.path}' is a {kind} file, which gen does not import")
+    return CONVERTERS[kind](model)
 
 
 def import_model(source: str | Path, out: str | Path, overwrite: bool = False) -> Imported:

@@ -14,16 +14,17 @@ from gen.runtime.bundle import sha256_file
 from gen.runtime.errors import GenError
 
 from .. import checkpoint as ckpt
-from ..config import ModelConfig
+from ..config import ModelConfig, Stylegan3Config
 from ..discriminator import Discriminator
 from ..layers import lowpass_kernel
+from ..sample import new_generator
 from ..state_dicts import first_non_finite
-from ..stylegan import Generator
 
 FILTER = [1, 3, 3, 1]  # the one low-pass filter our networks run
 FORMAT_NAMES = {"stylegan2-ada": "NVlabs stylegan2-ada-pytorch network pickle",
                 "stylegan2-tf": "NVlabs StyleGAN2 TensorFlow network pickle",
-                "rosinality": "rosinality/stylegan2-pytorch checkpoint"}
+                "rosinality": "rosinality/stylegan2-pytorch checkpoint",
+                "stylegan3": "NVlabs stylegan3 network pickle"}
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Imported:
 
     source: Path
     format: str
-    model: ModelConfig
+    model: ModelConfig | Stylegan3Config
     img_channels: int = 3
     c_dim: int = 0
     num_fp16_res: int = 0
@@ -46,11 +47,16 @@ class Imported:
         fp16 = (f"; NVlabs runs the top {self.num_fp16_res} resolutions in FP16 on GPUs, gen in FP32"
                 if self.num_fp16_res else "")
         clamp = f"conv_clamp {m.conv_clamp:g}" if m.conv_clamp is not None else "no conv_clamp"
+        if isinstance(m, Stylegan3Config):
+            synthesis = (f"alias-free, config {m.variant[-1].upper()}, {m.num_layers} layers, channel_base "
+                         f"{m.channel_base}, channel_max {m.channel_max}, {clamp}{fp16}")
+        else:
+            synthesis = f"skip architecture, channels min({m.channel_base} / res, {m.channel_max}), {clamp}{fp16}"
         return [
             ("format", f"{self.format} ({FORMAT_NAMES.get(self.format, 'unknown')})"),
             ("resolution", f"{m.resolution}x{m.resolution}, {self.img_channels} channels"),
             ("mapping", f"{m.mapping_layers} layers, z {m.z_dim} -> w {m.w_dim}, lr multiplier {m.mapping_lr_mul:g}"),
-            ("synthesis", f"skip architecture, channels min({m.channel_base} / res, {m.channel_max}), {clamp}{fp16}"),
+            ("synthesis", synthesis),
             ("classes", f"{self.c_dim} (gen sample RUN --class 0..{self.c_dim - 1})" if self.c_dim
              else "none (unconditional)"),
             ("parameters", ", ".join(f"{k} {v:,}" for k, v in self.parameters.items())),
@@ -111,12 +117,12 @@ class Taker:
                            f"{', ...' if len(names) > 3 else ''}); gen cannot represent it, so nothing was imported")
 
 
-def check_converted(cfg: ModelConfig, tensors: dict[str, torch.Tensor], path: Path) -> dict[str, int]:
+def check_converted(cfg: ModelConfig | Stylegan3Config, tensors: dict[str, torch.Tensor], path: Path) -> dict[str, int]:
     """The converted tensors are finite and load into our networks: a shape that the config does not predict
     is one line. Returns each network's parameter count (ours: the same figure whatever the file's format)."""
     if (bad := first_non_finite(tensors)) is not None:
         raise GenError(f"'{path}': tensor '{bad}' holds NaN or infinite values; the model is damaged")
-    nets = {"G_ema": Generator(cfg)}
+    nets = {"G_ema": new_generator(cfg)}
     if any(k.startswith("G.") for k in tensors):
         nets["G"] = nets["G_ema"]
     if any(k.startswith("D.") for k in tensors):

@@ -14,9 +14,10 @@ import torch
 
 from gen.runtime.errors import GenError
 
+from .. import checkpoint as ckpt
 from ..stylegan3 import Generator3, Stylegan3Config
-from .base import Taker, plain
-from .pickles import PersistentObject
+from .base import Imported, Taker, check_converted, plain
+from .pickles import ModelFile, PersistentObject
 
 # NVlabs' SynthesisNetwork and SynthesisLayer defaults, for arguments a pickle does not record
 DEFAULTS = dict(channel_base=32768, channel_max=512, num_layers=14, num_critical=2, first_cutoff=2,
@@ -70,6 +71,31 @@ def generator_config(G: PersistentObject, what: str) -> Stylegan3Config:
         raise GenError(f"{what} was built with arguments gen cannot read ({e})") from None
 
 
+def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
+    """A read NVlabs stylegan3 ModelFile -> what was found and the checkpoint's tensors (G_ema and G prefixed).
+    D is left out: its layout is StyleGAN2's D at StyleGAN3's channels, which only training would use, and gen
+    trains StyleGAN3 from scratch only (not yet: sampling and export come first)."""
+    nets = model.networks
+    g_name = "G_ema" if "G_ema" in nets else "G"
+    cfg = generator_config(nets[g_name], f"'{model.path}' {g_name}")
+    kw = nets[g_name].init_kwargs
+    found = Imported(model.path, "stylegan3", cfg, 3, cfg.c_dim, int(plain(kw.get("num_fp16_res", 0)) or 0))
+    tensors: dict[str, torch.Tensor] = {}
+    for name in ("G_ema", "G"):
+        if name not in nets:
+            continue
+        if name != g_name and generator_config(nets[name], f"'{model.path}' {name}") != cfg:
+            raise GenError(f"'{model.path}': G and G_ema have different layouts; the pickle is damaged")
+        tensors.update(ckpt.prefixed(generator_state(nets[name], cfg, f"'{model.path}' {name}"), name))
+    if "G_ema" not in nets:
+        found.lacks.append("G_ema (pictures come from G, the training generator)")
+        tensors.update(ckpt.prefixed({k: v.clone() for k, v in ckpt.subdict(tensors, "G").items()}, "G_ema"))
+    found.lacks.append("D (gen does not train StyleGAN3 yet; not imported)")
+    found.lacks.append("optimiser and augmentation state (NVlabs pickles hold none)")
+    found.parameters = check_converted(cfg, tensors, model.path)
+    return found, tensors
+
+
 def generator_state(G: PersistentObject, cfg: Stylegan3Config, what: str) -> dict[str, torch.Tensor]:
     """Their generator's tensors -> our Generator3's state dict (filters checked against our plan)."""
     ours = Generator3(cfg).state_dict()
@@ -89,7 +115,7 @@ def generator_state(G: PersistentObject, cfg: Stylegan3Config, what: str) -> dic
     if len(names) != cfg.num_layers + 1:
         raise GenError(f"{what} has {len(names)} synthesis layers, not the {cfg.num_layers + 1} its arguments say; the "
                        "pickle is damaged")
-    for i, theirs in enumerate(names):  # (shapes: checked when the caller loads the state, in one line)
+    for i, theirs in enumerate(names):  # (shapes: base.check_converted, in one line)
         src, dst = f"synthesis.{theirs}.", f"synthesis.layers.{i}."
         for name in ("weight", "bias", "affine.weight", "affine.bias", "magnitude_ema"):
             out[dst + name] = take(src + name)

@@ -1,0 +1,190 @@
+"""StyleGAN3 end to end: `gen import` of NVlabs stylegan3 pickles, `gen export` (synthesis takes ws and the camera
+transform, no noise), `gen verify`, and `gen sample --pan/--rotate` from the run and from the bundle, torch-free,
+against the pictures NVlabs' own code drew (tests/data/nvlabs-sg3, README.md there)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nvlabs_fakes import dump_nvlabs, payload, persistent_network
+from safetensors.torch import load_file
+
+from conftest import assert_same_pictures, gen_without_torch, sampled
+from conftest import run_gen as gen
+from gen.runtime.bundle import BundleError, load_bundle
+from gen.runtime.errors import GenError
+from gen.runtime.stylegan.generator import BundleGenerator, camera_transform
+from gen.runtime.verify import verify
+from gen.train import checkpoint as ckpt
+
+DATA = Path(__file__).parent / "data" / "nvlabs-sg3"
+SEEDS = [0, 1, 2, 3]
+CAMERAS = {"": [], "-shift": ["--pan", "2,-1.5"], "-turn": ["--rotate", "60"]}  # as NVlabs' --translate/--rotate
+
+
+def their_pickle(name: str, folder: Path, marker: Path) -> Path:
+    """An NVlabs snapshot pickle of the generator (G, G_ema; D None), every module's source a payload."""
+    tensors = {k: v.float() for k, v in load_file(DATA / f"{name}.safetensors").items()}
+    kwargs = json.loads((DATA / f"{name}.json").read_text())["G_ema"]["init_kwargs"]
+    G = persistent_network("Generator", kwargs, ckpt.subdict(tensors, "G_ema"))
+    return dump_nvlabs(folder / f"{name}.pkl", {"G": G, "D": None, "G_ema": G}, payload(marker))
+
+
+def reference(name: str) -> dict[str, np.ndarray]:
+    with np.load(DATA / f"{name}-pictures.npz") as f:
+        return dict(f)
+
+
+@pytest.fixture(scope="module", params=["sg3t-32", "sg3r-32"])
+def exported(request, tmp_path_factory) -> tuple[str, Path, Path]:
+    """(name, run, bundle): the pickle imported and exported in-process."""
+    from gen.export.stylegan import export_stylegan
+    from gen.train.importers import import_model
+
+    name, folder = request.param, tmp_path_factory.mktemp(request.param)
+    marker = folder / "ran"
+    found = import_model(their_pickle(name, folder, marker), folder / "run")
+    assert found.format == "stylegan3" and any(item.startswith("D ") for item in found.lacks)
+    made, _ = export_stylegan(folder / "run", folder / "bundle")
+    assert not marker.exists(), "code from the file ran"
+    return name, folder / "run", made.path
+
+
+def test_the_bundle_takes_ws_and_the_camera_and_verifies(exported):
+    name, _, bundle = exported
+    m = load_bundle(bundle).manifest
+    assert m.stylegan.variant == ("stylegan3-t" if name == "sg3t-32" else "stylegan3-r")
+    assert m.stylegan.noise_inputs == [] and m.stylegan.num_ws == 8
+    assert {t.name: t.shape for t in m.graphs["synthesis"].inputs} == {"ws": ["batch", 8, 32],
+                                                                       "transform": ["batch", 3, 3]}
+    checks = verify(load_bundle(bundle), "cpu")
+    assert checks and all(c.ok for c in checks)
+    assert any(p.camera is not None for p in m.golden.pictures)
+
+
+@pytest.mark.parametrize("camera", list(CAMERAS))
+def test_bundle_draws_nvlabs_pictures_through_their_camera(exported, camera):
+    """psi 1 and 0.7; the identity, a translated and a rotated camera; in-process, the runtime's own path."""
+    name, _, bundle = exported
+    ref = reference(name)
+    cam = camera_transform(*{"": ((0, 0), 0), "-shift": ((2, -1.5), 0), "-turn": ((0, 0), 60)}[camera])
+    assert np.allclose(cam, ref[f"transform{camera}"], atol=1e-6)  # our --pan/--rotate are NVlabs' matrices
+    with BundleGenerator(load_bundle(bundle), "cpu") as g:
+        for psi in (1.0, 0.7):
+            assert_same_pictures(g.images(SEEDS, psi=psi, camera=cam), ref[f"psi{psi:.1f}{camera}"])
+
+
+@pytest.mark.parametrize("batch", [1, 4, 8])
+def test_bundle_equals_pytorch_at_batch_1_4_8(exported, batch):
+    """The synthesis graph (dynamic batch) against the PyTorch reference at each batch size, through a moved
+    camera: float outputs within 1e-5, pictures within a level."""
+    from gen.train.sample import generate, load_generator
+
+    _, run, bundle = exported
+    cam = camera_transform((0.1, 0.2), 15)
+    seeds = list(range(20, 20 + batch))
+    G = load_generator(run)
+    want = generate(G, seeds, 0.7, camera=cam, batch=batch)
+    with BundleGenerator(load_bundle(bundle), "cpu") as g:
+        got = g.images(seeds, psi=0.7, camera=cam, batch=batch)
+        ws = g.styles(np.stack([np.random.RandomState(s).randn(32) for s in seeds]).astype(np.float32), 0.7)
+        img = g.synthesize(ws, camera=cam)
+    assert_same_pictures(got, want)
+    import torch
+
+    with torch.no_grad():
+        ref = G.synthesis(torch.from_numpy(ws), torch.from_numpy(cam)).numpy()
+    assert np.abs(img - ref).max() < 1e-5
+
+
+def test_gen_import_and_sample_through_the_cli_draw_nvlabs_pictures(tmp_path, marker):
+    """The user's path for config T: gen import, gen sample RUN and (torch-free) gen sample BUNDLE with --pan and
+    --rotate; gen export and gen verify through the CLI."""
+    ref = reference("sg3t-32")
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    p = gen("import", str(their_pickle("sg3t-32", tmp_path, marker)), "--out", str(run))
+    assert p.returncode == 0, p.stderr
+    for words in ("stylegan3 (NVlabs stylegan3 network pickle)", "alias-free, config T, 6 layers", "G_ema 66,247",
+                  "D (gen does not train StyleGAN3 yet"):
+        assert words in p.stdout, p.stdout
+    assert gen("export", str(run), "--out", str(bundle)).returncode == 0
+    p = gen_without_torch("verify", str(bundle))
+    assert p.returncode == 0 and "all within tolerance" in p.stdout, p.stdout + p.stderr
+    for camera in ("-shift", "-turn"):
+        assert_same_pictures(sampled(run, 1.0, tmp_path / f"run{camera}", SEEDS, *CAMERAS[camera]),
+                             ref[f"psi1.0{camera}"])
+    p = gen_without_torch("sample", str(bundle), "--seeds", "0-3", "--psi", "0.7", "--rotate", "60", "--out",
+                          str(tmp_path / "turn.png"), "--outdir", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    from PIL import Image
+
+    got = np.stack([np.asarray(Image.open(tmp_path / f"seed{s:04d}.png").convert("RGB")) for s in SEEDS])
+    assert_same_pictures(got, ref["psi0.7-turn"])
+
+
+def edited(src: Path, dst: Path, change) -> Path:
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    change(m)
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+def _noise(m):
+    m["stylegan"]["noise_inputs"] = ["noise_0"]
+
+
+def _no_moved_camera(m):
+    m["golden"]["pictures"] = [p for p in m["golden"]["pictures"] if p.get("camera") is None]
+
+
+def _random(m):
+    m["golden"]["pictures"][0]["noise"] = "random"
+
+
+def _stylegan2(m):
+    m["stylegan"]["variant"] = "stylegan2"
+
+
+@pytest.mark.parametrize("change, words", [
+    (_noise, "noise_inputs must be empty: stylegan3-t has no noise"),
+    (_no_moved_camera, "no case with a moved camera"),
+    (_random, "has a random-noise case, but stylegan3-t has no noise"),
+    (_stylegan2, "noise_inputs is empty, but every stylegan2 layer has noise"),
+], ids=["noise", "camera", "random", "variant"])
+@pytest.mark.parametrize("exported", ["sg3t-32"], indirect=True)  # (the contract is the same for R)
+def test_a_manifest_that_does_not_fit_stylegan3_is_refused(exported, tmp_path, change, words):
+    _, _, bundle = exported
+    with pytest.raises(BundleError) as e:
+        load_bundle(edited(bundle, tmp_path / "b", change))
+    assert words in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("exported", ["sg3t-32"], indirect=True)
+def test_a_wrong_camera_in_the_manifest_fails_verify(exported, tmp_path):
+    """The moved-camera picture pins the transform input: another camera draws other pictures."""
+    _, _, bundle = exported
+
+    def turn(m):
+        p = next(p for p in m["golden"]["pictures"] if p.get("camera"))
+        p["camera"] = camera_transform((0.3, -0.2), 30).ravel().tolist()  # export used 25 degrees
+
+    failed = [c for c in verify(load_bundle(edited(bundle, tmp_path / "b", turn)), "cpu") if not c.ok]
+    assert failed and all(c.graph == "pictures" for c in failed)
+
+
+def test_pan_and_rotate_are_checked_and_only_for_stylegan3(tmp_path):
+    from gen.runtime.stylegan.sample import parse_camera
+
+    for pan in ("1", "a,b", "nan,0", "1,2,3"):
+        with pytest.raises(GenError, match="--pan takes two numbers"):
+            parse_camera(pan, None)
+    assert parse_camera(None, None) is None
+    p = gen_without_torch("sample", "models/emoji", "--rotate", "10", "--out", str(tmp_path / "x.png"),
+                          cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 2 and "move StyleGAN3's camera; this is a stylegan2 bundle" in p.stderr, p.stderr
+    assert not (tmp_path / "x.png").exists()
