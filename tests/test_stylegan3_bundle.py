@@ -188,3 +188,19 @@ def test_pan_and_rotate_are_checked_and_only_for_stylegan3(tmp_path):
                           cwd=Path(__file__).resolve().parents[1])
     assert p.returncode == 2 and "move StyleGAN3's camera; this is a stylegan2 bundle" in p.stderr, p.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("exported", ["sg3t-32"], indirect=True)
+def test_fp16_graph_and_tensorrt_profiles_take_the_camera(exported, tmp_path):
+    """--fp16-graph converts StyleGAN3's synthesis and it passes verify (PSNR over 50 dB); a TensorRT engine of it
+    gets an optimisation profile for the camera transform as for ws, over the same batch range."""
+    from gen.export.fp16 import add_fp16_graph
+    from gen.runtime.engines.trt_plan import derive_profiles
+
+    _, _, bundle = exported
+    fp16, worst_db = add_fp16_graph(load_bundle(shutil.copytree(bundle, tmp_path / "b")))
+    checks = verify(fp16, "cpu")
+    assert worst_db >= 50 and checks and all(c.ok for c in checks)
+    profiles = derive_profiles(fp16.manifest.graphs["synthesis"])
+    assert {name: (p.min, p.opt, p.max) for name, p in profiles.items()} == {
+        "ws": ([1, 8, 32], [8, 8, 32], [32, 8, 32]), "transform": ([1, 3, 3], [8, 3, 3], [32, 3, 3])}
