@@ -5,19 +5,21 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from gen.runtime.dream.engine import bundle_engine
+# The settings give the options' defaults; what runs a dream is imported when one runs.
 from gen.runtime.dream.feedback import FeedbackSettings
-from gen.runtime.dream.loop import DreamEngine, DreamSettings
-from gen.runtime.dream.run import dream_to_file
+from gen.runtime.dream.loop import DreamSettings
 from gen.runtime.errors import GenError, require_extra
 
 from .output import err
 from .output import out as stdout
+
+if TYPE_CHECKING:
+    from gen.runtime.dream.loop import DreamEngine
 
 
 def _torch_engine(backbone: str, weights: Path | None, layers: str | None, class_index: int | None,
@@ -37,6 +39,8 @@ def _refuse_objective_options(given: dict) -> None:
 
 def _list_layers(backbone: str) -> None:
     require_extra("torch")
+    from rich.table import Table
+
     from gen.train.backbones import backbone_class, layer_table
 
     default = backbone_class(backbone).default_layer
@@ -99,6 +103,9 @@ def dream(
     engine_name: str = typer.Option("auto", "--engine", help="With --bundle: auto | cpu | cuda | ort-trt | trt."),
 ) -> None:
     """DeepDream: amplify what a CNN sees in a picture (octaves, jitter, tiles; mask, guide, animation)."""
+    from gen.runtime.dream.engine import bundle_engine
+    from gen.runtime.dream.run import dream_to_file
+
     if list_layers:
         _list_layers(backbone)
         return

@@ -8,7 +8,6 @@ import typer
 from rich.markup import escape
 
 from gen.runtime.errors import require_extra
-from gen.runtime.images import parse_color
 from gen.train.config import ProjectSettings  # torch-free: the defaults of gen project
 
 from .output import err
@@ -46,6 +45,7 @@ def train(
 ) -> None:
     """Train a StyleGAN on a folder of images (one process, or several under torchrun)."""
     require_extra("torch")
+    from gen.runtime.images import parse_color
     from gen.train.trainer import run_summary, start_or_resume
 
     state = start_or_resume(
@@ -81,6 +81,7 @@ def metrics(
 ) -> None:
     """FID and KID: standard (fid, kid) and fast (fid_lite0, kid_lite0), with the real-vs-real floor."""
     require_extra("torch")
+    from gen.runtime.images import parse_color
     from gen.train.metrics import format_metrics, measure_to_file
 
     result = measure_to_file(source, data, out_file, overwrite, num=num, psi=psi, real_floor=real_floor,
@@ -110,6 +111,7 @@ def project(
 ) -> None:
     """Find the w whose picture matches a photo (PyTorch): writes the picture, w.npy and target|projection."""
     require_extra("torch")
+    from gen.runtime.images import parse_color
     from gen.train.projector import project_to_folder
 
     settings = ProjectSettings(steps=steps, w_plus=w_plus, optimize_noise=optimize_noise)

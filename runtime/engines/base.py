@@ -3,7 +3,7 @@ machine offers, and the check of each input against the manifest before it reach
 
 from __future__ import annotations
 
-import ctypes.util
+from functools import cache
 from importlib.util import find_spec
 from typing import Protocol
 
@@ -44,15 +44,24 @@ class Closing:
         self.close()
 
 
+@cache
+def _tensorrt_libraries() -> bool:
+    """Whether TensorRT's libraries are installed (the tensorrt_libs wheel, or libnvinfer where the loader finds
+    it). Looked for once a process, and only where onnxruntime offers its TensorRT provider: find_library runs
+    ldconfig, which costs more than opening a small graph."""
+    import ctypes.util
+
+    return find_spec("tensorrt_libs") is not None or ctypes.util.find_library("nvinfer") is not None
+
+
 def available_engines() -> list[str]:
     """Engines this machine can run now, best first."""
     import onnxruntime as ort
 
     have = ort.get_available_providers()
     # onnxruntime-gpu always lists its TensorRT provider; it works only where TensorRT's libraries are.
-    trt_libs = find_spec("tensorrt_libs") is not None or ctypes.util.find_library("nvinfer") is not None
     return ((["trt"] if find_spec("tensorrt") is not None else [])
-            + (["ort-trt"] if "TensorrtExecutionProvider" in have and trt_libs else [])
+            + (["ort-trt"] if "TensorrtExecutionProvider" in have and _tensorrt_libraries() else [])
             + (["cuda"] if "CUDAExecutionProvider" in have else []) + ["cpu"])
 
 
