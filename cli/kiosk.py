@@ -13,7 +13,7 @@ from gen.runtime.kiosk.display import Window
 from gen.runtime.kiosk.serve import Address
 from gen.runtime.kiosk.settings import KioskSettings
 from gen.runtime.latents import DEFAULT_PSI
-from gen.runtime.stylegan.walk import WalkSettings
+from gen.runtime.stylegan.walk import WalkSettings, parse_pan
 
 from .output import err
 from .stylegan import class_option
@@ -54,7 +54,11 @@ def kiosk(
     size: int = typer.Option(KioskSettings.size,
                              help="Dream: long side of the dreamed picture in pixels (the screen scales it)."),
     zoom: float = typer.Option(KioskSettings.zoom, help="Dream: zoom per keyframe."),
-    rotate: float = typer.Option(KioskSettings.rotate, help="Dream: degrees per keyframe, counter-clockwise."),
+    rotate: float = typer.Option(KioskSettings.rotate, help="Dream: degrees per keyframe, counter-clockwise. "
+                                 "StyleGAN3 walk: the camera turns this far and back every 4 seeds (--order loop: "
+                                 "every round of the pool); whole turns: round and round."),
+    pan: str = typer.Option(None, show_default=False,
+                            help="StyleGAN3 walk: the camera drifts out to X,Y picture widths and back, as --rotate."),
     scene_seconds: float = typer.Option(KioskSettings.scene_seconds,
                                         help="Dream: seconds on one photo before the next."),
     max_failures: int = typer.Option(KioskSettings.max_failures,
@@ -94,7 +98,8 @@ def kiosk(
     from gen.runtime.kiosk.run import install_kiosk_service, run_kiosk
 
     settings = KioskSettings(fps=fps, speed=speed, crossfade=crossfade, seed=seed, order=order,
-                             walk=WalkSettings(psi=psi, space=space, class_idx=class_idx),
+                             walk=WalkSettings(psi=psi, space=space, class_idx=class_idx, pan=parse_pan(pan),
+                                               rotate=rotate),
                              photos=tuple(photos or _default_photos()),
                              size=size, zoom=zoom, rotate=rotate, scene_seconds=scene_seconds,
                              max_failures=max_failures, watchdog=watchdog)

@@ -82,12 +82,17 @@ def walk(
     engine: str = typer.Option("auto", help="auto | cpu | cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing an existing --out."),
     class_idx: int = class_option(),
+    pan: str = typer.Option(None, show_default=False,
+                            help="StyleGAN3: the camera drifts out to X,Y picture widths (e.g. 0.5,0.2) and back "
+                                 "over the loop."),
+    rotate: float = typer.Option(WalkSettings.rotate, help="StyleGAN3: the camera turns this many degrees and back "
+                                                           "over the loop; 360 (or whole turns): round and round."),
 ) -> None:
     """Render a seamless looping walk through seeds, torch-free; the frames at the seeds are gen sample's."""
-    from gen.runtime.stylegan.walk import walk_to_file
+    from gen.runtime.stylegan.walk import parse_pan, walk_to_file
 
     settings = WalkSettings(fps=fps, psi=psi, cutoff=cutoff, space=space, ease=ease, noise_mode=noise_mode, size=size,
-                            class_idx=class_idx)
+                            class_idx=class_idx, pan=parse_pan(pan), rotate=rotate)
     written, frames = walk_to_file(bundle, out, seeds, seconds, settings, engine, overwrite=overwrite)
     err.print(escape(f"wrote {written} ({frames} frames, {frames / fps:.1f} s loop)"))
 

@@ -204,3 +204,70 @@ def test_fp16_graph_and_tensorrt_profiles_take_the_camera(exported, tmp_path):
     profiles = derive_profiles(fp16.manifest.graphs["synthesis"])
     assert {name: (p.min, p.opt, p.max) for name, p in profiles.items()} == {
         "ws": ([1, 8, 32], [8, 8, 32], [32, 8, 32]), "transform": ([1, 3, 3], [8, 3, 3], [32, 3, 3])}
+
+
+def test_the_camera_path_closes_and_eases():
+    from gen.runtime.stylegan.walk import WalkSettings, camera_path
+
+    s = WalkSettings(pan=(0.5, -0.2), rotate=30.0)
+    times = np.linspace(0, 3, 61)  # a loop of 3 seeds, its end included
+    cams = camera_path(times, 3.0, s)
+    assert np.allclose(cams[0], np.eye(3), atol=1e-6) and np.allclose(cams[-1], cams[0], atol=1e-6)
+    assert np.allclose(cams[30], camera_transform((0.5, -0.2), 30.0), atol=1e-6)  # out at mid-loop
+    assert np.abs(cams[1] - cams[0]).max() < 0.01  # eased: still at the ends
+    spin = camera_path(times, 3.0, WalkSettings(rotate=360.0))
+    assert np.allclose(spin[20], camera_transform((0, 0), 120.0), atol=1e-6)  # whole turns: a steady pace
+    assert np.allclose(spin[-1], spin[0], atol=1e-6)
+    assert camera_path(times, 3.0, WalkSettings()) is None
+    with pytest.raises(GenError, match="pan must be two finite numbers"):
+        WalkSettings(pan=(float("inf"), 0.0))
+
+
+@pytest.mark.parametrize("exported", ["sg3t-32"], indirect=True)
+def test_a_walk_with_a_moving_camera_loops_through_the_seeds_pictures(exported, tmp_path):
+    """gen walk --pan --rotate on a StyleGAN3 bundle: frame 0 is seed 3's gen sample picture (the camera starts
+    still), the camera moves the frames between, and the kiosk's walk runs the same path; a StyleGAN2 bundle
+    refuses the options in one line and writes nothing."""
+    from gen.runtime.stylegan.walk import WalkSettings, walk_frames
+
+    _, _, bundle = exported
+    moving, still = WalkSettings(fps=4, seconds_per_seed=1, pan=(0.4, 0.1), rotate=20), WalkSettings(fps=4,
+                                                                                                  seconds_per_seed=1)
+    with BundleGenerator(load_bundle(bundle), "cpu") as g:
+        frames = np.stack(list(walk_frames(g, [3, 17], moving)))
+        plain = np.stack(list(walk_frames(g, [3, 17], still)))
+        picture = g.images([3], psi=g.psi(None))
+    assert frames.shape == (8, 32, 32, 3)
+    assert_same_pictures(frames[:1], picture)
+    assert np.abs(frames[2].astype(int) - plain[2]).max() > 5  # mid-loop: the camera has moved
+    p = gen_without_torch("walk", str(bundle), "--seeds", "3,17", "--seconds", "1", "--fps", "4", "--pan", "0.4,0.1",
+                          "--rotate", "20", "--out", str(tmp_path / "w.gif"))
+    assert p.returncode == 0 and (tmp_path / "w.gif").exists(), p.stderr
+    p = gen_without_torch("walk", "models/emoji", "--pan", "0.1,0", "--out", str(tmp_path / "e.gif"),
+                          cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 2 and "move StyleGAN3's camera; this is a stylegan2 bundle" in p.stderr, p.stderr
+    assert not (tmp_path / "e.gif").exists()
+
+
+@pytest.mark.parametrize("exported", ["sg3t-32"], indirect=True)
+def test_the_kiosk_walk_moves_the_camera_across_legs(exported):
+    """The kiosk's camera clock runs on across legs (a loop of the pool closes it): the first frame of the second
+    leg continues from the last of the first, and the kiosk refuses --pan for a StyleGAN2 bundle."""
+    import random
+
+    from gen.runtime.kiosk.run import make_producer
+    from gen.runtime.kiosk.scenes import WalkScene
+    from gen.runtime.kiosk.settings import KioskSettings
+    from gen.runtime.stylegan.walk import WalkSettings
+
+    _, _, bundle = exported
+    walk = WalkSettings(fps=4, seconds_per_seed=1, pan=(0.5, 0.0))
+    scene = WalkScene([3, 17, 21], walk, random.Random(0), order="loop", batch=4)
+    with BundleGenerator(load_bundle(bundle), "cpu") as g:
+        first, second = scene.render(g), scene.render(g)
+    assert scene.legs == 2 and len(first) == len(second) == 4
+    step = np.abs(second[0].astype(int) - first[-1]).mean()
+    assert step < 2 * np.abs(first[-1].astype(int) - first[-2]).mean() + 2  # no jump at the seed
+    with pytest.raises(GenError, match="move a StyleGAN3 walk's camera"):
+        make_producer(load_bundle(Path(__file__).resolve().parents[1] / "models" / "emoji"),
+                      KioskSettings(walk=WalkSettings(pan=(0.1, 0.0))), [0, 1])

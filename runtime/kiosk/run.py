@@ -107,6 +107,9 @@ def make_producer(bundle: Bundle, settings: KioskSettings, pool: Sequence[int], 
     kind = bundle.manifest.kind
     if kind not in ("stylegan", "dream"):
         raise GenError(f"'{bundle.path}' is a {kind} bundle; the kiosk plays stylegan or dream bundles")
+    if kind == "stylegan" and settings.walk.moves_camera and not bundle.manifest.stylegan.alias_free:
+        raise GenError("--pan and --rotate move a StyleGAN3 walk's camera (or turn a dream zoom); this is a "
+                       f"{bundle.manifest.stylegan.variant} bundle")
     new_scene = _walks(settings, pool) if kind == "stylegan" else _dreams(bundle, settings)
     fps = settings.fps
     return FrameProducer(partial(open_model, bundle, engine), new_scene, round(settings.crossfade * fps),

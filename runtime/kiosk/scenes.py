@@ -39,6 +39,9 @@ class Scene(Protocol):
         ...
 
 
+CAMERA_LEGS = 4  # a random walk's StyleGAN3 camera goes out and back once every 4 seeds
+
+
 class WalkScene:
     """An endless walk: seed a to seed b, then on to the next seed of the pool, and so on, forever.
 
@@ -60,6 +63,7 @@ class WalkScene:
         self.start = self.pool[self.index]
         self.next_index = self._draw(self.index)
         self.k = 0  # frame within the leg
+        self.legs = 0  # legs finished: the camera's clock (StyleGAN3), which runs on across legs
         self.keys: np.ndarray | None = None  # the leg's two keyframe latents, computed once per leg
 
     def _draw(self, index: int | None) -> int:
@@ -80,11 +84,13 @@ class WalkScene:
         if self.keys is None:
             self.keys = walk_keys(gen, list(self.seeds), self.settings)
         times = np.arange(self.k, min(self.k + self.batch, n), dtype=np.float64) / n
-        frames = path_images(gen, self.keys, times, self.settings)
+        # the camera's path closes with the loop round the pool, or every CAMERA_LEGS legs of a random walk
+        period = len(self.pool) if self.order == "loop" else CAMERA_LEGS
+        frames = path_images(gen, self.keys, times, self.settings, self.legs + times, period)
         self.k += len(times)
         if self.k == n:
             self.index, self.next_index = self.next_index, self._draw(self.next_index)
-            self.k, self.keys = 0, None
+            self.k, self.keys, self.legs = 0, None, self.legs + 1
         return frames
 
 

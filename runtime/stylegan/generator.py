@@ -69,12 +69,14 @@ class BundleGenerator:
     def synthesize(self, ws: np.ndarray, noise_mode: str = "const", rng: np.random.RandomState | None = None,
                    noises: Sequence[np.ndarray] | None = None, camera: np.ndarray | None = None) -> np.ndarray:
         """ws -> images [N, 3, R, R] in about [-1, 1]. `noises` (explicit per-layer noise) wins over the mode.
-        StyleGAN3 draws through `camera` (camera_transform; None: the identity) and has no noise."""
+        StyleGAN3 draws through `camera` (camera_transform [3, 3], or [N, 3, 3] one a picture; None: the identity)
+        and has no noise."""
         n, explicit = ws.shape[0], noises is not None
         if self.alias_free:
             check_noise_mode(noise_mode)
             cam = np.eye(3, dtype=np.float32) if camera is None else np.asarray(camera, np.float32)
-            return self._run(ws, {"ws": ws, "transform": np.repeat(cam[None], n, axis=0)})
+            cams = np.repeat(cam[None], n, axis=0) if cam.ndim == 2 else cam  # one for all, or one a picture
+            return self._run(ws, {"ws": ws, "transform": np.ascontiguousarray(cams)})
         if camera is not None:
             raise GenError("--pan and --rotate move StyleGAN3's camera; this is a "
                            f"{self.meta.variant} bundle")

@@ -17,6 +17,7 @@ from gen.runtime.images import make_grid, save_image
 from gen.runtime.latents import parse_seeds
 
 from .generator import BundleGenerator, camera_transform
+from .walk import parse_pan
 
 
 def bundle_images(bundle: Path, seeds: Sequence[int], psi: float | None = None, cutoff: int | None = None,
@@ -34,14 +35,7 @@ def parse_camera(pan: str | None, rotate: float | None) -> np.ndarray | None:
     given (the plain picture)."""
     if pan is None and rotate is None:
         return None
-    xy = (0.0, 0.0)
-    if pan is not None:
-        try:
-            xy = tuple(float(v) for v in pan.split(","))
-        except ValueError:
-            xy = ()
-        if len(xy) != 2 or not all(np.isfinite(xy)) or max(map(abs, xy)) > 1000:
-            raise GenError(f"--pan takes two numbers 'X,Y' in picture widths (e.g. 0.25,-0.1), got {pan!r}")
+    xy = parse_pan(pan)
     if rotate is not None and not (np.isfinite(rotate) and abs(rotate) <= 36000):
         raise GenError(f"--rotate takes degrees, got {rotate!r}")
     return camera_transform(xy, rotate or 0.0)

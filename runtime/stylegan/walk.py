@@ -3,6 +3,7 @@
 The path visits each seed's latent in turn and returns to the first. Time t runs over [0, S) for S
 seeds; at whole t the latent is exactly that seed's, so those frames are `gen sample`'s pictures.
 Frame k of n sits at t = k * S / n, and frame n would be frame 0 again: the video loops.
+A StyleGAN3 walk may also move the camera (`pan`, `rotate`) along a path that closes over the same loop.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class WalkSettings:
     noise_mode: str = "const"
     size: int | None = None  # upscale frames to this many pixels a side (Lanczos)
     class_idx: int | None = None  # the class of a class-conditional bundle's pictures (checked by the generator)
+    pan: tuple[float, float] = (0.0, 0.0)  # StyleGAN3: the camera drifts out to this offset (picture widths) and back
+    rotate: float = 0.0  # StyleGAN3: degrees it turns out and back; a multiple of 360 turns round and round
 
     def __post_init__(self) -> None:  # also run by dataclasses.replace: no walk settings exist unchecked
         if not self.fps > 0:
@@ -41,6 +44,14 @@ class WalkSettings:
             raise GenError(f"unknown walk space '{self.space}'; choose z or w")
         check_noise_mode(self.noise_mode, STILL_NOISE_MODES, "a walk", "random would flicker")
         check_size(self.size)
+        if len(self.pan) != 2 or not all(np.isfinite(self.pan)) or max(map(abs, self.pan)) > 1000:
+            raise GenError(f"pan must be two finite numbers X,Y in picture widths (got {self.pan})")
+        if not (np.isfinite(self.rotate) and abs(self.rotate) <= 36000):
+            raise GenError(f"rotate takes degrees (got {self.rotate})")
+
+    @property
+    def moves_camera(self) -> bool:
+        return tuple(self.pan) != (0.0, 0.0) or self.rotate != 0.0
 
     @property
     def frames_per_seed(self) -> int:
@@ -166,11 +177,44 @@ def parse_waypoints(text: str) -> list[int | np.ndarray]:
     return points
 
 
-def path_images(gen, keys: np.ndarray, times: np.ndarray, settings: WalkSettings) -> np.ndarray:
-    """uint8 frames [N, H, W, 3] at loop `times` along `keys`, in one batch (gen walk and gen kiosk share it)."""
+def parse_pan(text: str | None) -> tuple[float, float]:
+    """--pan "X,Y" (picture widths) -> (x, y); None: (0, 0)."""
+    if text is None:
+        return (0.0, 0.0)
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        x = y = float("nan")
+    if not (np.isfinite([x, y]).all() and max(abs(x), abs(y)) <= 1000):
+        raise GenError(f"--pan takes two numbers 'X,Y' in picture widths (e.g. 0.25,-0.1), got {text!r}")
+    return (x, y)
+
+
+def camera_path(times: np.ndarray, period: float, settings: WalkSettings) -> np.ndarray | None:
+    """StyleGAN3's camera transforms [N, 3, 3] at `times`, on a path that closes every `period`: out to `pan` and
+    `rotate` and back with a cosine ease (still at both ends), or round and round at a steady pace when `rotate`
+    is whole turns. None when the camera does not move."""
+    from .generator import camera_transform
+
+    if not settings.moves_camera:
+        return None
+    phase = np.mod(np.asarray(times, np.float64), period) / period
+    out = (1 - np.cos(2 * np.pi * phase)) / 2  # 0 -> 1 -> 0 over the loop
+    spin = settings.rotate % 360 == 0
+    angles = settings.rotate * (phase if spin else out)
+    return np.stack([camera_transform((settings.pan[0] * f, settings.pan[1] * f), a) for f, a in zip(out, angles)])
+
+
+def path_images(gen, keys: np.ndarray, times: np.ndarray, settings: WalkSettings,
+                camera_times: np.ndarray | None = None, camera_period: float | None = None) -> np.ndarray:
+    """uint8 frames [N, H, W, 3] at loop `times` along `keys`, in one batch (gen walk and gen kiosk share it).
+    The camera (StyleGAN3) follows `camera_times` (default `times`) round a path of `camera_period` (default:
+    the loop through the keys)."""
     latents = path_at(keys, times, settings.space, settings.ease)
     ws = walk_styles(gen, latents, settings) if settings.space == "z" else latents
-    return upscale(gen.pictures(ws, settings.noise_mode), settings.size)
+    camera = camera_path(times if camera_times is None else camera_times,
+                         len(keys) if camera_period is None else camera_period, settings)
+    return upscale(gen.pictures(ws, settings.noise_mode, camera=camera), settings.size)
 
 
 def walk_styles(gen, z: np.ndarray, settings: WalkSettings) -> np.ndarray:
@@ -198,6 +242,8 @@ def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, set
     total = settings.frames_per_seed * len(seed_list)
     with BundleGenerator(load_bundle(bundle), engine) as gen:
         class_vector(settings.class_idx, gen.meta.c_dim)  # a bad --class is one line, before the progress bar
+        if settings.moves_camera and not gen.alias_free:
+            raise GenError(f"--pan and --rotate move StyleGAN3's camera; this is a {gen.meta.variant} bundle")
         with progress_bar(disable=not show_progress) as bar:
             task = bar.add_task("walk", total=total, rate="", info=f"{len(seed_list)} seeds, {settings.space}")
             start = time.perf_counter()
