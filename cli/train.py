@@ -22,7 +22,8 @@ def train(
     kimg: float = typer.Option(None, help="Train until this many thousand real images were shown."),
     resume: Path = typer.Option(None, help="Continue the run in this folder exactly where it stopped; a model from "
                                            "gen import is fine-tuned on DATA."),
-    variant: str = typer.Option(None, help="stylegan2 (default) or stylegan1 (AdaIN)."),
+    variant: str = typer.Option(None, help="stylegan2 (default), stylegan1 (AdaIN), stylegan3-t or stylegan3-r "
+                                           "(alias-free, NVlabs' configs T and R)."),
     resolution: int = typer.Option(None, help="Override the preset's resolution (a power of two, 8-1024)."),
     batch: int = typer.Option(None, help="Total batch size (split across processes)."),
     snapshot_kimg: float = typer.Option(None, help="Write a snapshot grid and checkpoint every N kimg."),

@@ -17,6 +17,7 @@ from conftest import assert_same_pictures, gen_without_torch, sampled
 from conftest import run_gen as gen
 from gen.runtime.bundle import BundleError, load_bundle
 from gen.runtime.errors import GenError
+from gen.runtime.latents import seeds_to_z
 from gen.runtime.stylegan.generator import BundleGenerator, camera_transform
 from gen.runtime.verify import verify
 from gen.train import checkpoint as ckpt
@@ -76,6 +77,12 @@ def test_bundle_draws_nvlabs_pictures_through_their_camera(exported, camera):
     with BundleGenerator(load_bundle(bundle), "cpu") as g:
         for psi in (1.0, 0.7):
             assert_same_pictures(g.images(SEEDS, psi=psi, camera=cam), ref[f"psi{psi:.1f}{camera}"])
+            # as floats too (low-contrast pictures): the spatial pattern each camera draws is NVlabs'
+            got = g.synthesize(g.styles(seeds_to_z(SEEDS, 32), psi), camera=cam)
+            want = ref[f"float-psi{psi:.1f}{camera}"]
+            pattern = [x - x.mean(axis=(2, 3), keepdims=True) for x in (got, want)]
+            assert np.abs(got - want).max() < 1e-5
+            assert np.linalg.norm(pattern[0] - pattern[1]) < 1e-4 * np.linalg.norm(pattern[1])
 
 
 @pytest.mark.parametrize("batch", [1, 4, 8])
@@ -109,7 +116,7 @@ def test_gen_import_and_sample_through_the_cli_draw_nvlabs_pictures(tmp_path, ma
     p = gen("import", str(their_pickle("sg3t-32", tmp_path, marker)), "--out", str(run))
     assert p.returncode == 0, p.stderr
     for words in ("stylegan3 (NVlabs stylegan3 network pickle)", "alias-free, config T, 6 layers", "G_ema 66,247",
-                  "D (gen does not train StyleGAN3 yet"):
+                  "D (gen fine-tunes imported StyleGAN2 models only"):
         assert words in p.stdout, p.stdout
     assert gen("export", str(run), "--out", str(bundle)).returncode == 0
     p = gen_without_torch("verify", str(bundle))

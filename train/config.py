@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from gen.runtime.errors import GenError
 
 VARIANTS = ("stylegan2", "stylegan1")
+VARIANTS3 = ("stylegan3-t", "stylegan3-r")
 _LARGE = 10**6  # the bound of a field with none of its own (kimg, intervals): finite, so inf is refused
 
 
@@ -62,7 +63,7 @@ class ModelConfig:
         if not is_number(r, int) or r < 8 or r > 1024 or r & (r - 1):
             raise GenError(f"resolution must be a power of two from 8 to 1024, got {r!r}")
         if self.variant not in VARIANTS:
-            raise GenError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+            raise GenError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS + VARIANTS3)}")
         check_fields(vars(self), MODEL_BOUNDS)
         if self.channel_base < r:  # every layer needs a channel: at resolution r, channel_base // r
             raise GenError(f"channel_base must be at least the resolution ({r}), got {self.channel_base}")
@@ -78,7 +79,6 @@ class ModelConfig:
         return min(self.channel_base // res, self.channel_max)
 
 
-VARIANTS3 = ("stylegan3-t", "stylegan3-r")
 # beyond NVlabs' configs (14 layers, margins of 10, cutoff 2), and small enough that no layout needs terabytes
 BOUNDS3 = {**{k: MODEL_BOUNDS[k] for k in ("z_dim", "w_dim", "mapping_layers", "mapping_lr_mul", "c_dim")},
            "channel_base": (int, 1, 2**18), "channel_max": (int, 1, 2048), "num_layers": (int, 2, 64),
@@ -139,6 +139,7 @@ TRAIN_BOUNDS = {"batch": (int, 1, 65536), "g_lr": (float, 0, 1), "d_lr": (float,
                 "pl_batch_shrink": (int, 1, 65536), "pl_decay": (float, 0, 1), "style_mixing": (float, 0, 1),
                 "ema_kimg": (float, 0, _LARGE), "ada_target": (float, -1, 1), "ada_kimg": (float, 1e-6, _LARGE),
                 "ada_interval": (int, 1, _LARGE), "snapshot_kimg": (float, 0, _LARGE), "kimg": (float, 0, _LARGE),
+                "blur_sigma": (float, 0, 100), "blur_kimg": (float, 0, _LARGE),
                 **{name: (bool, 0, 1) for name in ("augment", "xflip", "mixed_precision")}}
 
 
@@ -165,6 +166,8 @@ class TrainConfig:
     snapshot_kimg: float = 2.0
     kimg: float = 50.0
     mixed_precision: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    blur_sigma: float = 0.0  # D sees reals and fakes blurred by a Gaussian of this sigma (pixels) at the start...
+    blur_kimg: float = 0.0  # ...fading linearly to none over this many kimg (StyleGAN3-R: 10, batch * 200 / 32)
 
     def __post_init__(self) -> None:
         check_fields(vars(self), TRAIN_BOUNDS)
@@ -205,6 +208,73 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise GenError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def check_variant(variant: str) -> None:
+    if variant not in VARIANTS + VARIANTS3:
+        raise GenError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS + VARIANTS3)}")
+
+
+def stylegan3_config(model: ModelConfig, variant: str) -> Stylegan3Config:
+    """The StyleGAN3 generator `--variant stylegan3-t|r` trains for a preset's (StyleGAN2) model config, as NVlabs'
+    train.py configures it: the preset's resolution, z_dim, w_dim and channel_base/channel_max (both doubled for
+    R, whose 1x1 convs need the width), a 2-layer mapping network, NVlabs' filters, clamp and output scale.
+
+    The channel_base keeps its meaning: StyleGAN3 gives a layer of cutoff f min(channel_base / 2 / f, channel_max)
+    channels, and the last layers' cutoff is resolution / 2, so the pictures' finest scale gets
+    channel_base / resolution channels in both, as a StyleGAN2 layer at that resolution does.
+
+    Layers: NVlabs' 14 (2 of them critically sampled) and margins of 10 pixels, from 256 pixels up (every model they
+    released). Smaller pictures span fewer octaves of cutoff (from 2 to resolution / 2: log2(resolution) - 2 of
+    them), so they get two layers an octave (32 px: 6 layers, 64: 8, 128: 10; at least 4) and margins of an eighth
+    of the picture (32 px: 4): tiny's StyleGAN3-T (6 layers at 32 px) takes about a second a step of 8 on one CPU
+    thread, where 14 layers with margins of 10 take five."""
+    check_variant(variant)
+    if variant not in VARIANTS3:
+        raise GenError(f"{variant!r} is not a StyleGAN3 variant; choose one of {', '.join(VARIANTS3)}")
+    r = model.resolution
+    small = r < 256
+    double = 2 if variant == "stylegan3-r" else 1
+    return Stylegan3Config(
+        resolution=r, variant=variant, z_dim=model.z_dim, w_dim=model.w_dim, c_dim=model.c_dim, mapping_layers=2,
+        mapping_lr_mul=model.mapping_lr_mul, channel_base=model.channel_base * double,
+        channel_max=model.channel_max * double,
+        num_layers=max(2 * model.log2_res - 4, 4) if small else 14, margin_size=min(r // 8, 10) if small else 10)
+
+
+def discriminator_config(model: ModelConfig | Stylegan3Config) -> ModelConfig:
+    """The config of the (StyleGAN2) discriminator a model trains against: its own for StyleGAN2/1; for StyleGAN3,
+    NVlabs' choice, derived from the generator's config alone (so a resumed run rebuilds the same D): the same
+    resolution and conv_clamp, the channel_base/channel_max before R's doubling, minibatch std groups of 4."""
+    if isinstance(model, ModelConfig):
+        return model
+    undouble = 2 if model.variant == "stylegan3-r" else 1
+    return ModelConfig(resolution=model.resolution, z_dim=model.z_dim, w_dim=model.w_dim,
+                       channel_base=max(model.channel_base // undouble, 1),
+                       channel_max=max(model.channel_max // undouble, 1), mbstd_group=4, conv_clamp=model.conv_clamp)
+
+
+def model_with(base: ModelConfig | Stylegan3Config, overrides: dict) -> ModelConfig | Stylegan3Config:
+    """A preset's (or a run's) model config with fields overridden: a variant stylegan3-t|r turns a StyleGAN2
+    preset into its StyleGAN3 (stylegan3_config, after the other overrides, so --resolution sets its layers)."""
+    overrides = dict(overrides)
+    variant = overrides.get("variant")
+    if variant is not None:
+        check_variant(variant)
+    if isinstance(base, ModelConfig) and variant in VARIANTS3:
+        del overrides["variant"]
+        return stylegan3_config(dataclasses.replace(base, **overrides), variant)
+    if isinstance(base, Stylegan3Config) and variant in VARIANTS:
+        raise GenError(f"a StyleGAN3 ({base.variant}) model cannot become {variant}")
+    return dataclasses.replace(base, **overrides)
+
+
+def stylegan3_train(cfg: TrainConfig, variant: str) -> TrainConfig:
+    """NVlabs' training settings for StyleGAN3 on top of a preset's: no path length regularisation nor style
+    mixing; for R, D's inputs blurred (sigma 10 pixels) fading out over the first batch * 200 / 32 kimg."""
+    blur = {"blur_sigma": 10.0, "blur_kimg": cfg.batch * 200 / 32} if variant == "stylegan3-r" else \
+        {"blur_sigma": 0.0, "blur_kimg": 0.0}
+    return dataclasses.replace(cfg, pl_weight=0.0, style_mixing=0.0, **blur)
 
 
 def to_json(cfg) -> dict:

@@ -28,3 +28,30 @@ def g_path_lengths(fake_img: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
     noise = torch.randn_like(fake_img) / math.sqrt(fake_img.shape[2] * fake_img.shape[3])
     (grad,) = torch.autograd.grad((fake_img * noise).sum(), ws, create_graph=True)
     return grad.square().sum(dim=2).mean(dim=1).sqrt()
+
+
+def blur_sigma_at(nimg: int, sigma: float, fade_kimg: float) -> float:
+    """The sigma of D's input blur once `nimg` images were shown: `sigma` at the start, falling linearly to 0 at
+    `fade_kimg` thousand images (StyleGAN3-R's schedule); 0 throughout without a fade."""
+    if fade_kimg <= 0 or sigma <= 0:
+        return 0.0
+    return sigma * max(1.0 - nimg / (fade_kimg * 1000), 0.0)
+
+
+def blur_images(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """img [N, C, H, W] blurred by a separable Gaussian bell of `sigma` pixels, cut at 3 sigma (none below 1/3 px).
+
+    The bell is 2^-(x/sigma)^2, NVlabs' (a Gaussian of standard deviation sigma / sqrt(2 ln 2)), so a sigma
+    means the blur theirs does. The borders are extended by repeating the edge pixels, where NVlabs pads with
+    zeros: at StyleGAN3-R's first sigma of 10 the taps reach 30 pixels out, further than a small picture is wide,
+    and zeros would fade most of it to grey; repeated edges keep a flat picture flat."""
+    radius = math.floor(sigma * 3)
+    if radius <= 0:
+        return img
+    x = torch.arange(-radius, radius + 1, device=img.device, dtype=torch.float32)
+    taps = torch.exp2(-(x / sigma).square())
+    taps = (taps / taps.sum()).to(img.dtype)
+    c = img.shape[1]
+    out = F.pad(img, [radius] * 4, mode="replicate")
+    out = F.conv2d(out, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)  # along x
+    return F.conv2d(out, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)  # along y

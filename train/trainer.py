@@ -30,12 +30,26 @@ from gen.runtime.progress import progress_bar
 
 from . import checkpoint as ckpt
 from .augment import AdaptiveAugment
-from .config import ModelConfig, Stylegan3Config, TrainConfig, get_preset, model_from_json, to_json, train_from_json
+from .config import (
+    VARIANTS3,
+    ModelConfig,
+    Stylegan3Config,
+    TrainConfig,
+    check_variant,
+    discriminator_config,
+    get_preset,
+    model_from_json,
+    model_with,
+    stylegan3_train,
+    to_json,
+    train_from_json,
+)
 from .data import SAMPLE_DATA, ImageFolder, close_loader, make_loader
 from .devices import resolve_device
 from .discriminator import Discriminator
-from .losses import d_logistic_loss, d_r1_penalty, g_nonsaturating_loss, g_path_lengths
+from .losses import blur_images, blur_sigma_at, d_logistic_loss, d_r1_penalty, g_nonsaturating_loss, g_path_lengths
 from .stylegan import Generator
+from .stylegan3 import Generator3
 
 GRID_SEEDS = 32
 LOG_EVERY = 10  # steps per line of log.jsonl
@@ -106,18 +120,29 @@ class Dist:
 
 
 class StyleGANTraining:
-    """G, D, G_ema, optimisers, augmentation and counters, with the step and (de)serialisation."""
+    """G, D, G_ema, optimisers, augmentation and counters, with the step and (de)serialisation.
 
-    def __init__(self, model: ModelConfig, train: TrainConfig, procs: Dist, seed: int = 0) -> None:
+    StyleGAN3 (a Stylegan3Config) trains as NVlabs' does: its G against StyleGAN2's D (discriminator_config), the
+    layers' input magnitudes tracked on the D step's generator pass with a half-life of 20 kimg; path length
+    regularisation, style mixing and R's blur of D's inputs as the TrainConfig says (stylegan3_train)."""
+
+    def __init__(self, model: ModelConfig | Stylegan3Config, train: TrainConfig, procs: Dist, seed: int = 0) -> None:
         self.model_cfg, self.cfg, self.procs, self.seed = model, train, procs, seed
+        self.sg3 = isinstance(model, Stylegan3Config)
         dev = procs.device
         torch.manual_seed(seed)  # identical initial weights on every rank
-        self.G = Generator(model).to(dev)
-        self.D = Discriminator(model).to(dev)
-        self.G_ema = Generator(model).to(dev).eval().requires_grad_(False)
+        make_G = Generator3 if self.sg3 else Generator
+        self.G = make_G(model).to(dev)
+        self.D = Discriminator(discriminator_config(model)).to(dev)
+        self.G_ema = make_G(model).to(dev).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
+        if self.sg3:  # (an attribute, not state: it follows from the batch, which the checkpoint holds)
+            for layer in self.G.synthesis.layers:
+                layer.magnitude_ema_beta = 0.5 ** (train.batch / 20_000)
         self.augment = AdaptiveAugment(target=train.ada_target, speed_kimg=train.ada_kimg).to(dev)
-        self.opt_G = lazy_adam(self.G, train.g_lr, train.betas, train.pl_interval)
+        # NVlabs runs StyleGAN3's G without a lazy regulariser, so its Adam without the lazy correction
+        g_lazy = train.pl_interval if train.pl_weight > 0 or not self.sg3 else None
+        self.opt_G = lazy_adam(self.G, train.g_lr, train.betas, g_lazy)
         self.opt_D = lazy_adam(self.D, train.d_lr, train.betas, train.r1_interval)
         self.pl_mean = torch.zeros([], device=dev)
         self.step = 0
@@ -131,8 +156,9 @@ class StyleGANTraining:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def generate(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fake images with style mixing: after a random layer, styles come from a second z."""
+    def generate(self, n: int, update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fake images with style mixing: after a random layer, styles come from a second z. StyleGAN3 draws
+        without noise (it has none), and with `update_emas` moves its layers' input magnitude averages."""
         z = torch.randn(n, self.model_cfg.z_dim, device=self.procs.device)
         z2 = torch.randn(n, self.model_cfg.z_dim, device=self.procs.device)
         num_ws = self.G.num_ws
@@ -144,11 +170,29 @@ class StyleGANTraining:
             if cutoff < num_ws:
                 use_second = (torch.arange(num_ws, device=ws.device) >= cutoff)[None, :, None]
                 ws = torch.where(use_second, self.G.mapping(z2), ws)
+            if self.sg3:
+                return self.G.synthesis(ws, update_emas=update_emas), ws
             return self.G.synthesis(ws, noise_mode="random"), ws
+
+    def blur_sigma(self) -> float:
+        """The sigma of the blur D's inputs get now (StyleGAN3-R: fading out early in training; else 0)."""
+        return blur_sigma_at(self.nimg, self.cfg.blur_sigma, self.cfg.blur_kimg)
 
     def discriminate(self, img: torch.Tensor) -> torch.Tensor:
         with self.autocast():
+            if (sigma := self.blur_sigma()) > 0:
+                img = blur_images(img, sigma)
             return self.D(self.augment(img)).float()
+
+    @torch.no_grad()
+    def average_magnitudes(self) -> None:
+        """One value of StyleGAN3's magnitude averages on every rank: each moved towards its own batch's
+        magnitude, and the mean of those moves is the move towards the mean magnitude (one all-reduce)."""
+        if self.procs.world > 1:
+            emas = [layer.magnitude_ema for layer in self.G.synthesis.layers]
+            flat = self.procs.mean(torch.stack(emas))
+            for ema, value in zip(emas, flat):
+                ema.copy_(value)
 
     def train_step(self, reals: torch.Tensor) -> dict[str, float]:
         cfg, n = self.cfg, self.batch_per_rank
@@ -158,8 +202,10 @@ class StyleGANTraining:
         stats: dict[str, float] = {}
         # D main: reals up, fakes down.
         self.D.requires_grad_(True)
-        with torch.no_grad():
-            fakes, _ = self.generate(n)
+        with torch.no_grad():  # (NVlabs' StyleGAN3 tracks its input magnitudes on this pass)
+            fakes, _ = self.generate(n, update_emas=self.sg3)
+        if self.sg3:
+            self.average_magnitudes()
         real_logits = self.discriminate(reals)
         fake_logits = self.discriminate(fakes)
         self.augment.record(real_logits)
@@ -194,6 +240,8 @@ class StyleGANTraining:
         if cfg.augment and self.step % cfg.ada_interval == 0:
             stats["ada_rt"] = self.augment.adjust(cfg.batch * cfg.ada_interval, reduce=self.procs.sum_)
         stats["ada_p"] = float(self.augment.p)
+        if self.cfg.blur_sigma > 0:
+            stats["blur_sigma"] = self.blur_sigma()
         return stats
 
     def optimise(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor) -> None:
@@ -273,9 +321,11 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def lazy_adam(net: torch.nn.Module, lr: float, betas: tuple[float, float], reg_interval: int) -> torch.optim.Adam:
-    """Adam with the lazy-regularisation correction: the regulariser runs every `reg_interval` steps."""
-    c = reg_interval / (reg_interval + 1)
+def lazy_adam(net: torch.nn.Module, lr: float, betas: tuple[float, float], reg_interval: int | None
+              ) -> torch.optim.Adam:
+    """Adam with the lazy-regularisation correction: the regulariser runs every `reg_interval` steps (None: no
+    lazy regulariser, no correction)."""
+    c = 1.0 if reg_interval is None else reg_interval / (reg_interval + 1)
     return torch.optim.Adam(net.parameters(), lr=lr * c, betas=(betas[0] ** c, betas[1] ** c), eps=1e-8)
 
 
@@ -287,7 +337,7 @@ def grid_seeds(resolution: int) -> list[int]:
     return list(range(GRID_SEEDS if resolution <= 128 else 16))
 
 
-def render_grid(G: Generator, seeds: list[int]) -> np.ndarray:
+def render_grid(G: Generator | Generator3, seeds: list[int]) -> np.ndarray:
     """The snapshot grid: fixed seeds, no truncation, const noise."""
     from .sample import generate
 
@@ -377,7 +427,7 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def train(data: Path | None, out: Path, model: ModelConfig, cfg: TrainConfig, *, device: str = "auto",
+def train(data: Path | None, out: Path, model: ModelConfig | Stylegan3Config, cfg: TrainConfig, *, device: str = "auto",
           workers: int = 2, seed: int = 0, background=WHITE, resume: bool = False, overwrite: bool = False,
           metrics_kimg: float | None = None, metrics_num: int = 1000,
           metrics: str | tuple[str, ...] | None = None, start_from: dict | None = None,
@@ -549,16 +599,23 @@ def start_or_resume(data: Path | None, out: Path, *, preset: str | None = None, 
         meta = ckpt.read_meta(out, training=True)
         model = model_from_json(meta["model"])
         if preset is not None or overrides_model:
-            asked = replace(get_preset(preset).model if preset else model, **overrides_model)
-            refuse_other_config(model, asked)
+            variant = overrides_model.get("variant", model.variant)
+            check_variant(variant)
+            if (variant in VARIANTS3) != isinstance(model, Stylegan3Config):
+                raise other_config_error([f"variant: checkpoint {model.variant!r}, asked {variant!r}"])
+            if preset is not None and isinstance(model, Stylegan3Config):  # the preset's StyleGAN3 of this variant
+                overrides_model = {"variant": variant, **overrides_model}
+            refuse_other_config(model, model_with(get_preset(preset).model if preset else model, overrides_model))
         cfg = replace(train_from_json(meta["train"]), **overrides_train)
         data = data or Path(meta["data"])
         seed = meta.get("seed", seed)
         background = tuple(meta.get("background", WHITE))
     else:
         p = get_preset(preset or "small")
-        model = replace(p.model, **overrides_model)
+        model = model_with(p.model, overrides_model)
         cfg = replace(p.train, **overrides_train)
+        if isinstance(model, Stylegan3Config):  # NVlabs' settings for it, after --batch (R's blur fade follows it)
+            cfg = stylegan3_train(cfg, model.variant)
     return train(data, Path(out), model, cfg, device=device, workers=workers, seed=seed, background=background,
                  resume=resume is not None, overwrite=overwrite, metrics_kimg=metrics_kimg, metrics_num=metrics_num,
                  metrics=metrics, imported=meta.get("imported") if resume is not None else None)
@@ -576,7 +633,8 @@ def fine_tune(data: Path | None, run: Path, *, preset: str | None, model_overrid
         raise GenError(f"'{run}' holds an imported model; fine-tuning it needs a folder of images: gen train DATA "
                        f"--resume {run}")
     if isinstance(model, Stylegan3Config):
-        raise GenError(f"'{run}' holds a StyleGAN3 model; gen samples and exports StyleGAN3 but does not train it yet")
+        raise GenError(f"'{run}' holds an imported StyleGAN3 model, which gen does not fine-tune (its D was not "
+                       "imported); gen trains StyleGAN3 from scratch with --variant stylegan3-t or stylegan3-r")
     if model_overrides:
         raise GenError(f"'{run}' holds an imported model: its architecture is fixed; fine-tune it without "
                        "--resolution/--variant")
@@ -600,10 +658,16 @@ def run_summary(state: StyleGANTraining, run: Path) -> str:
             f"checkpoint: {Path(run) / ckpt.CHECKPOINT_NAME} (continue with --resume {run})")
 
 
-def refuse_other_config(have: ModelConfig, asked: ModelConfig) -> None:
+def refuse_other_config(have: ModelConfig | Stylegan3Config, asked: ModelConfig | Stylegan3Config) -> None:
+    if type(have) is not type(asked):
+        raise other_config_error([f"variant: checkpoint {have.variant!r}, asked {asked.variant!r}"])
     diff = [f"{k}: checkpoint {getattr(have, k)!r}, asked {getattr(asked, k)!r}"
             for k in to_json(have) if getattr(have, k) != getattr(asked, k)]
     if diff:
-        raise GenError("the checkpoint was trained with another model config (" + "; ".join(diff) +
-                       "); resume without --preset/--resolution/--variant, or start a new --out")
+        raise other_config_error(diff)
+
+
+def other_config_error(diff: list[str]) -> GenError:
+    return GenError("the checkpoint was trained with another model config (" + "; ".join(diff) +
+                    "); resume without --preset/--resolution/--variant, or start a new --out")
 

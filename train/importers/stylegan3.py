@@ -73,8 +73,8 @@ def generator_config(G: PersistentObject, what: str) -> Stylegan3Config:
 
 def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
     """A read NVlabs stylegan3 ModelFile -> what was found and the checkpoint's tensors (G_ema and G prefixed).
-    D is left out: its layout is StyleGAN2's D at StyleGAN3's channels, which only training would use, and gen
-    trains StyleGAN3 from scratch only (not yet: sampling and export come first)."""
+    D is left out: gen fine-tunes imported StyleGAN2 models only (StyleGAN3 trains from scratch with
+    `gen train --variant stylegan3-t|r`), and nothing else uses it."""
     nets = model.networks
     g_name = "G_ema" if "G_ema" in nets else "G"
     cfg = generator_config(nets[g_name], f"'{model.path}' {g_name}")
@@ -90,7 +90,7 @@ def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
     if "G_ema" not in nets:
         found.lacks.append("G_ema (pictures come from G, the training generator)")
         tensors.update(ckpt.prefixed({k: v.clone() for k, v in ckpt.subdict(tensors, "G").items()}, "G_ema"))
-    found.lacks.append("D (gen does not train StyleGAN3 yet; not imported)")
+    found.lacks.append("D (gen fine-tunes imported StyleGAN2 models only; not imported)")
     found.lacks.append("optimiser and augmentation state (NVlabs pickles hold none)")
     found.parameters = check_converted(cfg, tensors, model.path)
     return found, tensors
