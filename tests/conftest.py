@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -116,6 +118,17 @@ def json_paths(tree, prefix=(), leaves_first: bool = False):
             yield from json_paths(v, prefix + (i,), leaves_first)
     if leaves_first:
         yield prefix
+
+
+def edited_bundle(src: Path, dst: Path, change) -> Path:
+    """A copy of the bundle `src` at `dst` (replaced if there) whose manifest `change(manifest)` edited in place
+    (or replaced, if it returns one)."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    (dst / "manifest.json").write_text(json.dumps(change(m) or m))
+    return dst
 
 
 def run_gen(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:

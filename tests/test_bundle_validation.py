@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SHIPPED, gen_without_torch, json_paths, tiny_dream_bundle
+from conftest import edited_bundle as edited
 from gen.runtime.bundle import (
     FORMAT_VERSION,
     MAX_MANIFEST_BYTES,
@@ -263,14 +264,6 @@ def test_export_is_atomic_and_refuses_to_overwrite(good_bundle, tmp_path):
 
 
 # -- issue 12: the bundle boundary (a hostile tester's manifests) --------------------------------
-
-def edited(src: Path, dst: Path, change) -> Path:
-    """A copy of the bundle `src` whose manifest `change(manifest)` edited in place (or replaced, if it returns)."""
-    folder = copy_bundle(src, dst)
-    m = json.loads((folder / "manifest.json").read_text())
-    write_manifest(folder, change(m) or m)
-    return folder
-
 
 def graph_input(m: dict, graph: str, name: str) -> dict:
     return next(t for t in m["graphs"][graph]["inputs"] if t["name"] == name)

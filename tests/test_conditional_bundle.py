@@ -5,7 +5,6 @@ not fit is refused in one line."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from PIL import Image
 from test_import_nvlabs import reference, snapshot
 
 from conftest import SHIPPED, assert_same_pictures, gen_without_torch, wait_frames
+from conftest import edited_bundle as edited
 from gen.runtime.bundle import BundleError, load_bundle
 from gen.runtime.kiosk.run import make_producer
 from gen.runtime.kiosk.settings import KioskSettings
@@ -55,14 +55,6 @@ def one_line_error(p: subprocess.CompletedProcess, *words: str) -> None:
     lines = p.stderr.strip().splitlines()
     assert "Traceback" not in p.stderr and len(lines) == 1 and lines[0].startswith("error: "), p.stderr[-2000:]
     assert all(w in lines[0] for w in words), lines[0]
-
-
-def edited(src: Path, dst: Path, change) -> Path:
-    shutil.copytree(src, dst)
-    m = json.loads((dst / "manifest.json").read_text())
-    change(m)
-    (dst / "manifest.json").write_text(json.dumps(m))
-    return dst
 
 
 def test_the_mapping_takes_the_label_beside_z_and_the_bundle_verifies(bundle):
@@ -124,10 +116,10 @@ def test_a_missing_out_of_range_or_unexpected_class_is_one_line(bundle, tmp_path
 @pytest.mark.parametrize("change,words", [
     (lambda m: m["stylegan"].__setitem__("c_dim", 4), "mapping must take z [batch, 16] and c [batch, 4]"),
     (lambda m: m["stylegan"].__setitem__("c_dim", 0), "mapping must take z [batch, 16] (stylegan.c_dim is 0)"),
-    (lambda m: m["stylegan"].pop("c_dim"), "mapping must take z [batch, 16] (stylegan.c_dim is 0)"),
+    (lambda m: m["stylegan"].__delitem__("c_dim"), "mapping must take z [batch, 16] (stylegan.c_dim is 0)"),
     (lambda m: m["stylegan"].__setitem__("c_dim", 10**6), "stylegan.c_dim: Input should be less than or equal"),
     (lambda m: m["stylegan"].__setitem__("c_dim", -1), "stylegan.c_dim: Input should be greater than or equal"),
-    (lambda m: m["golden"]["pictures"][1].pop("class_index"), "class_index None does not fit stylegan.c_dim 5"),
+    (lambda m: m["golden"]["pictures"][1].__delitem__("class_index"), "class_index None does not fit stylegan.c_dim 5"),
     (lambda m: m["golden"]["pictures"][1].__setitem__("class_index", 5), "it needs one in 0..4"),
 ])
 def test_a_c_dim_or_class_that_does_not_fit_is_refused(bundle, tmp_path, change, words):

@@ -14,6 +14,7 @@ from nvlabs_fakes import dump_nvlabs, payload, persistent_network
 from safetensors.torch import load_file
 
 from conftest import assert_same_pictures, gen_without_torch, sampled
+from conftest import edited_bundle as edited
 from conftest import run_gen as gen
 from gen.runtime.bundle import BundleError, load_bundle
 from gen.runtime.errors import GenError
@@ -131,14 +132,6 @@ def test_gen_import_and_sample_through_the_cli_draw_nvlabs_pictures(tmp_path, ma
 
     got = np.stack([np.asarray(Image.open(tmp_path / f"seed{s:04d}.png").convert("RGB")) for s in SEEDS])
     assert_same_pictures(got, ref["psi0.7-turn"])
-
-
-def edited(src: Path, dst: Path, change) -> Path:
-    shutil.copytree(src, dst)
-    m = json.loads((dst / "manifest.json").read_text())
-    change(m)
-    (dst / "manifest.json").write_text(json.dumps(m))
-    return dst
 
 
 def _noise(m):
