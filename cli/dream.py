@@ -111,12 +111,14 @@ def dream(
         return
     if image is None:
         raise GenError("give an image to dream on (or --list-layers to see the layers)")
+    if not 0 <= threads <= 1024:
+        raise GenError(f"--threads takes 0 (all cores) or a number of threads, got {threads}")
     feedback = FeedbackSettings(frames, zoom, rotate, blend, fps) if frames else None
     settings = DreamSettings(octaves, octave_scale, iterations, step, norm, jitter, tile, seed=seed)
     if bundle is not None:
         _refuse_objective_options({"--layers": layers, "--class": class_index, "--guide": guide,
                                    "--weights": weights})
-        open_engine = partial(bundle_engine, bundle, engine_name)
+        open_engine = partial(bundle_engine, bundle, engine_name, threads)
     else:
         open_engine = partial(_torch_engine, backbone, weights, layers, class_index, guide, device, threads)
     result = dream_to_file(image, open_engine, out, settings, feedback, mask, overwrite, announce=_say)

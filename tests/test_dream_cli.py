@@ -200,3 +200,22 @@ def test_other_backbone_with_a_weight_file(photo, tmp_path):
                        "--layers", "inception3a:5=2,inception4a", "--octaves", 1, "--iterations", 2)
     assert result.exit_code == 0, result.output
     assert iio.imread(out).shape == (48, 56, 3)
+
+
+def test_threads_reach_the_bundle_engine(tmp_path):
+    """gen dream --bundle --threads N runs onnxruntime with N threads (it was ignored); a negative count is one
+    line."""
+    from conftest import SHIPPED
+    from gen.runtime.bundle import load_bundle
+    from gen.runtime.dream.engine import bundle_gradient
+
+    _, runner = bundle_gradient(load_bundle(SHIPPED / "dream-lite0"), "cpu", threads=1)
+    try:
+        assert runner.session.get_session_options().intra_op_num_threads == 1
+    finally:
+        runner.close()
+    p = subprocess.run([sys.executable, "-m", "gen.cli", "dream", str(SHIPPED / "photos" / "chelsea.jpg"), "--bundle",
+                        str(SHIPPED / "dream-lite0"), "--threads", "-1", "--out", str(tmp_path / "d.jpg")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip() == "error: --threads takes 0 (all cores) or a number of threads, " \
+                                                     "got -1", p.stderr

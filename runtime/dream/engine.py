@@ -20,12 +20,13 @@ from .loop import DreamEngine, GradientFn
 GRAPH = "dream_grad"
 
 
-def bundle_gradient(bundle: Bundle, engine: str = "auto") -> tuple[GradientFn, Runner]:
-    """The gradient function of a dream bundle on an engine, and the runner it calls (close it when done)."""
+def bundle_gradient(bundle: Bundle, engine: str = "auto", threads: int = 0) -> tuple[GradientFn, Runner]:
+    """The gradient function of a dream bundle on an engine (with `threads` CPU threads; 0: all cores), and the
+    runner it calls (close it when done)."""
     if bundle.manifest.kind != "dream":
         raise GenError(f"'{bundle.path}' is a {bundle.manifest.kind} bundle; dreaming needs one made by "
                        "`gen export-dream`")
-    runner = open_runner(bundle, GRAPH, engine)
+    runner = open_runner(bundle, GRAPH, engine, threads)
     try:
         _check_signature(bundle, runner)
     except BaseException:
@@ -70,9 +71,9 @@ def describe(bundle: Bundle) -> str:
     return f"{d.backbone} ({what}{', guided' if o.get('guide') else ''})"
 
 
-def bundle_engine(bundle: Bundle | str | Path, engine: str = "auto") -> DreamEngine:
+def bundle_engine(bundle: Bundle | str | Path, engine: str = "auto", threads: int = 0) -> DreamEngine:
     """A dream bundle (loaded, or its folder) on `engine`, ready for the loop; close it when done."""
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    gradient, runner = bundle_gradient(bundle, engine)
+    gradient, runner = bundle_gradient(bundle, engine, threads)
     return DreamEngine(gradient, bundle.manifest.dream.min_size, f"{describe(bundle)} from {bundle.path} on "
                        f"{runner.name}", runner.close)

@@ -17,8 +17,9 @@ from .base import ENGINES, Runner, available_engines, check_finite, resolve_engi
 __all__ = ["ENGINES", "Runner", "available_engines", "check_finite", "open_runner", "resolve_engine"]
 
 
-def open_runner(bundle: Bundle, graph: str, engine: str = "auto") -> Runner:
-    """A runner for one graph of a bundle on `engine` (auto | cpu | cuda | ort-trt | trt); close it when done."""
+def open_runner(bundle: Bundle, graph: str, engine: str = "auto", threads: int = 0) -> Runner:
+    """A runner for one graph of a bundle on `engine` (auto | cpu | cuda | ort-trt | trt), with `threads` CPU
+    threads (0: onnxruntime's choice, all cores); close it when done."""
     if graph not in bundle.manifest.graphs:
         raise BundleError(f"bundle '{bundle.path}' has no graph '{graph}' (it has {sorted(bundle.manifest.graphs)})")
     if engine == "trt":
@@ -29,4 +30,4 @@ def open_runner(bundle: Bundle, graph: str, engine: str = "auto") -> Runner:
     from .ort import OrtRunner
 
     spec = bundle.manifest.graphs[graph]
-    return OrtRunner(bundle.graph_path(graph), spec, engine, entry=bundle.manifest.files[spec.file])
+    return OrtRunner(bundle.graph_path(graph), spec, engine, threads, entry=bundle.manifest.files[spec.file])
