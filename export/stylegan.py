@@ -28,6 +28,7 @@ from .writer import write_bundle
 TOLERANCES = {"mapping": Tolerance(max_abs=1e-5, rel_l2=1e-5), "synthesis": Tolerance(max_abs=1e-4, rel_l2=1e-5)}
 GOLDEN_SEEDS = [0, 1, 2]  # each at batch 1
 GOLDEN_BATCH_SEEDS = [10, 11, 12, 13]  # and together at batch 4
+GOLDEN_BATCH8_SEEDS = list(range(20, 28))  # StyleGAN3: also at batch 8
 LICENSE = "the licence of the training data and of this checkpoint's owner (set by whoever trains it)"
 GOLDEN_CAMERA = dict(pan=(0.3, -0.2), rotate=25.0)  # StyleGAN3: a moved camera, so the transform input is checked
 
@@ -126,6 +127,8 @@ def golden_cases(G: Generator | Generator3, folder: Path, psi: float) -> tuple[l
     shapes = [] if isinstance(G, Generator3) else G.synthesis.noise_shapes()
     rng = np.random.RandomState(1234)
     groups = [[s] for s in GOLDEN_SEEDS] + [GOLDEN_BATCH_SEEDS]
+    if isinstance(G, Generator3):  # and a batch of 8 (new with StyleGAN3: SG2 bundles stay as they were)
+        groups.insert(-1, GOLDEN_BATCH8_SEEDS)
     c_dim = G.cfg.c_dim
     for gi, seeds in enumerate(groups):
         cls = gi % c_dim if c_dim else None

@@ -66,6 +66,7 @@ def test_the_bundle_takes_ws_and_the_camera_and_verifies(exported):
     checks = verify(load_bundle(bundle), "cpu")
     assert checks and all(c.ok for c in checks)
     assert any(p.camera is not None for p in m.golden.pictures)
+    assert {len(p.seeds) for p in m.golden.pictures} == {1, 4, 8}  # verify draws at batch 1, 4 and 8
 
 
 @pytest.mark.parametrize("camera", list(CAMERAS))
