@@ -8,7 +8,6 @@ sample` does not wait for the kiosk's, dream's or training's imports.
 
 from __future__ import annotations
 
-import atexit
 import errno
 import gc
 import importlib
@@ -54,6 +53,10 @@ class _Commands(MutableMapping):
                               pretty_exceptions_short=app.pretty_exceptions_short)
             one.command(name)(getattr(importlib.import_module(f"{__name__}.{module}"), function))
             self.made[name] = typer.main.get_command(one)  # (a Typer of one command makes just that command)
+            # What the imports made lives until the end; frozen now, before the command runs, the collections
+            # (the last ones at exit above all) skip it, while the command's own garbage
+            # is collected (and finalized) as usual.
+            gc.freeze()
         return self.made[name]
 
     def __contains__(self, name: object) -> bool:
@@ -100,11 +103,6 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main() -> None:
     warnings.showwarning = _one_line_warning
-    # On the way out, Python's last garbage collections walk every object the imports made (numpy, onnxruntime,
-    # pydantic, typer) only to find them alive until the end: ~30 ms of a ~0.4 s `gen sample`. Frozen once the
-    # command is over (atexit: after it returned or exited, never while it runs), they are skipped, and left to the
-    # operating system as everything alive at exit is.
-    atexit.register(gc.freeze)
     try:
         app()
     except GenError as e:

@@ -106,7 +106,7 @@ def kiosk(
     window = Window(windowed=windowed, display=display, size=_window_size(window_size), frames=frames)
     if install_service:
         path, enable = install_kiosk_service(bundle, seeds, save_dir, unit, sys.argv, serve, overwrite,
-                                             class_idx)
+                                             settings.walk)
         err.print(escape(f"wrote {path} (not enabled); start it now and at every start-up with:\n  {enable}"))
         return
     screen = Address(host, port) if serve else window

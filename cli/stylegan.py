@@ -32,7 +32,7 @@ def sample(
                                                              f"(default: the bundle's, else {DEFAULT_PSI:g})."),
     cutoff: int = typer.Option(None, help="Truncate only the first N style layers (default: all)."),
     noise_mode: str = typer.Option("const", help="const | random (drawn per seed: the same on a bundle and its "
-                                                 "checkpoint) | none."),
+                                                 "checkpoint) | none. StyleGAN3 has no noise: all draw alike."),
     cols: int = typer.Option(None, help="Grid columns (default: square)."),
     engine: str = typer.Option("auto", help="Bundle engine: auto | cpu | cuda. Checkpoint device: cpu | cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing existing files (grid, seedNNNN.png)."),
@@ -88,7 +88,8 @@ def walk(
     rotate: float = typer.Option(WalkSettings.rotate, help="StyleGAN3: the camera turns this many degrees and back "
                                                            "over the loop; 360 (or whole turns): round and round."),
 ) -> None:
-    """Render a seamless looping walk through seeds, torch-free; the frames at the seeds are gen sample's."""
+    """Render a seamless looping walk through seeds, torch-free; the frames at the seeds are gen sample's (with
+    --pan/--rotate, the first one)."""
     from gen.runtime.stylegan.walk import parse_pan, walk_to_file
 
     settings = WalkSettings(fps=fps, psi=psi, cutoff=cutoff, space=space, ease=ease, noise_mode=noise_mode, size=size,

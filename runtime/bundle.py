@@ -36,8 +36,9 @@ manifest.json fields:
   and ``synthesis`` takes ws and ``transform`` [batch, 3, 3], the camera: the inverse of the affine
   transform (rotation, then translation, in picture widths) that moves the picture, as NVlabs'
   ``synthesis.input.transform`` (``gen.runtime.stylegan.generator.camera_transform``; identity: the plain
-  picture). Its golden pictures are all constant-noise; at least one has a moved ``camera`` (9 numbers,
-  row by row), so that the transform input is checked with the graphs.
+  picture). Its golden pictures are all constant-noise; at least one has a ``camera`` (9 numbers, row by
+  row, the last row 0, 0, 1) moved from the identity by ``MIN_CAMERA_MOVE`` (0.05) or more in some entry,
+  so that the transform input is checked with the graphs.
 - ``dream``: backbone, layers and weights, objective, and the value range the graphs expect.
   Graphs: ``features`` (image -> chosen layers) and ``dream_grad`` (image [1, 3, height, width] ->
   grad of the same shape and the scalar objective).
@@ -216,6 +217,13 @@ class Preprocessing(Strict):
 
 STYLEGAN3 = ("stylegan3-t", "stylegan3-r")  # alias-free: no noise; a camera transform instead
 IDENTITY_CAMERA = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+MIN_CAMERA_MOVE = 0.05  # a golden picture's moved camera differs from the identity by this much somewhere
+
+
+def camera_moved(camera: list[float] | None) -> bool:
+    """Whether a golden picture's camera is moved far enough that a graph ignoring its transform input would draw
+    another picture (export: pan 0.3, -0.2 and 25 degrees)."""
+    return camera is not None and max(abs(a - b) for a, b in zip(camera[:6], IDENTITY_CAMERA)) >= MIN_CAMERA_MOVE
 
 
 class StyleGANMeta(Strict):
@@ -444,9 +452,11 @@ class Manifest(Strict):
                              "unverified (a format 2 stylegan bundle: re-export it)")
         if alias_free and any(p.noise != "const" for p in self.golden.pictures):
             raise ValueError(f"golden.pictures has a random-noise case, but {self.stylegan.variant} has no noise")
-        if alias_free and not any(p.camera not in (None, IDENTITY_CAMERA) for p in self.golden.pictures):
-            raise ValueError("golden.pictures has no case with a moved camera: the transform input would go "
-                             "unverified")
+        if any(p.camera is not None and p.camera[6:] != [0.0, 0.0, 1.0] for p in self.golden.pictures):
+            raise ValueError("a golden picture's camera is not an affine transform (its last row must be 0, 0, 1)")
+        if alias_free and not any(camera_moved(p.camera) for p in self.golden.pictures):
+            raise ValueError(f"golden.pictures has no case with a moved camera (by {MIN_CAMERA_MOVE:g} or more): "
+                             "the transform input would go unverified")
         if not alias_free and any(p.camera is not None for p in self.golden.pictures):
             raise ValueError("golden.pictures has a camera, which only StyleGAN3 bundles take")
         lo, hi = self.preprocessing.value_range

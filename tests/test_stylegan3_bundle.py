@@ -28,9 +28,14 @@ SEEDS = [0, 1, 2, 3]
 CAMERAS = {"": [], "-shift": ["--pan", "2,-1.5"], "-turn": ["--rotate", "60"]}  # as NVlabs' --translate/--rotate
 
 
-def their_pickle(name: str, folder: Path, marker: Path) -> Path:
-    """An NVlabs snapshot pickle of the generator (G, G_ema; D None), every module's source a payload."""
+def their_pickle(name: str, folder: Path, marker: Path, camera: np.ndarray | None = None) -> Path:
+    """An NVlabs snapshot pickle of the generator (G, G_ema; D None), every module's source a payload; `camera`:
+    saved with synthesis.input.transform set so (as gen_images.py sets it)."""
     tensors = {k: v.float() for k, v in load_file(DATA / f"{name}.safetensors").items()}
+    if camera is not None:
+        import torch
+
+        tensors["G_ema.synthesis.input.transform"] = torch.from_numpy(camera).float()
     kwargs = json.loads((DATA / f"{name}.json").read_text())["G_ema"]["init_kwargs"]
     G = persistent_network("Generator", kwargs, ckpt.subdict(tensors, "G_ema"))
     return dump_nvlabs(folder / f"{name}.pkl", {"G": G, "D": None, "G_ema": G}, payload(marker))
@@ -187,7 +192,7 @@ def test_pan_and_rotate_are_checked_and_only_for_stylegan3(tmp_path):
     assert parse_camera(None, None) is None
     p = gen_without_torch("sample", "models/emoji", "--rotate", "10", "--out", str(tmp_path / "x.png"),
                           cwd=Path(__file__).resolve().parents[1])
-    assert p.returncode == 2 and "move StyleGAN3's camera; this is a stylegan2 bundle" in p.stderr, p.stderr
+    assert p.returncode == 2 and "move StyleGAN3's camera; this is a stylegan2 model" in p.stderr, p.stderr
     assert not (tmp_path / "x.png").exists()
 
 
@@ -246,7 +251,7 @@ def test_a_walk_with_a_moving_camera_loops_through_the_seeds_pictures(exported, 
     assert p.returncode == 0 and (tmp_path / "w.gif").exists(), p.stderr
     p = gen_without_torch("walk", "models/emoji", "--pan", "0.1,0", "--out", str(tmp_path / "e.gif"),
                           cwd=Path(__file__).resolve().parents[1])
-    assert p.returncode == 2 and "move StyleGAN3's camera; this is a stylegan2 bundle" in p.stderr, p.stderr
+    assert p.returncode == 2 and "move StyleGAN3's camera; this is a stylegan2 model" in p.stderr, p.stderr
     assert not (tmp_path / "e.gif").exists()
 
 
@@ -269,6 +274,56 @@ def test_the_kiosk_walk_moves_the_camera_across_legs(exported):
     assert scene.legs == 2 and len(first) == len(second) == 4
     step = np.abs(second[0].astype(int) - first[-1]).mean()
     assert step < 2 * np.abs(first[-1].astype(int) - first[-2]).mean() + 2  # no jump at the seed
-    with pytest.raises(GenError, match="move a StyleGAN3 walk's camera"):
+    with pytest.raises(GenError, match="move StyleGAN3's camera; this is a stylegan2 model"):
         make_producer(load_bundle(Path(__file__).resolve().parents[1] / "models" / "emoji"),
                       KioskSettings(walk=WalkSettings(pan=(0.1, 0.0))), [0, 1])
+
+
+def _camera(value):
+    def change(m):
+        next(p for p in m["golden"]["pictures"] if p.get("camera"))["camera"] = value
+    return change
+
+
+@pytest.mark.parametrize("change, words", [
+    (_camera([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]), "no case with a moved camera"),
+    (_camera([1.0, 0.0, 1e-9, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]), "no case with a moved camera"),
+    (_camera([1.0, 0.0, 0.3, 0.0, 1.0, 0.0, 0.5, 0.0, 1.0]), "not an affine transform"),
+], ids=["identity", "near-identity", "projective"])
+@pytest.mark.parametrize("exported", ["sg3t-32"], indirect=True)
+def test_a_camera_that_pins_nothing_is_refused(exported, tmp_path, change, words):
+    """A moved camera must move: the identity (or a hair from it) would let a graph that ignores its transform
+    input pass verify."""
+    with pytest.raises(BundleError) as e:
+        load_bundle(edited(exported[2], tmp_path / "b", change))
+    assert words in str(e.value), str(e.value)
+
+
+def test_a_stylegan2_picture_with_a_camera_is_refused(tmp_path):
+    def camera(m):
+        m["golden"]["pictures"][0]["camera"] = camera_transform((0.3, 0.0), 0).ravel().tolist()
+
+    with pytest.raises(BundleError, match="has a camera, which only StyleGAN3 bundles take"):
+        load_bundle(edited(Path(__file__).resolve().parents[1] / "models" / "emoji", tmp_path / "b", camera))
+
+
+def test_a_pickle_saved_with_a_moved_camera_imports_with_the_identity(tmp_path, marker):
+    """gen's camera is an input (identity by default, for run and bundle alike): a stored moved one is reset, and
+    the import says so."""
+    from gen.train.importers import import_model
+    from gen.train.sample import generate, load_generator
+
+    pkl = their_pickle("sg3t-32", tmp_path, marker, camera=camera_transform((0.5, 0.0), 30))
+    found = import_model(pkl, tmp_path / "run")
+    assert any("reset to the identity" in item for item in found.lacks), found.lacks
+    assert_same_pictures(generate(load_generator(tmp_path / "run"), SEEDS, 1.0), reference("sg3t-32")["psi1.0"])
+
+
+def test_the_kiosk_service_is_not_installed_with_a_camera_a_model_lacks(tmp_path):
+    """--pan on a StyleGAN2 bundle is refused when the systemd unit is written, not by every start of it."""
+    unit = tmp_path / "gen-kiosk.service"
+    p = gen_without_torch("kiosk", "models/emoji", "--pan", "0.1,0", "--install-service", "--unit", str(unit),
+                          cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 2 and p.stderr.strip() == ("error: --pan and --rotate move StyleGAN3's camera; this is a "
+                                                      "stylegan2 model"), p.stderr
+    assert not unit.exists()

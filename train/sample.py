@@ -8,10 +8,9 @@ import numpy as np
 import torch
 
 from gen.runtime.bundle import is_bundle, load_bundle
-from gen.runtime.errors import GenError
 from gen.runtime.images import nchw_to_images
 from gen.runtime.latents import DEFAULT_PSI, check_noise_mode, class_vector, seed_noise, seeds_to_z
-from gen.runtime.stylegan.generator import BundleGenerator
+from gen.runtime.stylegan.generator import BundleGenerator, check_camera
 
 from . import checkpoint as ckpt
 from .config import ModelConfig, Stylegan3Config, model_from_json
@@ -44,8 +43,7 @@ def generate(G: Generator | Generator3, seeds: list[int], psi: float = 1.0, cuto
     `camera` (latents.camera_transform; None: the identity)."""
     check_noise_mode(noise_mode)
     sg3 = isinstance(G, Generator3)
-    if camera is not None and not sg3:
-        raise GenError("--pan and --rotate move StyleGAN3's camera; this is a StyleGAN2 model")
+    check_camera(camera is not None, G.cfg.variant)
     device = next(G.parameters()).device
     label = class_vector(class_idx, G.cfg.c_dim)
     out = []

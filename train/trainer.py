@@ -629,12 +629,12 @@ def fine_tune(data: Path | None, run: Path, *, preset: str | None, model_overrid
     ordinary run (--resume continues it)."""
     meta = ckpt.read_meta(run)
     model = model_from_json(meta["model"])
-    if data is None:
-        raise GenError(f"'{run}' holds an imported model; fine-tuning it needs a folder of images: gen train DATA "
-                       f"--resume {run}")
     if isinstance(model, Stylegan3Config):
         raise GenError(f"'{run}' holds an imported StyleGAN3 model, which gen does not fine-tune (its D was not "
                        "imported); gen trains StyleGAN3 from scratch with --variant stylegan3-t or stylegan3-r")
+    if data is None:
+        raise GenError(f"'{run}' holds an imported model; fine-tuning it needs a folder of images: gen train DATA "
+                       f"--resume {run}")
     if model_overrides:
         raise GenError(f"'{run}' holds an imported model: its architecture is fixed; fine-tune it without "
                        "--resolution/--variant")

@@ -20,7 +20,8 @@ from gen.runtime.dream.loop import DreamEngine
 from gen.runtime.errors import GenError
 from gen.runtime.images import load_image
 from gen.runtime.latents import class_vector, parse_seeds
-from gen.runtime.stylegan.generator import BundleGenerator
+from gen.runtime.stylegan.generator import BundleGenerator, check_camera
+from gen.runtime.stylegan.walk import WalkSettings
 
 from .display import Window, import_pygame, show
 from .player import Player
@@ -38,7 +39,7 @@ def run_kiosk(bundle: Path, settings: KioskSettings, seeds: str, save_dir: Path,
     `seeds` is a stylegan walk's pool ('0-99'); the s key saves into `save_dir`; `on_serving(url)` is told
     where the page is once it is served. Raises KioskFailure (status 1) when the kiosk cannot go on by itself.
     """
-    loaded, pool = check_kiosk(bundle, seeds, save_dir, settings.walk.class_idx)
+    loaded, pool = check_kiosk(bundle, seeds, save_dir, settings.walk)
     if isinstance(screen, Window):
         import_pygame()  # a missing extra is said now, before any thread starts
     # Engine errors, skipped photos and saves are logged to stderr (under systemd: the journal);
@@ -56,21 +57,24 @@ def run_kiosk(bundle: Path, settings: KioskSettings, seeds: str, save_dir: Path,
 
 
 def install_kiosk_service(bundle: Path, seeds: str, save_dir: Path, unit: Path | None, argv: list[str],
-                          serve: bool, overwrite: bool = False, class_idx: int | None = None) -> tuple[Path, str]:
+                          serve: bool, overwrite: bool = False, walk: WalkSettings | None = None) -> tuple[Path, str]:
     """Write a systemd unit that runs the kiosk command line `argv`, checked first as a run would be (an
     existing unit file is replaced only with `overwrite`); returns the unit's path and the command that enables
     it."""
-    check_kiosk(bundle, seeds, save_dir, class_idx)
+    check_kiosk(bundle, seeds, save_dir, walk or WalkSettings())
     return install_service(unit, argv, serve, overwrite)
 
 
-def check_kiosk(bundle: Path, seeds: str, save_dir: Path, class_idx: int | None = None) -> tuple[Bundle, list[int]]:
-    """What a kiosk refuses before it starts: the loaded bundle, the walk's pool (none for a dream), its class (one
-    for a class-conditional bundle, none otherwise), a save folder."""
+def check_kiosk(bundle: Path, seeds: str, save_dir: Path, walk: WalkSettings) -> tuple[Bundle, list[int]]:
+    """What a kiosk refuses before it starts (and before its service is installed): the loaded bundle, the walk's
+    pool (none for a dream), its class (one for a class-conditional bundle, none otherwise), a camera that moves
+    (StyleGAN3 only), a save folder."""
     loaded = load_bundle(bundle)
     pool = seed_pool(seeds) if loaded.manifest.kind == "stylegan" else []
+    class_idx = walk.class_idx
     if loaded.manifest.kind == "stylegan":  # said now in one line, not by the frame thread as engine failures
         class_vector(class_idx, loaded.manifest.stylegan.c_dim)
+        check_camera(walk.moves_camera, loaded.manifest.stylegan.variant)
     elif class_idx is not None:
         raise GenError(f"--class {class_idx}: a dream bundle's class is chosen at export (gen export-dream --class); "
                        "leave --class out")
@@ -107,9 +111,8 @@ def make_producer(bundle: Bundle, settings: KioskSettings, pool: Sequence[int], 
     kind = bundle.manifest.kind
     if kind not in ("stylegan", "dream"):
         raise GenError(f"'{bundle.path}' is a {kind} bundle; the kiosk plays stylegan or dream bundles")
-    if kind == "stylegan" and settings.walk.moves_camera and not bundle.manifest.stylegan.alias_free:
-        raise GenError("--pan and --rotate move a StyleGAN3 walk's camera (or turn a dream zoom); this is a "
-                       f"{bundle.manifest.stylegan.variant} bundle")
+    if kind == "stylegan":
+        check_camera(settings.walk.moves_camera, bundle.manifest.stylegan.variant)
     new_scene = _walks(settings, pool) if kind == "stylegan" else _dreams(bundle, settings)
     fps = settings.fps
     return FrameProducer(partial(open_model, bundle, engine), new_scene, round(settings.crossfade * fps),

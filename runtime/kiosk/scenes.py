@@ -46,9 +46,9 @@ class WalkScene:
     """An endless walk: seed a to seed b, then on to the next seed of the pool, and so on, forever.
 
     Each leg is a stretch of gen walk's path (the same eased slerp in z or lerp in w, the same frame
-    times), so a leg's first frame is its seed's gen sample picture. `order` loop goes round the pool
-    in order (gen walk's loop, repeated); random draws the next seed with a seeded RNG, never the same
-    twice in a row, so the walk never repeats and a run is reproducible from its seed.
+    times), so a leg's first frame is its seed's gen sample picture (a moving StyleGAN3 camera aside).
+    `order` loop goes round the pool in order (gen walk's loop, repeated); random draws the next seed with a
+    seeded RNG, never the same twice in a row, so the walk never repeats and a run is reproducible from its seed.
     """
 
     done = False  # a walk has no end; only the n key moves on

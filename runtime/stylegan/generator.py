@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gen.runtime.bundle import Bundle, BundleError
+from gen.runtime.bundle import STYLEGAN3, Bundle, BundleError
 from gen.runtime.engines import check_finite, open_runner
 from gen.runtime.errors import GenError
 from gen.runtime.images import nchw_to_images
@@ -77,9 +77,7 @@ class BundleGenerator:
             cam = np.eye(3, dtype=np.float32) if camera is None else np.asarray(camera, np.float32)
             cams = np.repeat(cam[None], n, axis=0) if cam.ndim == 2 else cam  # one for all, or one a picture
             return self._run(ws, {"ws": ws, "transform": np.ascontiguousarray(cams)})
-        if camera is not None:
-            raise GenError("--pan and --rotate move StyleGAN3's camera; this is a "
-                           f"{self.meta.variant} bundle")
+        check_camera(camera is not None, self.meta.variant)
         if not explicit:
             check_noise_mode(noise_mode)
             if noise_mode == "random":
@@ -118,6 +116,12 @@ class BundleGenerator:
         picture."""
         return np.concatenate([self.draw(list(seeds[i : i + batch]), psi, cutoff, noise_mode, class_idx, camera)[1]
                                for i in range(0, len(seeds), batch)])
+
+
+def check_camera(moves: bool, variant: str) -> None:
+    """--pan and --rotate (a camera that moves) are for StyleGAN3; one line for any other model."""
+    if moves and variant not in STYLEGAN3:
+        raise GenError(f"--pan and --rotate move StyleGAN3's camera; this is a {variant} model")
 
 
 def camera_transform(pan: Sequence[float] = (0.0, 0.0), rotate: float = 0.0) -> np.ndarray:

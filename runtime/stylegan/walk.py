@@ -3,7 +3,8 @@
 The path visits each seed's latent in turn and returns to the first. Time t runs over [0, S) for S
 seeds; at whole t the latent is exactly that seed's, so those frames are `gen sample`'s pictures.
 Frame k of n sits at t = k * S / n, and frame n would be frame 0 again: the video loops.
-A StyleGAN3 walk may also move the camera (`pan`, `rotate`) along a path that closes over the same loop.
+A StyleGAN3 walk may also move the camera (`pan`, `rotate`) along a path that closes over the same loop; the
+camera is at rest at t = 0 only, so then only the first seed's frame is its `gen sample` picture.
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, set
     from gen.runtime.progress import progress_bar, rate_text
     from gen.runtime.video import check_video_path, write_video
 
-    from .generator import BundleGenerator
+    from .generator import BundleGenerator, check_camera
 
     out = check_video_path(check_output_path(out, overwrite=overwrite))
     seed_list = parse_waypoints(seeds)
@@ -242,8 +243,7 @@ def walk_to_file(bundle: Path, out: Path, seeds: str, seconds: float | None, set
     total = settings.frames_per_seed * len(seed_list)
     with BundleGenerator(load_bundle(bundle), engine) as gen:
         class_vector(settings.class_idx, gen.meta.c_dim)  # a bad --class is one line, before the progress bar
-        if settings.moves_camera and not gen.alias_free:
-            raise GenError(f"--pan and --rotate move StyleGAN3's camera; this is a {gen.meta.variant} bundle")
+        check_camera(settings.moves_camera, gen.meta.variant)
         with progress_bar(disable=not show_progress) as bar:
             task = bar.add_task("walk", total=total, rate="", info=f"{len(seed_list)} seeds, {settings.space}")
             start = time.perf_counter()

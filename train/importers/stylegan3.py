@@ -81,15 +81,25 @@ def convert(model: ModelFile) -> tuple[Imported, dict[str, torch.Tensor]]:
     kw = nets[g_name].init_kwargs
     found = Imported(model.path, "stylegan3", cfg, 3, cfg.c_dim, int(plain(kw.get("num_fp16_res", 0)) or 0))
     tensors: dict[str, torch.Tensor] = {}
+    moved = False
     for name in ("G_ema", "G"):
         if name not in nets:
             continue
         if name != g_name and generator_config(nets[name], f"'{model.path}' {name}") != cfg:
             raise GenError(f"'{model.path}': G and G_ema have different layouts; the pickle is damaged")
-        tensors.update(ckpt.prefixed(generator_state(nets[name], cfg, f"'{model.path}' {name}"), name))
+        state = generator_state(nets[name], cfg, f"'{model.path}' {name}")
+        # NVlabs' gen_images.py sets this buffer to move the camera; gen's camera is an input (--pan, --rotate,
+        # the identity by default), so a run and its bundle draw alike: a pickle saved with it moved is reset
+        if not torch.equal(state["synthesis.input.transform"], torch.eye(3)):
+            state["synthesis.input.transform"] = torch.eye(3)
+            moved = True
+        tensors.update(ckpt.prefixed(state, name))
     if "G_ema" not in nets:
         found.lacks.append("G_ema (pictures come from G, the training generator)")
         tensors.update(ckpt.prefixed({k: v.clone() for k, v in ckpt.subdict(tensors, "G").items()}, "G_ema"))
+    if moved:
+        found.lacks.append("its stored camera (synthesis.input.transform was moved: reset to the identity; move "
+                           "gen's with --pan and --rotate)")
     found.lacks.append("D (gen fine-tunes imported StyleGAN2 models only; not imported)")
     found.lacks.append("optimiser and augmentation state (NVlabs pickles hold none)")
     found.parameters = check_converted(cfg, tensors, model.path)
