@@ -13,7 +13,8 @@ from gen.runtime.kiosk.display import Window
 from gen.runtime.kiosk.serve import Address
 from gen.runtime.kiosk.settings import KioskSettings
 from gen.runtime.latents import DEFAULT_PSI
-from gen.runtime.stylegan.walk import WalkSettings, parse_pan
+from gen.runtime.stylegan.camera import parse_pan
+from gen.runtime.stylegan.walk import WalkSettings
 
 from .output import err
 from .stylegan import class_option

@@ -90,7 +90,8 @@ def walk(
 ) -> None:
     """Render a seamless looping walk through seeds, torch-free; the frames at the seeds are gen sample's (with
     --pan/--rotate, the first one)."""
-    from gen.runtime.stylegan.walk import parse_pan, walk_to_file
+    from gen.runtime.stylegan.camera import parse_pan
+    from gen.runtime.stylegan.walk import walk_to_file
 
     settings = WalkSettings(fps=fps, psi=psi, cutoff=cutoff, space=space, ease=ease, noise_mode=noise_mode, size=size,
                             class_idx=class_idx, pan=parse_pan(pan), rotate=rotate)

@@ -12,7 +12,7 @@ from torch import nn
 from gen.runtime.bundle import GoldenCase, GoldenSpec, PictureCase, Preprocessing, StyleGANMeta, Tolerance
 from gen.runtime.images import nchw_to_images
 from gen.runtime.latents import DEFAULT_PSI, class_vector, seeds_to_z
-from gen.runtime.stylegan.generator import camera_transform
+from gen.runtime.stylegan.camera import camera_transform
 from gen.train.sample import load_generator, random_noise
 from gen.train.stylegan import Generator, truncate
 from gen.train.stylegan3 import Generator3
@@ -76,9 +76,10 @@ def export_stylegan(checkpoint: str | Path, out: str | Path, simplify: bool = Tr
 
     def fill(folder: Path) -> dict:
         reports.update(export_graphs(G, folder, simplify))
-        cases, pictures = golden_cases(G, folder, psi)
+        sg3 = isinstance(G, Generator3)
+        cases, pictures = (golden_cases3 if sg3 else golden_cases)(G, folder, psi)
         cfg = G.cfg
-        noise_inputs = [] if isinstance(G, Generator3) else [f"noise_{i}" for i in range(len(G.synthesis.layers))]
+        noise_inputs = [] if sg3 else [f"noise_{i}" for i in range(len(G.synthesis.layers))]
         return dict(
             license=license, kind="stylegan",
             graphs={name: graph_spec(folder / f"{name}.onnx") for name in ("mapping", "synthesis")},
@@ -115,8 +116,27 @@ def export_graphs(G: Generator | Generator3, folder: Path, simplify: bool) -> di
     return {"mapping": mapping, "synthesis": synthesis}
 
 
+def mapping_case(G: Generator | Generator3, gi: int, seeds: list[int], arrays: dict, cases: list[GoldenCase]
+                 ) -> tuple[torch.Tensor, str, int | None]:
+    """Group `gi`'s mapping case: its seeds' latents (in class gi modulo the classes, for a class-conditional model)
+    and their w. Returns (w, the group's description, its class)."""
+    c_dim = G.cfg.c_dim
+    cls = gi % c_dim if c_dim else None
+    about = f"seeds {seeds}" + ("" if cls is None else f", class {cls}")
+    key = f"mapping/{gi}"
+    feeds = {"z": seeds_to_z(seeds, G.cfg.z_dim)}
+    if cls is not None:
+        feeds["c"] = class_vector(cls, c_dim, len(seeds))
+    w = G.mapping.w(*(torch.from_numpy(v) for v in feeds.values()))
+    arrays |= {f"{key}/{k}": v for k, v in feeds.items()}
+    arrays[f"{key}/w"] = w.numpy()
+    cases.append(GoldenCase(graph="mapping", inputs={k: f"{key}/{k}" for k in feeds}, outputs={"w": f"{key}/w"},
+                            note=about))
+    return w, about, cls
+
+
 @torch.no_grad()
-def golden_cases(G: Generator | Generator3, folder: Path, psi: float) -> tuple[list[GoldenCase], list[PictureCase]]:
+def golden_cases(G: Generator, folder: Path, psi: float) -> tuple[list[GoldenCase], list[PictureCase]]:
     """Reference inputs/outputs: seeds at batch 1 and a batch of 4; psi 1 and `psi`; const and random noise; a
     class-conditional model draws each group of seeds in a class of its own (0, 1, 2, 3, modulo the classes).
     And the pictures of those seeds at `psi` (the bundle's default) with const noise, and of the batch with each
@@ -124,27 +144,11 @@ def golden_cases(G: Generator | Generator3, folder: Path, psi: float) -> tuple[l
     arrays: dict[str, np.ndarray] = {}
     cases: list[GoldenCase] = []
     pictures: list[PictureCase] = []
-    shapes = [] if isinstance(G, Generator3) else G.synthesis.noise_shapes()
+    shapes = G.synthesis.noise_shapes()
     rng = np.random.RandomState(1234)
     groups = [[s] for s in GOLDEN_SEEDS] + [GOLDEN_BATCH_SEEDS]
-    if isinstance(G, Generator3):  # and a batch of 8 (new with StyleGAN3: SG2 bundles stay as they were)
-        groups.insert(-1, GOLDEN_BATCH8_SEEDS)
-    c_dim = G.cfg.c_dim
     for gi, seeds in enumerate(groups):
-        cls = gi % c_dim if c_dim else None
-        about = f"seeds {seeds}" + ("" if cls is None else f", class {cls}")
-        key = f"mapping/{gi}"
-        feeds = {"z": seeds_to_z(seeds, G.cfg.z_dim)}
-        if cls is not None:
-            feeds["c"] = class_vector(cls, c_dim, len(seeds))
-        w = G.mapping.w(*(torch.from_numpy(v) for v in feeds.values()))
-        arrays |= {f"{key}/{k}": v for k, v in feeds.items()}
-        arrays[f"{key}/w"] = w.numpy()
-        cases.append(GoldenCase(graph="mapping", inputs={k: f"{key}/{k}" for k in feeds}, outputs={"w": f"{key}/w"},
-                                note=about))
-        if isinstance(G, Generator3):
-            camera_cases(G, w, seeds, gi, about, psi, arrays, cases, pictures, cls)
-            continue
+        w, about, cls = mapping_case(G, gi, seeds, arrays, cases)
         for mode in ("const", "random"):
             p = psi if mode == "const" else 1.0
             ws = truncate(w[:, None].repeat(1, G.num_ws, 1), G.mapping.w_avg, p)
@@ -166,21 +170,34 @@ def golden_cases(G: Generator | Generator3, folder: Path, psi: float) -> tuple[l
                 arrays[f"pictures/{gi}"] = nchw_to_images(img.numpy())
                 pictures.append(PictureCase(seeds=seeds, ws=f"{key}/ws", image=f"pictures/{gi}", class_index=cls,
                                             note=f"{about}, psi {p}"))
-    if isinstance(G, Generator3):  # the batch again through a moved camera
-        seeds, last = groups[-1], pictures[-1]
-        camera = camera_transform(**GOLDEN_CAMERA)
-        img = G.synthesis(torch.from_numpy(arrays[last.ws]), torch.from_numpy(camera))
-        arrays["pictures/camera"] = nchw_to_images(img.numpy())
-        pictures.append(PictureCase(seeds=seeds, ws=last.ws, image="pictures/camera", camera=camera.ravel().tolist(),
-                                    class_index=last.class_index, note=f"{about}, psi {psi}, camera moved"))
-        save_golden(folder, arrays)
-        return cases, pictures
     # Constant noise is the same in any order of the noise inputs; each seed's own random noise is not.
     seeds, last = groups[-1], pictures[-1]
     img = G.synthesis(torch.from_numpy(arrays[last.ws]), noises=random_noise(G, seeds))
     arrays["pictures/random"] = nchw_to_images(img.numpy())
     pictures.append(PictureCase(seeds=seeds, ws=last.ws, image="pictures/random", noise="random",
                                 class_index=last.class_index, note=f"{about}, psi {psi}, random noise"))
+    save_golden(folder, arrays)
+    return cases, pictures
+
+
+@torch.no_grad()
+def golden_cases3(G: Generator3, folder: Path, psi: float) -> tuple[list[GoldenCase], list[PictureCase]]:
+    """StyleGAN3's reference inputs/outputs: seeds at batch 1, 4 and 8, each through the identity camera at `psi`
+    and a moved camera at psi 1 (camera_cases); and the batch of 4's pictures again through the moved camera, so
+    that `gen verify` checks the runtime's transform input."""
+    arrays: dict[str, np.ndarray] = {}
+    cases: list[GoldenCase] = []
+    pictures: list[PictureCase] = []
+    groups = [[s] for s in GOLDEN_SEEDS] + [GOLDEN_BATCH8_SEEDS, GOLDEN_BATCH_SEEDS]
+    for gi, seeds in enumerate(groups):
+        w, about, cls = mapping_case(G, gi, seeds, arrays, cases)
+        camera_cases(G, w, seeds, gi, about, psi, arrays, cases, pictures, cls)
+    seeds, last = groups[-1], pictures[-1]
+    camera = camera_transform(**GOLDEN_CAMERA)
+    img = G.synthesis(torch.from_numpy(arrays[last.ws]), torch.from_numpy(camera))
+    arrays["pictures/camera"] = nchw_to_images(img.numpy())
+    pictures.append(PictureCase(seeds=seeds, ws=last.ws, image="pictures/camera", camera=camera.ravel().tolist(),
+                                class_index=last.class_index, note=f"{about}, psi {psi}, camera moved"))
     save_golden(folder, arrays)
     return cases, pictures
 

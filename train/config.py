@@ -7,16 +7,21 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from gen.runtime.bundle import STYLEGAN3 as VARIANTS3
 from gen.runtime.errors import GenError
 
 VARIANTS = ("stylegan2", "stylegan1")
-VARIANTS3 = ("stylegan3-t", "stylegan3-r")
 _LARGE = 10**6  # the bound of a field with none of its own (kimg, intervals): finite, so inf is refused
 
 
 def is_number(value, kind: type = float) -> bool:
     """An int (kind int), or an int or a float (kind float); never a bool, which Python counts as an int."""
     return isinstance(value, int if kind is int else (int, float)) and not isinstance(value, bool)
+
+
+def check_resolution(r) -> None:
+    if not is_number(r, int) or r < 8 or r > 1024 or r & (r - 1):
+        raise GenError(f"resolution must be a power of two from 8 to 1024, got {r!r}")
 
 
 def check_fields(values: dict, bounds: dict[str, tuple[type, float, float]]) -> None:
@@ -60,8 +65,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         r = self.resolution
-        if not is_number(r, int) or r < 8 or r > 1024 or r & (r - 1):
-            raise GenError(f"resolution must be a power of two from 8 to 1024, got {r!r}")
+        check_resolution(r)
         if self.variant not in VARIANTS:
             raise GenError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS + VARIANTS3)}")
         check_fields(vars(self), MODEL_BOUNDS)
@@ -122,9 +126,7 @@ class Stylegan3Config:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS3:
             raise GenError(f"unknown StyleGAN3 variant {self.variant!r}; choose one of {', '.join(VARIANTS3)}")
-        r = self.resolution
-        if not isinstance(r, int) or isinstance(r, bool) or r < 8 or r > 1024 or r & (r - 1):
-            raise GenError(f"resolution must be a power of two from 8 to 1024, got {r!r}")
+        check_resolution(self.resolution)
         check_fields(vars(self), BOUNDS3)
         if not 1 <= self.num_critical < self.num_layers:
             raise GenError(f"num_critical must be 1..num_layers - 1, got {self.num_critical} of {self.num_layers}")

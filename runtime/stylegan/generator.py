@@ -31,7 +31,10 @@ class BundleGenerator:
         self.value_range = bundle.manifest.preprocessing.value_range  # of img: [-1, 1] for our exports
         shapes = {t.name: t.shape for t in bundle.manifest.graphs["synthesis"].inputs}
         self.noise_shapes = [tuple(shapes[name][1:]) for name in self.meta.noise_inputs]
-        self.alias_free = self.meta.alias_free  # StyleGAN3: a camera, no noise
+
+    @property
+    def alias_free(self) -> bool:  # StyleGAN3: a camera, no noise
+        return self.meta.alias_free
 
     @property
     def engine(self) -> str:
@@ -122,16 +125,6 @@ def check_camera(moves: bool, variant: str) -> None:
     """--pan and --rotate (a camera that moves) are for StyleGAN3; one line for any other model."""
     if moves and variant not in STYLEGAN3:
         raise GenError(f"--pan and --rotate move StyleGAN3's camera; this is a {variant} model")
-
-
-def camera_transform(pan: Sequence[float] = (0.0, 0.0), rotate: float = 0.0) -> np.ndarray:
-    """StyleGAN3's camera: the picture turned by `rotate` degrees and moved by `pan` (x, y, in
-    picture widths), as the 3x3 inverse transform its synthesis takes (NVlabs' gen_images.py --translate and
-    --rotate draw the same)."""
-    a = np.deg2rad(rotate)
-    c, s = np.cos(a), np.sin(a)
-    m = np.array([[c, s, pan[0]], [-s, c, pan[1]], [0.0, 0.0, 1.0]])
-    return np.linalg.inv(m).astype(np.float32)
 
 
 def truncate(ws: np.ndarray, w_avg: np.ndarray, psi: float, cutoff: int | None = None) -> np.ndarray:

@@ -16,8 +16,8 @@ from gen.runtime.files import check_output_path
 from gen.runtime.images import make_grid, save_image
 from gen.runtime.latents import parse_seeds
 
-from .generator import BundleGenerator, camera_transform
-from .walk import parse_pan
+from .camera import camera_transform, check_camera_bounds, parse_pan
+from .generator import BundleGenerator
 
 
 def bundle_images(bundle: Path, seeds: Sequence[int], psi: float | None = None, cutoff: int | None = None,
@@ -35,10 +35,9 @@ def parse_camera(pan: str | None, rotate: float | None) -> np.ndarray | None:
     given (the plain picture)."""
     if pan is None and rotate is None:
         return None
-    xy = parse_pan(pan)
-    if rotate is not None and not (np.isfinite(rotate) and abs(rotate) <= 36000):
-        raise GenError(f"--rotate takes degrees, got {rotate!r}")
-    return camera_transform(xy, rotate or 0.0)
+    xy, turn = parse_pan(pan), rotate or 0.0
+    check_camera_bounds(xy, turn)
+    return camera_transform(xy, turn)
 
 
 def sample_to_files(draw: Callable[[list[int]], np.ndarray], seeds: str, out: Path, outdir: Path | None = None,

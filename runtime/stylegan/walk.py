@@ -19,6 +19,8 @@ import numpy as np
 from gen.runtime.errors import GenError
 from gen.runtime.latents import STILL_NOISE_MODES, check_noise_mode, class_vector, seeds_to_z
 
+from .camera import camera_transform, check_camera_bounds
+
 SPACES = ("z", "w")
 
 
@@ -45,10 +47,7 @@ class WalkSettings:
             raise GenError(f"unknown walk space '{self.space}'; choose z or w")
         check_noise_mode(self.noise_mode, STILL_NOISE_MODES, "a walk", "random would flicker")
         check_size(self.size)
-        if len(self.pan) != 2 or not all(np.isfinite(self.pan)) or max(map(abs, self.pan)) > 1000:
-            raise GenError(f"pan must be two finite numbers X,Y in picture widths (got {self.pan})")
-        if not (np.isfinite(self.rotate) and abs(self.rotate) <= 36000):
-            raise GenError(f"rotate takes degrees (got {self.rotate})")
+        check_camera_bounds(self.pan, self.rotate)
 
     @property
     def moves_camera(self) -> bool:
@@ -178,25 +177,10 @@ def parse_waypoints(text: str) -> list[int | np.ndarray]:
     return points
 
 
-def parse_pan(text: str | None) -> tuple[float, float]:
-    """--pan "X,Y" (picture widths) -> (x, y); None: (0, 0)."""
-    if text is None:
-        return (0.0, 0.0)
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError:
-        x = y = float("nan")
-    if not (np.isfinite([x, y]).all() and max(abs(x), abs(y)) <= 1000):
-        raise GenError(f"--pan takes two numbers 'X,Y' in picture widths (e.g. 0.25,-0.1), got {text!r}")
-    return (x, y)
-
-
 def camera_path(times: np.ndarray, period: float, settings: WalkSettings) -> np.ndarray | None:
     """StyleGAN3's camera transforms [N, 3, 3] at `times`, on a path that closes every `period`: out to `pan` and
     `rotate` and back with a cosine ease (still at both ends), or round and round at a steady pace when `rotate`
     is whole turns. None when the camera does not move."""
-    from .generator import camera_transform
-
     if not settings.moves_camera:
         return None
     phase = np.mod(np.asarray(times, np.float64), period) / period
