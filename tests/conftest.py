@@ -31,17 +31,23 @@ def needs_shared(path: Path):
     return pytest.mark.skipif(not path.exists(), reason=f"{path} (../shared beside the checkout) is not here")
 
 
-@pytest.fixture
-def emoji_subset(tmp_path) -> Path:
-    """24 real emoji (every 150th of the set), linked into a fresh folder; the built-in sample if no ../shared."""
+def link_emoji_subset(folder: Path) -> Path:
+    """24 real emoji (every 150th of the set), linked into `folder`/emoji (made here); the built-in sample if no
+    ../shared."""
     from gen.train.data import SAMPLE_DATA, find_images
 
     src = find_images(EMOJI) if EMOJI.is_dir() else find_images(SAMPLE_DATA)
-    out = tmp_path / "emoji"
+    out = folder / "emoji"
     out.mkdir()
     for p in src[:: max(len(src) // 24, 1)][:24]:
         (out / p.name).symlink_to(p)
     return out
+
+
+@pytest.fixture
+def emoji_subset(tmp_path) -> Path:
+    """24 real emoji (every 150th of the set), linked into a fresh folder; the built-in sample if no ../shared."""
+    return link_emoji_subset(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +103,26 @@ def make_checkpoint(path: Path, model: ModelConfig, steps: int) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def sg2_16_export(tmp_path_factory):
+    """(checkpoint, bundle, reports): MODELS["sg2-16"] after 3 training steps (make_checkpoint), exported. Made
+    once per session for the test files that only read them (an export takes ~10 s; six files made their own):
+    copy the bundle to change it. At the end of the session every file must be as it was."""
+    from gen.export.stylegan import export_stylegan
+    from gen.runtime.bundle import sha256_file
+
+    folder = tmp_path_factory.mktemp("sg2-16")
+    checkpoint = make_checkpoint(folder / "checkpoint.safetensors", MODELS["sg2-16"], steps=3)
+    bundle, reports = export_stylegan(checkpoint, folder / "bundle")
+
+    def files() -> dict[str, str]:
+        return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    before = files()
+    yield checkpoint, bundle, reports
+    assert files() == before, "a test changed the shared sg2-16 checkpoint or bundle (copy it to change it)"
+
+
 def assert_same_pictures(a: np.ndarray, b: np.ndarray) -> None:
     """uint8 pictures that are the same up to float rounding: other engines, batch sizes, thread counts or
     CPUs sum in other orders, so a value at a .5 rounding tie may land one level apart, and rarely."""
@@ -137,6 +163,65 @@ def run_gen(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProce
                           timeout=timeout, **kw)
 
 
+# Several `gen` commands in one fresh interpreter: each runs as `python -m gen.cli ARGS` would (gen.cli.main, its
+# exit status from SystemExit, an uncaught exception a traceback and status 1), its file descriptors 1 and 2
+# pointed at files of its own, so even output that C libraries write is told apart, and the warning filters as
+# they were at the start, with no memory of warnings shown before (each is shown as in a fresh interpreter).
+# Torch is imported once.
+GEN_STEPS = """
+import json, os, sys, traceback, warnings
+from gen.cli import main
+folder, commands = sys.argv[1], json.loads(sys.argv[2])
+filters = warnings.filters[:]
+for i, args in enumerate(commands):
+    sys.argv = ['gen', *args]
+    warnings.filters[:] = filters
+    warnings._filters_mutated()  # forget which warnings were shown ("default" and "module" show them again)
+    warnings.onceregistry.clear()  # ("once" too)
+    with open(f'{folder}/{i}.out', 'w') as out, open(f'{folder}/{i}.err', 'w') as err:
+        saved = os.dup(1), os.dup(2)
+        sys.stdout.flush(); sys.stderr.flush()
+        os.dup2(out.fileno(), 1); os.dup2(err.fileno(), 2)
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            if not isinstance(e.code, (int, type(None))):
+                print(e.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+            os.close(saved[0]); os.close(saved[1])
+    with open(f'{folder}/{i}.rc', 'w') as f:
+        f.write(str(code))
+"""
+
+
+def run_gen_steps(*commands: tuple[str, ...] | list[str], timeout: float = 600, **kw
+                  ) -> list[subprocess.CompletedProcess]:
+    """`gen ARGS` for each ARGS in `commands`, in order, in one fresh interpreter (GEN_STEPS): what `run_gen`
+    gives for each, less a fresh interpreter's start (torch's import) for all but the first. For tests of the CLI
+    whose steps do not depend on what the test does between them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        args = [[str(a) for a in c] for c in commands]
+        p = subprocess.run([sys.executable, "-c", GEN_STEPS, folder, json.dumps(args)], capture_output=True,
+                           text=True, timeout=timeout, **kw)
+        results = []
+        for i, c in enumerate(args):
+            rc = Path(folder, f"{i}.rc")
+            assert rc.exists(), f"gen {' '.join(c)} never finished: {p.returncode}\n{p.stdout}\n{p.stderr}"
+            results.append(subprocess.CompletedProcess(["gen", *c], int(rc.read_text()),
+                                                       Path(folder, f"{i}.out").read_text(),
+                                                       Path(folder, f"{i}.err").read_text()))
+    return results
+
+
 @pytest.fixture
 def marker(tmp_path) -> Path:
     """A file a hostile pickle's payload leaves behind if it ever runs (it never may)."""
@@ -145,13 +230,17 @@ def marker(tmp_path) -> Path:
     assert not path.exists(), "code from the file ran"
 
 
-def sampled(source: Path, psi: float, folder: Path, seeds: list[int], *more: str) -> np.ndarray:
-    """`gen sample SOURCE` of `seeds` (const noise) into `folder`, read back as [n, H, W, 3] uint8."""
+def sample_args(source: Path, psi: float, folder: Path, seeds: list[int], *more: str) -> list[str]:
+    """The arguments of `gen sample SOURCE` of `seeds` (const noise) into `folder` (made here), for `read_sampled`."""
+    folder.mkdir()
+    return ["sample", str(source), "--seeds", ",".join(map(str, seeds)), "--psi", str(psi), "--noise-mode", "const",
+            "--out", str(folder / "grid.png"), "--outdir", str(folder), *more]
+
+
+def read_sampled(p: subprocess.CompletedProcess, folder: Path, seeds: list[int]) -> np.ndarray:
+    """The pictures `gen sample` (of `sample_args`) wrote into `folder`, as [n, H, W, 3] uint8."""
     from PIL import Image
 
-    folder.mkdir()
-    p = run_gen("sample", str(source), "--seeds", ",".join(map(str, seeds)), "--psi", str(psi),
-                "--noise-mode", "const", "--out", str(folder / "grid.png"), "--outdir", str(folder), *more)
     assert p.returncode == 0, p.stderr
     return np.stack([np.asarray(Image.open(folder / f"seed{s:04d}.png").convert("RGB")) for s in seeds])
 
@@ -159,19 +248,20 @@ def sampled(source: Path, psi: float, folder: Path, seeds: list[int], *more: str
 def assert_import_round_trip(file: Path, tmp_path: Path, words: tuple[str, ...], reference: dict,
                              seeds: list[int]) -> Path:
     """`gen import FILE`, its summary naming `words`; the run exported, the bundle verified; run and bundle
-    draw `reference["psi1.0"]` and `["psi0.7"]` (pictures of `seeds` by the original code). Returns the run."""
+    draw `reference["psi1.0"]` and `["psi0.7"]` (pictures of `seeds` by the original code). Returns the run.
+    The seven commands run one after another in one interpreter (`run_gen_steps`)."""
     run, bundle = tmp_path / "run", tmp_path / "bundle"
-    p = run_gen("import", str(file), "--out", str(run))
-    assert p.returncode == 0, p.stderr
+    samples = [(psi, source, tmp_path / f"{source.name}-{psi}") for psi in (1.0, 0.7) for source in (run, bundle)]
+    imported, exported, verified, *drawn = run_gen_steps(
+        ["import", str(file), "--out", str(run)], ["export", str(run), "--out", str(bundle)], ["verify", str(bundle)],
+        *[sample_args(source, psi, folder, seeds) for psi, source, folder in samples])
+    assert imported.returncode == 0, imported.stderr
     for w in words:
-        assert w in p.stdout, p.stdout
-    assert run_gen("export", str(run), "--out", str(bundle)).returncode == 0
-    verified = run_gen("verify", str(bundle))
+        assert w in imported.stdout, imported.stdout
+    assert exported.returncode == 0, exported.stderr
     assert verified.returncode == 0 and "all within tolerance" in verified.stdout, verified.stdout + verified.stderr
-    for psi in (1.0, 0.7):
-        for source in (run, bundle):
-            got = sampled(source, psi, tmp_path / f"{source.name}-{psi}", seeds)
-            assert_same_pictures(got, reference[f"psi{psi:.1f}"])
+    for (psi, _, folder), p in zip(samples, drawn):
+        assert_same_pictures(read_sampled(p, folder, seeds), reference[f"psi{psi:.1f}"])
     return run
 
 

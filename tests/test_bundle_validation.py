@@ -31,14 +31,9 @@ from gen.runtime.verify import verify
 
 
 @pytest.fixture(scope="module")
-def good_bundle(tmp_path_factory) -> Path:
-    from conftest import MODELS, make_checkpoint
-    from gen.export.stylegan import export_stylegan
-
-    folder = tmp_path_factory.mktemp("good")
-    checkpoint = make_checkpoint(folder / "c.safetensors", MODELS["sg2-16"], steps=1)
-    bundle, _ = export_stylegan(checkpoint, folder / "bundle")
-    return bundle.path
+def good_bundle(sg2_16_export) -> Path:
+    """The session's sg2-16 bundle (conftest.sg2_16_export): only read, or copied to change."""
+    return sg2_16_export[1].path
 
 
 def copy_bundle(src: Path, dst: Path) -> Path:

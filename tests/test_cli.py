@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import run_gen_steps
 from gen.runtime.errors import GenError, require_extra
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,36 +33,41 @@ def test_missing_extra_names_the_extra():
 
 
 def test_train_bad_inputs_are_one_line_errors(tmp_path):
-    p = gen("train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), "--preset", "tiny")
+    nowhere, huge, size, nothing = run_gen_steps(  # in one interpreter; none of them makes the run folder
+        ["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), "--preset", "tiny"],
+        ["train", "--out", str(tmp_path / "run"), "--preset", "huge"],
+        ["train", "--out", str(tmp_path / "run"), "--resolution", "48"],
+        ["train", "--resume", str(tmp_path / "nothing")])
+    p = nowhere
     assert p.returncode == 2 and "error: data folder" in p.stderr and "does not exist" in p.stderr
     assert "Traceback" not in p.stderr and not (tmp_path / "run").exists()
-    p = gen("train", "--out", str(tmp_path / "run"), "--preset", "huge")
-    assert p.returncode == 2 and "unknown preset 'huge'" in p.stderr
-    p = gen("train", "--out", str(tmp_path / "run"), "--resolution", "48")
-    assert p.returncode == 2 and "power of two" in p.stderr
-    p = gen("train", "--resume", str(tmp_path / "nothing"))
-    assert p.returncode == 2 and "no checkpoint" in p.stderr
+    assert huge.returncode == 2 and "unknown preset 'huge'" in huge.stderr
+    assert size.returncode == 2 and "power of two" in size.stderr
+    assert nothing.returncode == 2 and "no checkpoint" in nothing.stderr
 
 
 @pytest.mark.slow
 def test_train_then_sample_from_the_command_line(tmp_path):
     run = tmp_path / "run"
-    p = gen("train", "--out", str(run), "--preset", "tiny", "--kimg", "0.04", "--workers", "0")
+    grid = tmp_path / "grid.png"
+    p, sample = run_gen_steps(["train", "--out", str(run), "--preset", "tiny", "--kimg", "0.04", "--workers", "0"],
+                              ["sample", str(run), "--seeds", "0-5", "--psi", "0.5", "--out", str(grid), "--cols", "3"])
     assert p.returncode == 0, p.stderr
     assert "latest grid" in p.stdout and list(run.glob("grid-*.png"))
-    grid = tmp_path / "grid.png"
-    p = gen("sample", str(run), "--seeds", "0-5", "--psi", "0.5", "--out", str(grid), "--cols", "3")
-    assert p.returncode == 0, p.stderr
+    assert sample.returncode == 0, sample.stderr
     from PIL import Image
 
     assert Image.open(grid).size == (3 * 34 + 2, 2 * 34 + 2)  # 32 px pictures, 2 px padding
     before = grid.read_bytes()
-    p = gen("sample", str(run), "--seeds", "5-1", "--out", str(grid))
-    assert p.returncode == 2 and "already exists; pass --overwrite" in p.stderr and grid.read_bytes() == before
-    p = gen("sample", str(run), "--seeds", "5-1", "--out", str(grid), "--overwrite")
-    assert p.returncode == 2 and "runs backwards" in p.stderr and grid.read_bytes() == before
-    p = gen("sample", str(run), "--noise-mode", "loud", "--out", str(grid), "--overwrite")
-    assert p.returncode == 2 and "unknown noise mode" in p.stderr
+    # The refusals in one interpreter: the grid is compared after all three (none may touch it).
+    exists, backwards, noise = run_gen_steps(
+        ["sample", str(run), "--seeds", "5-1", "--out", str(grid)],
+        ["sample", str(run), "--seeds", "5-1", "--out", str(grid), "--overwrite"],
+        ["sample", str(run), "--noise-mode", "loud", "--out", str(grid), "--overwrite"])
+    assert exists.returncode == 2 and "already exists; pass --overwrite" in exists.stderr
+    assert backwards.returncode == 2 and "runs backwards" in backwards.stderr
+    assert noise.returncode == 2 and "unknown noise mode" in noise.stderr
+    assert grid.read_bytes() == before
 
 
 @pytest.mark.gpu
@@ -74,12 +80,14 @@ def test_short_cuda_run_with_mixed_precision(tmp_path):
 @pytest.mark.slow
 def test_resume_from_the_command_line_keeps_the_runs_preset(tmp_path):
     run = tmp_path / "run"
-    assert gen("train", "--out", str(run), "--preset", "tiny", "--kimg", "0.016", "--workers", "0").returncode == 0
-    p = gen("train", "--resume", str(run), "--kimg", "0.032", "--workers", "0")
+    first, p, other = run_gen_steps(  # one interpreter, as each step only reads what the one before wrote
+        ["train", "--out", str(run), "--preset", "tiny", "--kimg", "0.016", "--workers", "0"],
+        ["train", "--resume", str(run), "--kimg", "0.032", "--workers", "0"],
+        ["train", "--resume", str(run), "--preset", "small", "--kimg", "0.048"])
+    assert first.returncode == 0, first.stderr
     assert p.returncode == 0, p.stderr
     assert "0.032 kimg" in p.stdout
-    p = gen("train", "--resume", str(run), "--preset", "small", "--kimg", "0.048")
-    assert p.returncode == 2 and "another model config" in p.stderr
+    assert other.returncode == 2 and "another model config" in other.stderr
 
 
 def test_old_module_name_still_runs_the_command():

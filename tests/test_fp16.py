@@ -13,20 +13,19 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import MODELS, make_checkpoint
 from gen.export import fp16
 from gen.export.fp16 import KEEP_FP32_OPS, add_fp16_graph
-from gen.export.stylegan import export_stylegan
 from gen.runtime.bundle import load_bundle
 from gen.runtime.errors import GenError, GenWarning
 from gen.runtime.verify import FP16_PSNR_DB, Check, verify
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    """A small StyleGAN2 bundle, and a copy with the FP16 graph added."""
+def bundles(sg2_16_export, tmp_path_factory):
+    """A small StyleGAN2 bundle (the session's, conftest.sg2_16_export: only read), and a copy with the FP16 graph
+    added."""
     folder = tmp_path_factory.mktemp("fp16")
-    plain, _ = export_stylegan(make_checkpoint(folder / "ck.safetensors", MODELS["sg2-16"], steps=2), folder / "plain")
+    plain = sg2_16_export[1]
     shutil.copytree(plain.path, folder / "half")
     half, worst = add_fp16_graph(load_bundle(folder / "half"))
     return plain, half, worst
@@ -93,10 +92,10 @@ def test_bundle_without_fp16_graph_keeps_its_manifest_shape(bundles):
 
 
 @pytest.mark.skipif(find_spec("tensorrt") is not None, reason="TensorRT is installed: export would build engines")
-def test_export_target_trt_without_tensorrt_writes_onnx_and_fp16_and_says_so(bundles, tmp_path):
+def test_export_target_trt_without_tensorrt_writes_onnx_and_fp16_and_says_so(sg2_16_export, tmp_path):
     from gen.export.targets import export_stylegan_bundle
 
-    checkpoint = bundles[0].path.parent / "ck.safetensors"
+    checkpoint = sg2_16_export[0]
     with pytest.warns(GenWarning, match="TensorRT is not installed here.*builds and caches its engines on first use"):
         done = export_stylegan_bundle(checkpoint, tmp_path / "b", target="trt", fp16_graph=True,
                                       ranges={"batch": (1, 2, 4)})

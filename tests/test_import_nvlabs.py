@@ -19,8 +19,9 @@ from import_checks import assert_run_computes_reference
 from nvlabs_fakes import FakeEasyDict, dump_nvlabs, payload, persistent_network
 from safetensors.torch import load_file
 
-from conftest import assert_import_round_trip, assert_same_pictures, sampled
+from conftest import assert_import_round_trip, assert_same_pictures, read_sampled, sample_args
 from conftest import run_gen as gen
+from conftest import run_gen_steps as gen_steps
 from gen.runtime.errors import GenError
 from gen.train import checkpoint as ckpt
 from gen.train.config import ModelConfig
@@ -71,9 +72,10 @@ def test_imported_run_and_its_bundle_draw_nvlabs_pictures(tmp_path, marker):
     meta = ckpt.read_meta(run)
     assert meta["imported"]["file"] == pkl.name and meta["model"]["conv_clamp"] == 256
 
-    again = gen("import", str(pkl), "--out", str(run))
+    again, overwritten = gen_steps(["import", str(pkl), "--out", str(run)],
+                                   ["import", str(pkl), "--out", str(run), "--overwrite"])
     one_line_error(again, "already holds a run", "--overwrite")
-    assert gen("import", str(pkl), "--out", str(run), "--overwrite").returncode == 0
+    assert overwritten.returncode == 0
 
 
 def test_imported_networks_compute_what_nvlabs_computes(tmp_path, marker):
@@ -94,7 +96,10 @@ def test_class_conditional_model_draws_nvlabs_pictures_of_each_class(tmp_path, m
     """A one-hot class as NVlabs' generate.py builds it, embedded beside z; its D (a projection D) is left out."""
     pkl = dump_nvlabs(tmp_path / "cifar-like.pkl", snapshot(name="sg2ada-16-cond"), payload(marker))
     run = tmp_path / "run"
-    p = gen("import", str(pkl), "--out", str(run))
+    p, drawn, no_class, bad_class = gen_steps(  # the four commands in one interpreter
+        ["import", str(pkl), "--out", str(run)], sample_args(run, 0.7, tmp_path / "cli", SEEDS, "--class", "3"),
+        ["sample", str(run), "--seeds", "0-3", "--out", str(tmp_path / "a.png")],
+        ["sample", str(run), "--class", "5", "--out", str(tmp_path / "a.png")])
     assert p.returncode == 0, p.stderr
     assert "5 (gen sample RUN --class 0..4)" in p.stdout and "a usable D (it is class-conditional" in p.stdout
     ref = reference("sg2ada-16-cond")
@@ -103,10 +108,9 @@ def test_class_conditional_model_draws_nvlabs_pictures_of_each_class(tmp_path, m
         for c in (0, 3):
             assert_same_pictures(generate(G, SEEDS, psi, noise_mode="const", class_idx=c),
                                  ref[f"psi{psi:.1f}-class{c}"])
-    assert_same_pictures(sampled(run, 0.7, tmp_path / "cli", SEEDS, "--class", "3"), ref["psi0.7-class3"])
-    one_line_error(gen("sample", str(run), "--seeds", "0-3", "--out", str(tmp_path / "a.png")),
-                   "class-conditional (5 classes)", "--class 0..4")
-    one_line_error(gen("sample", str(run), "--class", "5", "--out", str(tmp_path / "a.png")), "out of range")
+    assert_same_pictures(read_sampled(drawn, tmp_path / "cli", SEEDS), ref["psi0.7-class3"])
+    one_line_error(no_class, "class-conditional (5 classes)", "--class 0..4")
+    one_line_error(bad_class, "out of range")
     assert not (tmp_path / "a.png").exists()  # (its bundle: tests/test_conditional_bundle.py)
 
 
@@ -167,20 +171,38 @@ class Custom:
     """A class of the file's own, outside the allow-list."""
 
 
-@pytest.mark.parametrize("hostile", ["system", "eval", "custom", "resnet"])
-def test_hostile_and_foreign_files_through_gen_import(tmp_path, marker, hostile):
-    """Nothing runs: the module sources (payloads) stay strings, a call to os.system or eval and a foreign class are
-    refused by name before they are called, an architecture gen lacks is named; one line each, no run written."""
+HOSTILE = ["system", "eval", "custom", "resnet"]
+
+
+def hostile_pickle(folder: Path, hostile: str) -> Path:
+    """A pickle of the kind `hostile` in `folder`, whose payloads leave the file `ran` there if they ever run."""
+    marker = folder / "ran"
     extra = {"system": {"progress": Call(os.system, f"touch {marker}")},
              "eval": {"progress": [Call(eval, f"open({str(marker)!r}, 'w')")]},
              "custom": {"progress": Custom()}}.get(hostile)
     change = {"G_ema": {"synthesis_kwargs": {"architecture": "resnet"}}} if hostile == "resnet" else None
-    pkl = dump_nvlabs(tmp_path / "hostile.pkl", snapshot(change, extra=extra), payload(marker))
-    p = gen("import", str(pkl), "--out", str(tmp_path / "run"))
+    return dump_nvlabs(folder / "hostile.pkl", snapshot(change, extra=extra), payload(marker))
+
+
+@pytest.fixture(scope="module")
+def hostile_imports(tmp_path_factory) -> dict:
+    """kind: (pickle, its folder, `gen import` of it) for each of HOSTILE, the commands in one interpreter."""
+    folders = {hostile: tmp_path_factory.mktemp(hostile) for hostile in HOSTILE}
+    files = {hostile: hostile_pickle(folders[hostile], hostile) for hostile in HOSTILE}
+    done = gen_steps(*(["import", str(files[h]), "--out", str(folders[h] / "run")] for h in HOSTILE))
+    return {hostile: (files[hostile], folders[hostile], p) for hostile, p in zip(HOSTILE, done)}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_hostile_and_foreign_files_through_gen_import(hostile_imports, hostile):
+    """Nothing runs: the module sources (payloads) stay strings, a call to os.system or eval and a foreign class are
+    refused by name before they are called, an architecture gen lacks is named; one line each, no run written."""
+    pkl, tmp_path, p = hostile_imports[hostile]
     words = {"system": f"{os.system.__module__}.system", "eval": "builtins.eval",
              "custom": f"{Custom.__module__}.Custom", "resnet": "'resnet' synthesis architecture"}[hostile]
     one_line_error(p, str(pkl), words)
     assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "ran").exists(), "code from the file ran"
 
 
 def test_conv_clamp_must_be_positive():

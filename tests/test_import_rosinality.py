@@ -18,7 +18,7 @@ from import_checks import assert_run_computes_reference
 from safetensors.torch import load_file
 
 from conftest import assert_import_round_trip, assert_same_pictures
-from conftest import run_gen as gen
+from conftest import run_gen_steps as gen_steps
 from gen.runtime.errors import GenError
 from gen.train import checkpoint as ckpt
 from gen.train.importers import import_model
@@ -111,17 +111,30 @@ def _integer(g):
     g["style.1.bias"] = torch.zeros(32, dtype=torch.int64)
 
 
-@pytest.mark.parametrize("change, words", [
-    (_leftover, "1 tensor(s) gen has no place for (convs.1.extra.weight)"),
-    (_odd_channels, "channel table {4: 32, 8: 32, 16: 24, 32: 16}"),
-    (_no_const, "no tensor 'input.input'"),
-    (_blur, "'convs.0.conv.blur.kernel' is not the [1, 3, 3, 1] low-pass filter"),
-    (_nan, "NaN or infinite"),
-    (_integer, "not floating point"),
-], ids=["leftover", "channels", "no-const", "blur", "nan", "integer"])
-def test_what_gen_cannot_represent_is_one_line_and_writes_nothing(tmp_path, change, words):
-    pt = their_checkpoint(tmp_path / "odd.pt", drop=("g",), g_ema_change=change)
-    p = gen("import", str(pt), "--out", str(tmp_path / "run"))
+CANNOT = {  # case: (change, words)
+    "leftover": (_leftover, "1 tensor(s) gen has no place for (convs.1.extra.weight)"),
+    "channels": (_odd_channels, "channel table {4: 32, 8: 32, 16: 24, 32: 16}"),
+    "no-const": (_no_const, "no tensor 'input.input'"),
+    "blur": (_blur, "'convs.0.conv.blur.kernel' is not the [1, 3, 3, 1] low-pass filter"),
+    "nan": (_nan, "NaN or infinite"),
+    "integer": (_integer, "not floating point"),
+}
+
+
+@pytest.fixture(scope="module")
+def cannot_imports(tmp_path_factory) -> dict:
+    """case: (checkpoint, its folder, `gen import` of it): every case of CANNOT, the commands in one interpreter."""
+    folders = {case: tmp_path_factory.mktemp(case) for case in CANNOT}
+    files = {case: their_checkpoint(folders[case] / "odd.pt", drop=("g",), g_ema_change=change)
+             for case, (change, _) in CANNOT.items()}
+    done = gen_steps(*(["import", str(files[case]), "--out", str(folders[case] / "run")] for case in CANNOT))
+    return {case: (files[case], folders[case], p) for case, p in zip(CANNOT, done)}
+
+
+@pytest.mark.parametrize("case", CANNOT)
+def test_what_gen_cannot_represent_is_one_line_and_writes_nothing(cannot_imports, case):
+    pt, tmp_path, p = cannot_imports[case]
+    words = CANNOT[case][1]
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert words in p.stderr and str(pt) in p.stderr, p.stderr
     assert not (tmp_path / "run").exists()

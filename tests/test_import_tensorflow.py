@@ -17,7 +17,7 @@ from import_checks import assert_run_computes_reference
 from nvlabs_fakes import dump_tensorflow, payload, tf_networks
 
 from conftest import assert_import_round_trip
-from conftest import run_gen as gen
+from conftest import run_gen_steps as gen_steps
 from gen.runtime.errors import GenError
 from gen.train.importers import import_model
 
@@ -76,22 +76,38 @@ def _shape(v):
     v["G/synthesis/8x8/Conv1/weight"] = np.zeros((3, 3, 32), np.float32)
 
 
-@pytest.mark.parametrize("change, g_kwargs, words", [
-    (_leftover, None, "1 variable(s) gen has no place for (synthesis/8x8/Skip/weight)"),
-    (_lod, None, "'orig' synthesis architecture"),
-    (_missing, None, "no variable 'synthesis/16x16/Conv1/mod_bias'"),
-    (_integers, None, "'mapping/Dense0/bias' is int32, not floating point"),
-    (_shape, None, "'synthesis/8x8/Conv1/weight' has shape [3, 3, 32], not [kh, kw, in, out]"),
-    (None, {"structure": "fixed", "use_wscale": True}, "built with 'use_wscale', which gen does not know"),
-    (None, {"architecture": "resnet"}, "'resnet' synthesis architecture"),
-    (None, {"resolution": 48}, "resolution 48, not a power of two"),
-], ids=["leftover", "lod", "missing", "integers", "shape", "unknown-kwarg", "resnet", "resolution"])
-def test_what_gen_cannot_represent_is_one_line_and_writes_nothing(tmp_path, marker, change, g_kwargs, words):
-    pkl = tf_pickle(tmp_path / "odd.pkl", marker, change, g_kwargs)
-    p = gen("import", str(pkl), "--out", str(tmp_path / "run"))
+CANNOT = {  # case: (change, g_kwargs, words)
+    "leftover": (_leftover, None, "1 variable(s) gen has no place for (synthesis/8x8/Skip/weight)"),
+    "lod": (_lod, None, "'orig' synthesis architecture"),
+    "missing": (_missing, None, "no variable 'synthesis/16x16/Conv1/mod_bias'"),
+    "integers": (_integers, None, "'mapping/Dense0/bias' is int32, not floating point"),
+    "shape": (_shape, None, "'synthesis/8x8/Conv1/weight' has shape [3, 3, 32], not [kh, kw, in, out]"),
+    "unknown-kwarg": (None, {"structure": "fixed", "use_wscale": True},
+                      "built with 'use_wscale', which gen does not know"),
+    "resnet": (None, {"architecture": "resnet"}, "'resnet' synthesis architecture"),
+    "resolution": (None, {"resolution": 48}, "resolution 48, not a power of two"),
+}
+
+
+@pytest.fixture(scope="module")
+def cannot_imports(tmp_path_factory) -> dict:
+    """case: (pickle, its folder, `gen import` of it): every case of CANNOT, the commands in one interpreter; each
+    pickle's payload would leave the file `ran` in its folder."""
+    folders = {case: tmp_path_factory.mktemp(case) for case in CANNOT}
+    files = {case: tf_pickle(folders[case] / "odd.pkl", folders[case] / "ran", change, g_kwargs)
+             for case, (change, g_kwargs, _) in CANNOT.items()}
+    done = gen_steps(*(["import", str(files[case]), "--out", str(folders[case] / "run")] for case in CANNOT))
+    return {case: (files[case], folders[case], p) for case, p in zip(CANNOT, done)}
+
+
+@pytest.mark.parametrize("case", CANNOT)
+def test_what_gen_cannot_represent_is_one_line_and_writes_nothing(cannot_imports, case):
+    pkl, tmp_path, p = cannot_imports[case]
+    words = CANNOT[case][2]
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert words in p.stderr and str(pkl) in p.stderr, p.stderr
     assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "ran").exists(), "code from the file ran"
 
 
 def test_a_discriminator_as_official_configs_pickled_it_or_one_gen_cannot_read(tmp_path, marker):

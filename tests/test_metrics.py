@@ -110,14 +110,9 @@ def test_metrics_order_identical_blurred_other_reals_noise(feature_sets):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from conftest import MODELS as TINY
-    from conftest import make_checkpoint
-    from gen.export.stylegan import export_stylegan
-
-    folder = tmp_path_factory.mktemp("metrics")
-    checkpoint = make_checkpoint(folder / "checkpoint.safetensors", TINY["sg2-16"], steps=2)
-    bundle, _ = export_stylegan(checkpoint, folder / "bundle")
+def tiny_run(sg2_16_export):
+    """The session's sg2-16 checkpoint and bundle (conftest.sg2_16_export), only read."""
+    checkpoint, bundle, _ = sg2_16_export
     return checkpoint, bundle.path
 
 
@@ -150,7 +145,7 @@ def test_gen_metrics_cli_writes_json_with_the_floor(tiny_run, emoji_subset, tmp_
     assert not list(tmp_path.glob(".*"))  # written atomically, no debris
 
 
-@pytest.mark.parametrize("args, message", [
+REFUSALS = [  # (args, message)
     (["--data", "{data}", "--num", "6"], "or --real-floor"),  # nothing to measure
     (["{dream}", "--data", "{data}", "--num", "6"], "this needs a stylegan bundle"),
     (["{missing}", "--data", "{data}", "--num", "6"], "does not exist"),
@@ -158,10 +153,24 @@ def test_gen_metrics_cli_writes_json_with_the_floor(tiny_run, emoji_subset, tmp_
     (["--data", "{data}", "--num", "20", "--real-floor"], "lower --num"),  # 24 images, 40 needed
     (["--data", "{data}", "--num", "6", "--real-floor", "--out", "{missing}/m.json"], "does not exist"),
     (["--data", "{data}", "--num", "6", "--real-floor", "--metric", "fid,is"], "unknown metric 'is'"),
-])
-def test_gen_metrics_cli_refuses_bad_input_in_one_line(args, message, emoji_subset, tmp_path):
-    fill = {"data": str(emoji_subset), "dream": str(SHIPPED / "dream-lite0"), "missing": str(tmp_path / "nope")}
-    p = gen_cli("metrics", *[a.format(**fill) for a in args])
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> list:
+    """`gen metrics` of each of REFUSALS (on 24 emoji; {missing} in a folder of its own), in one interpreter."""
+    from conftest import link_emoji_subset, run_gen_steps
+
+    data = link_emoji_subset(tmp_path_factory.mktemp("data"))
+    fills = [{"data": str(data), "dream": str(SHIPPED / "dream-lite0"),
+              "missing": str(tmp_path_factory.mktemp("refused") / "nope")} for _ in REFUSALS]
+    return run_gen_steps(*(["metrics", *[a.format(**fill) for a in args]] for (args, _), fill in zip(REFUSALS, fills)))
+
+
+@pytest.mark.parametrize("case", range(len(REFUSALS)), ids=["nothing", "dream", "no-run", "no-data", "num", "no-out",
+                                                             "metric"])
+def test_gen_metrics_cli_refuses_bad_input_in_one_line(refused, case):
+    p, message = refused[case], REFUSALS[case][1]
     assert p.returncode == 2, p.stdout + p.stderr
     assert message in p.stderr and "Traceback" not in p.stderr
 

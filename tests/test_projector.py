@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import SHIPPED
+from conftest import SHIPPED, run_gen_steps
 from gen.runtime.errors import GenError
 from gen.runtime.stylegan.walk import WalkSettings, walk_frames
 from gen.runtime.verify import psnr
@@ -26,15 +27,10 @@ def gen_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A few-step sg2-16 checkpoint (noise made to matter), its generator, and its bundle."""
-    from conftest import MODELS as TINY
-    from conftest import make_checkpoint
-    from gen.export.stylegan import export_stylegan
-
-    folder = tmp_path_factory.mktemp("project")
-    checkpoint = make_checkpoint(folder / "checkpoint.safetensors", TINY["sg2-16"], steps=3)
-    bundle, _ = export_stylegan(checkpoint, folder / "bundle")
+def tiny(sg2_16_export):
+    """A few-step sg2-16 checkpoint (noise made to matter), its generator, and its bundle: the session's
+    (conftest.sg2_16_export), only read."""
+    checkpoint, bundle, _ = sg2_16_export
     return checkpoint, load_generator(checkpoint), bundle
 
 
@@ -116,37 +112,54 @@ def test_optimised_noise_stays_unit_white_noise(tiny):
 def test_gen_project_writes_picture_w_comparison_and_video(tiny, tmp_path):
     checkpoint, G, bundle = tiny
     out, video = tmp_path / "proj", tmp_path / "search.gif"
-    p = gen_cli("project", str(PHOTO), "--checkpoint", str(checkpoint), "--out", str(out), "--steps", "12",
-                "--w-plus", "--video", str(video), "--device", "cpu")
+    p, again = run_gen_steps(  # one interpreter; the files are checked after the second run refused to replace them
+        ["project", str(PHOTO), "--checkpoint", str(checkpoint), "--out", str(out), "--steps", "12", "--w-plus",
+         "--video", str(video), "--device", "cpu"],
+        ["project", str(PHOTO), "--checkpoint", str(checkpoint), "--out", str(out), "--steps", "2"])
     assert p.returncode == 0, p.stderr
     assert "PSNR" in p.stderr
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # an earlier projection is kept
     assert np.load(out / "w.npy").shape == (G.num_ws, G.cfg.w_dim)
     assert Image.open(out / "projected.png").size == Image.open(out / "target.png").size == (16, 16)
     assert Image.open(out / "compare.png").size == (2 * 256 + 6, 256 + 4)  # target | projection, 16x up, padded
     assert Image.open(video).n_frames == 12
-    again = gen_cli("project", str(PHOTO), "--checkpoint", str(checkpoint), "--out", str(out), "--steps", "2")
-    assert again.returncode == 2 and "--overwrite" in again.stderr  # an earlier projection is kept
     walk = gen_cli("walk", str(bundle.path), "--seeds", f"3,{out / 'w.npy'}", "--space", "w", "--fps", "4",
                    "--seconds", "2", "--out", str(tmp_path / "walk.gif"))
     assert walk.returncode == 0, walk.stderr
     assert Image.open(tmp_path / "walk.gif").n_frames == 8
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing photo", "does not exist"),
-    ("bundle", "is a bundle; projecting needs gradients"),
-    ("no checkpoint", "no checkpoint at"),
-    ("zero steps", "--steps must be at least 1"),
-    ("bad video", ".mp4"),
-])
-def test_gen_project_refuses_bad_input_in_one_line(tiny, tmp_path, case, message):
+REFUSALS = {
+    "missing photo": "does not exist",
+    "bundle": "is a bundle; projecting needs gradients",
+    "no checkpoint": "no checkpoint at",
+    "zero steps": "--steps must be at least 1",
+    "bad video": ".mp4",
+}
+
+
+@pytest.fixture(scope="module")
+def refused(tiny, tmp_path_factory) -> dict:
+    """case: (its folder, `gen project` of it) for each of REFUSALS, the commands in one interpreter."""
     checkpoint, _, bundle = tiny
-    args = {"missing photo": [str(tmp_path / "nope.jpg"), "--checkpoint", str(checkpoint)],
-            "bundle": [str(PHOTO), "--checkpoint", str(bundle.path)],
-            "no checkpoint": [str(PHOTO), "--checkpoint", str(tmp_path)],
-            "zero steps": [str(PHOTO), "--checkpoint", str(checkpoint), "--steps", "0"],
-            "bad video": [str(PHOTO), "--checkpoint", str(checkpoint), "--video", str(tmp_path / "v.avi")]}[case]
-    p = gen_cli("project", *args, "--out", str(tmp_path / "out"), "--device", "cpu")
+    folders = {case: tmp_path_factory.mktemp("refused") for case in REFUSALS}
+
+    def args(case: str, tmp_path: Path) -> list[str]:
+        return {"missing photo": [str(tmp_path / "nope.jpg"), "--checkpoint", str(checkpoint)],
+                "bundle": [str(PHOTO), "--checkpoint", str(bundle.path)],
+                "no checkpoint": [str(PHOTO), "--checkpoint", str(tmp_path)],
+                "zero steps": [str(PHOTO), "--checkpoint", str(checkpoint), "--steps", "0"],
+                "bad video": [str(PHOTO), "--checkpoint", str(checkpoint), "--video", str(tmp_path / "v.avi")]}[case]
+
+    done = run_gen_steps(*(["project", *args(case, folders[case]), "--out", str(folders[case] / "out"), "--device",
+                            "cpu"] for case in REFUSALS))
+    return {case: (folders[case], p) for case, p in zip(REFUSALS, done)}
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_gen_project_refuses_bad_input_in_one_line(refused, case):
+    tmp_path, p = refused[case]
+    message = REFUSALS[case]
     assert p.returncode == 2, p.stdout + p.stderr
     assert message in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "out" / "w.npy").exists()

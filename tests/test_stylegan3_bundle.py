@@ -13,13 +13,14 @@ import pytest
 from nvlabs_fakes import dump_nvlabs, payload, persistent_network
 from safetensors.torch import load_file
 
-from conftest import assert_same_pictures, gen_without_torch, sampled
+from conftest import assert_same_pictures, gen_without_torch, read_sampled, sample_args
 from conftest import edited_bundle as edited
-from conftest import run_gen as gen
+from conftest import run_gen_steps as gen_steps
 from gen.runtime.bundle import BundleError, load_bundle
 from gen.runtime.errors import GenError
 from gen.runtime.latents import seeds_to_z
-from gen.runtime.stylegan.generator import BundleGenerator, camera_transform
+from gen.runtime.stylegan.camera import camera_transform
+from gen.runtime.stylegan.generator import BundleGenerator
 from gen.runtime.verify import verify
 from gen.train import checkpoint as ckpt
 
@@ -46,12 +47,38 @@ def reference(name: str) -> dict[str, np.ndarray]:
         return dict(f)
 
 
+IMPORTED_WORDS = ("stylegan3 (NVlabs stylegan3 network pickle)", "alias-free, config T, 6 layers", "G_ema 66,247",
+                  "D (gen fine-tunes imported StyleGAN2 models only")  # what `gen import` says of sg3t-32
+
+
+@pytest.fixture(scope="module")
+def through_the_cli(tmp_path_factory) -> tuple[Path, dict]:
+    """The user's path for config T, in one interpreter: gen import, gen export, gen sample RUN with --pan and
+    with --rotate (into folders run-shift, run-turn). (folder, {command: CompletedProcess})."""
+    folder = tmp_path_factory.mktemp("cli")
+    marker, run, bundle = folder / "ran", folder / "run", folder / "bundle"
+    steps = {"import": ["import", str(their_pickle("sg3t-32", folder, marker)), "--out", str(run)],
+             "export": ["export", str(run), "--out", str(bundle)]}
+    steps |= {camera: sample_args(run, 1.0, folder / f"run{camera}", SEEDS, *CAMERAS[camera])
+              for camera in ("-shift", "-turn")}
+    done = dict(zip(steps, gen_steps(*steps.values())))
+    assert not marker.exists(), "code from the file ran"
+    return folder, done
+
+
 @pytest.fixture(scope="module", params=["sg3t-32", "sg3r-32"])
 def exported(request, tmp_path_factory) -> tuple[str, Path, Path]:
-    """(name, run, bundle): the pickle imported and exported in-process."""
+    """(name, run, bundle): config T's from `gen import` and `gen export` (through_the_cli: one export of it for
+    the module), config R's pickle imported and exported in-process."""
     from gen.export.stylegan import export_stylegan
     from gen.train.importers import import_model
 
+    if request.param == "sg3t-32":
+        folder, done = request.getfixturevalue("through_the_cli")
+        assert done["import"].returncode == 0 and done["export"].returncode == 0, done["import"].stderr + done[
+            "export"].stderr
+        assert all(words in done["import"].stdout for words in IMPORTED_WORDS), done["import"].stdout
+        return request.param, folder / "run", folder / "bundle"
     name, folder = request.param, tmp_path_factory.mktemp(request.param)
     marker = folder / "ran"
     found = import_model(their_pickle(name, folder, marker), folder / "run")
@@ -115,22 +142,21 @@ def test_bundle_equals_pytorch_at_batch_1_4_8(exported, batch):
     assert np.abs(img - ref).max() < 1e-5
 
 
-def test_gen_import_and_sample_through_the_cli_draw_nvlabs_pictures(tmp_path, marker):
+def test_gen_import_and_sample_through_the_cli_draw_nvlabs_pictures(through_the_cli, tmp_path):
     """The user's path for config T: gen import, gen sample RUN and (torch-free) gen sample BUNDLE with --pan and
-    --rotate; gen export and gen verify through the CLI."""
+    --rotate; gen export and gen verify through the CLI (the commands that use torch: through_the_cli)."""
     ref = reference("sg3t-32")
-    run, bundle = tmp_path / "run", tmp_path / "bundle"
-    p = gen("import", str(their_pickle("sg3t-32", tmp_path, marker)), "--out", str(run))
+    folder, done = through_the_cli
+    bundle = folder / "bundle"
+    p = done["import"]
     assert p.returncode == 0, p.stderr
-    for words in ("stylegan3 (NVlabs stylegan3 network pickle)", "alias-free, config T, 6 layers", "G_ema 66,247",
-                  "D (gen fine-tunes imported StyleGAN2 models only"):
+    for words in IMPORTED_WORDS:
         assert words in p.stdout, p.stdout
-    assert gen("export", str(run), "--out", str(bundle)).returncode == 0
+    assert done["export"].returncode == 0, done["export"].stderr
     p = gen_without_torch("verify", str(bundle))
     assert p.returncode == 0 and "all within tolerance" in p.stdout, p.stdout + p.stderr
     for camera in ("-shift", "-turn"):
-        assert_same_pictures(sampled(run, 1.0, tmp_path / f"run{camera}", SEEDS, *CAMERAS[camera]),
-                             ref[f"psi1.0{camera}"])
+        assert_same_pictures(read_sampled(done[camera], folder / f"run{camera}", SEEDS), ref[f"psi1.0{camera}"])
     p = gen_without_torch("sample", str(bundle), "--seeds", "0-3", "--psi", "0.7", "--rotate", "60", "--out",
                           str(tmp_path / "turn.png"), "--outdir", str(tmp_path))
     assert p.returncode == 0, p.stderr
@@ -225,8 +251,10 @@ def test_the_camera_path_closes_and_eases():
     assert np.allclose(spin[20], camera_transform((0, 0), 120.0), atol=1e-6)  # whole turns: a steady pace
     assert np.allclose(spin[-1], spin[0], atol=1e-6)
     assert camera_path(times, 3.0, WalkSettings()) is None
-    with pytest.raises(GenError, match="pan must be two finite numbers"):
+    with pytest.raises(GenError, match="--pan takes two numbers"):
         WalkSettings(pan=(float("inf"), 0.0))
+    with pytest.raises(GenError, match="--rotate takes degrees within 36000"):
+        WalkSettings(rotate=36001.0)
 
 
 @pytest.mark.parametrize("exported", ["sg3t-32"], indirect=True)

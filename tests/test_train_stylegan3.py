@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MICRO, micro_train, run_gen
+from conftest import MICRO, micro_train, run_gen, run_gen_steps
 from gen.runtime.errors import GenError
 from gen.train import checkpoint as ckpt
 from gen.train.config import (
@@ -145,15 +145,14 @@ def test_unknown_variant_is_one_line(emoji_subset, tmp_path):
 
 def test_cli_trains_stylegan3_t_and_the_run_exports_and_verifies(emoji_subset, tmp_path):
     run, bundle = tmp_path / "run", tmp_path / "bundle"
-    p = run_gen("train", str(emoji_subset), "--out", str(run), "--preset", "tiny", "--variant", "stylegan3-t",
-                "--resolution", "16", "--batch", "4", "--kimg", "0.008", "--workers", "0", "--device", "cpu",
-                env=ONE_THREAD)
+    p, exported, verified = run_gen_steps(  # one interpreter: export and verify leave the run as it is
+        ["train", str(emoji_subset), "--out", str(run), "--preset", "tiny", "--variant", "stylegan3-t",
+         "--resolution", "16", "--batch", "4", "--kimg", "0.008", "--workers", "0", "--device", "cpu"],
+        ["export", str(run), "--out", str(bundle)], ["verify", str(bundle)], env=ONE_THREAD)
     assert p.returncode == 0, p.stderr
     meta = ckpt.read_meta(run)
     assert meta["model"]["variant"] == "stylegan3-t" and meta["model"]["num_layers"] == 4
     assert meta["train"]["pl_weight"] == 0 and meta["counters"]["step"] == 2
     assert list(run.glob("grid-*.png"))
-    p = run_gen("export", str(run), "--out", str(bundle), env=ONE_THREAD)
-    assert p.returncode == 0, p.stderr
-    verified = run_gen("verify", str(bundle), env=ONE_THREAD)
+    assert exported.returncode == 0, exported.stderr
     assert verified.returncode == 0 and "all within tolerance" in verified.stdout, verified.stdout + verified.stderr

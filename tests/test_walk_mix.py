@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MODELS, assert_same_pictures, gen_without_torch, make_checkpoint
+from conftest import assert_same_pictures, gen_without_torch
 from gen.runtime.bundle import load_bundle
 from gen.runtime.errors import GenError
 from gen.runtime.latents import seeds_to_z
@@ -20,12 +20,9 @@ SEEDS = [3, 17, 42]
 
 
 @pytest.fixture(scope="module")
-def gen(tmp_path_factory):
-    from gen.export.stylegan import export_stylegan
-
-    folder = tmp_path_factory.mktemp("walk")
-    checkpoint = make_checkpoint(folder / "c.safetensors", MODELS["sg2-16"], steps=1)
-    bundle, _ = export_stylegan(checkpoint, folder / "bundle")
+def gen(sg2_16_export):
+    """The session's sg2-16 bundle (conftest.sg2_16_export), opened."""
+    _, bundle, _ = sg2_16_export
     with BundleGenerator(load_bundle(bundle.path), "cpu") as opened:
         yield opened
 
