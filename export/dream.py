@@ -5,8 +5,8 @@ on torch.func.grad and torch.autograd.grad, or trace graphs with saved activatio
 and onnxruntime does not implement ONNX's Gradient op. So the gradient function is traced by `make_fx` over
 `torch.func.grad_and_value`, which writes the backward pass out as plain aten ops; the few backward ops
 ONNX has no translation for are rewritten on the way (`backward_as_forward`) into forward ops it has
-(transposed convolutions, slices). The resulting graph module is then exported like any other module,
-with height and width dynamic.
+(convolutions, pixel shuffles, transposed convolutions where nothing faster fits, crops). The resulting graph
+module is then exported like any other module, with height and width dynamic.
 """
 
 from __future__ import annotations
@@ -83,8 +83,33 @@ def _conv_input_grad(grad_out, inp, weight, bias_sizes, stride, padding, dilatio
         w = weight.reshape(groups, out_c // groups, in_per_group, *k).transpose(1, 2)
         w = w.reshape(groups * in_per_group, out_c // groups, *k).flip(2, 3)
         return F.conv2d(grad_out, w, None, 1, [n - 1 - p for p, n in zip(padding, k)], 1, groups), None, None
+    if list(stride) == [2, 2] and list(dilation) == [1, 1]:
+        return _stride2_input_grad(grad_out, inp, weight, padding, groups), None, None
     g = F.conv_transpose2d(grad_out, weight, None, stride, padding, [s - 1 for s in stride], groups, dilation)
     return _crop_to(g, inp), None, None
+
+
+def _stride2_input_grad(grad_out, inp, weight, padding, groups):
+    """d conv / d input of a stride-2 conv as a stride-1 conv giving the four phases of the gradient (even and odd
+    rows times even and odd columns) as four channels each, interleaved by a pixel shuffle, then cropped to the
+    input: the transposed convolution without its multiplications by inserted zeros. onnxruntime runs a grouped
+    (above all a depthwise) ConvTranspose many times slower than a conv.
+
+    Input pixel 2m + r (r = 0, 1) of the padded input gets sum over s of grad_out[m - s] * weight[2s + r]: for
+    each phase r a correlation of grad_out with the kernel's taps r, r + 2, ... reversed, padded by S - 1 = the
+    number of taps per phase, ceil(k / 2), less one. The shuffled result covers 2 * (out + S - 1) >= padded
+    input pixels (2S >= k + 1); the crop keeps the input's, from `padding` on."""
+    out_c, in_per_group, kh, kw = weight.shape
+    sh, sw = (kh + 1) // 2, (kw + 1) // 2
+    w = F.pad(weight, [0, 2 * sw - kw, 0, 2 * sh - kh])  # even kernel: taps beyond k are 0
+    w = w.reshape(out_c, in_per_group, sh, 2, sw, 2).flip(2, 4)  # [o, i, s_h, r_h, s_w, r_w], taps reversed
+    w = w.reshape(groups, out_c // groups, in_per_group, sh, 2, sw, 2)
+    # -> [groups, in_per_group, r_h, r_w, out_per_group, s_h, s_w]: output channel i * 4 + 2 * r_h + r_w
+    w = w.permute(0, 2, 4, 6, 1, 3, 5).reshape(groups * in_per_group * 4, out_c // groups, sh, sw)
+    g = F.pixel_shuffle(F.conv2d(grad_out, w, None, 1, [sh - 1, sw - 1], 1, groups), 2)
+    (ph, pw), (h, w_) = padding, inp.shape[2:]
+    # The crop as one Pad by negative amounts (one copy; slicing height and width would be two).
+    return F.pad(g, [-pw, pw + w_ - g.shape[3], -ph, ph + h - g.shape[2]])
 
 
 def _relu6_input_grad(grad_out, inp, min_val, max_val):

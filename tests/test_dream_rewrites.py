@@ -1,0 +1,120 @@
+"""The dream gradient's rewrites of backward ops (export/dream.py, `backward_as_forward`) against autograd.
+
+A stride-2 convolution's input gradient is written as a stride-1 conv giving the gradient's four phases,
+a pixel shuffle and a crop (`_stride2_input_grad`), instead of a transposed convolution. It must be the
+same numbers for every kernel, grouping, padding and input size, odd or even: checked in float64, where the
+only difference is the order of a few additions (tolerance 1e-12, relative L2), and through the ONNX export
+on onnxruntime in float32 (1e-5; measured ~1e-7).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from gen.export.dream import _conv_input_grad, backward_as_forward
+from gen.export.onnx_graph import export_graph
+from gen.runtime.verify import relative_l2
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: torch on one thread
+
+F64_REL_L2 = 1e-12  # float64: the sums' order differs, nothing else
+ORT_REL_L2 = 1e-5  # float32 through onnxruntime
+
+
+def _autograd_input_grad(x, weight, g, padding, groups):
+    x = x.detach().requires_grad_(True)
+    y = F.conv2d(x, weight, None, 2, padding, 1, groups)
+    (want,) = torch.autograd.grad(y, x, g)
+    return want
+
+
+@pytest.mark.parametrize("kernel,groups,cin,cout,padding", [
+    (3, 8, 8, 8, (0, 0)),  # EfficientNet's depthwise, padded outside the conv (TF "same")
+    (5, 8, 8, 8, (2, 2)),  # depthwise, padded by the conv
+    (3, 1, 3, 32, (0, 0)),  # a stem: dense, 3 channels in (Inception's: unpadded)
+    (1, 1, 4, 6, (0, 0)),  # 1x1 stride 2: one phase only
+    (4, 2, 4, 6, (1, 2)),  # even kernel, grouped, uneven padding
+    (3, 4, 8, 12, (1, 0)),  # grouped with more outputs than inputs per group
+])
+@pytest.mark.parametrize("size", [(10, 13), (17, 16), (9, 9), (24, 31)])
+def test_stride2_input_grad_equals_autograd(kernel, groups, cin, cout, padding, size):
+    gen = torch.Generator().manual_seed(kernel * 100 + groups * 10 + size[0])
+    x = torch.randn(1, cin, *size, generator=gen, dtype=torch.float64)
+    weight = torch.randn(cout, cin // groups, kernel, kernel, generator=gen, dtype=torch.float64)
+    out = F.conv2d(x, weight, None, 2, padding, 1, groups)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    want = _autograd_input_grad(x, weight, g, padding, groups)
+    got, none1, none2 = _conv_input_grad(g, x, weight, None, [2, 2], list(padding), [1, 1], False, [0, 0], groups,
+                                         [True, False, False])
+    assert got.shape == want.shape and none1 is None and none2 is None
+    assert relative_l2(got.numpy(), want.numpy()) <= F64_REL_L2
+
+
+def test_stride2_input_grad_is_not_a_transposed_conv():
+    """The rewrite is taken for stride 2 (a transposed conv would do the same sums, slower), not for others."""
+    x, weight = torch.randn(1, 4, 11, 12), torch.randn(4, 1, 3, 3)
+
+    def input_grad(stride):
+        return lambda g, x: _conv_input_grad(g, x, weight, None, stride, [0, 0], [1, 1], False, [0, 0], 4,
+                                             [True, False, False])[0]
+
+    for stride, transposed in (([2, 2], False), ([3, 3], True)):
+        g = torch.randn(F.conv2d(x, weight, None, stride, 0, 1, 4).shape)
+        traced = make_fx(input_grad(stride))(g, x)
+        ops = {str(n.target) for n in traced.graph.nodes if n.op == "call_function"}
+        assert any("convolution" in op for op in ops)
+        assert ("aten.pixel_shuffle.default" not in ops) == transposed, ops
+
+
+class _TwoStrides(nn.Module):
+    """TF "same" padded stride-2 depthwise and dense convs between ReLU6s: the ops EfficientNet's dream layers use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.stem = nn.Parameter(torch.randn(8, 3, 3, 3, generator=gen) * 0.3)
+        self.dw = nn.Parameter(torch.randn(8, 1, 5, 5, generator=gen) * 0.3)
+        self.pw = nn.Parameter(torch.randn(6, 8, 1, 1, generator=gen) * 0.3)
+
+    @staticmethod
+    def same(x, weight, groups):
+        k, (h, w) = weight.shape[-1], x.shape[-2:]
+        pad_h, pad_w = ((h + 1) // 2 - 1) * 2 + k - h, ((w + 1) // 2 - 1) * 2 + k - w
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, weight, None, 2, 0, 1, groups)
+
+    def forward(self, image):
+        x = F.relu6(self.same(image, self.stem, 1) * 2)
+        x = F.relu6(self.same(x, self.dw, 8))
+        return F.conv2d(x, self.pw).square().mean()
+
+
+def test_exported_stride2_gradient_on_onnxruntime(tmp_path):
+    """Traced with the rewrite table and exported with dynamic sizes, the gradient runs on onnxruntime with no
+    ConvTranspose and matches autograd at even, odd and mixed sizes, none of them the traced one."""
+    import onnxruntime as ort
+
+    net = _TwoStrides().eval()
+    graph = make_fx(lambda image: torch.func.grad_and_value(net)(image), decomposition_table=backward_as_forward(),
+                    tracing_mode="symbolic", _allow_non_fake_inputs=True)(torch.rand(1, 3, 37, 43))
+    dims = {0: None, 2: torch.export.Dim("height", min=16, max=512), 3: torch.export.Dim("width", min=16, max=512)}
+    path = tmp_path / "grad.onnx"
+    export_graph(graph, (torch.rand(1, 3, 37, 43),), path, ["image"], ["grad", "objective"], dynamic_shapes=(dims,))
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops, ops
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h, w in ((32, 32), (33, 35), (40, 29)):
+        image = np.random.default_rng(h * w).random((1, 3, h, w), dtype=np.float32)
+        x = torch.from_numpy(image).requires_grad_(True)
+        objective = net(x)
+        (want,) = torch.autograd.grad(objective, x)
+        got, value = session.run(["grad", "objective"], {"image": image})
+        assert got.shape == image.shape
+        assert relative_l2(got, want.numpy()) <= ORT_REL_L2
+        assert abs(float(value) - objective.item()) <= 1e-5 * abs(objective.item())
