@@ -1,7 +1,7 @@
 """Kiosk speed and memory: how fast frames are made, how steadily they are shown, whether memory stays flat.
 
-    python benchmarks/kiosk_speed.py [BUNDLE] [--engine cpu] [--fps 30] [--soak-minutes 2] [--size 1920x1080]
-                                     [--photo models/photos/chelsea.jpg] [--dream-size 384]
+    python benchmarks/kiosk_speed.py [BUNDLE] [--engine cpu] [--fps FPS] [--soak-minutes 2] [--size 1920x1080]
+                                     [--photo models/photos/chelsea.jpg] [--dream-size 384] [--label after]
 
 BUNDLE defaults to the shipped models/emoji (stylegan) bundle: an endless walk. A dream bundle (the
 shipped models/dream-lite0) dreams slow zooms into --photo at gen kiosk's defaults (a keyframe every
@@ -10,7 +10,8 @@ shipped models/dream-lite0) dreams slow zooms into --photo at gen kiosk's defaul
   dream, over several keyframes: their dreaming and the frames in between);
 - display: gen kiosk's window (SDL's dummy video driver, so no screen is needed, but smoothscale to the
   window size is real work) at --fps for --soak-minutes: the fps held, frame-time percentiles (time between
-  new frames on the screen), late frames, and the process's RSS at the start and the end of the soak;
+  new frames on the screen), late frames (over 1.5 beats) and frames over 20 ms, the CPU the process used
+  (in cores), and its RSS at the start, after the first minute and at the end of the soak;
 - uncapped: the same window with no fps limit for 10 s: the most frames/s the producer and display give.
 Appends the results with the machine's description to benchmarks/results/kiosk_speed.jsonl.
 """
@@ -102,33 +103,52 @@ def display_run(bundle, settings: KioskSettings, engine: str, fps: float, second
             rss.append(rss_mib())
             state["next_rss"] += rss_every
 
+    cpu_start, wall_start = os.times(), time.perf_counter()
     try:
         show(player, fps, Window(windowed=True, size=size), on_frame=on_frame)
     finally:
         producer.stop()
+    cpu_end, wall = os.times(), time.perf_counter() - wall_start
     times = stamps[: state["n"]]
     warm = times[times >= times[0] + 1.0]  # the first second fills the queue and warms the engine
     intervals = np.diff(warm)
     out = {"target_fps": fps, "seconds": seconds, "frames": int(len(times)),
            "fps": round(float((len(warm) - 1) / (warm[-1] - warm[0])), 2), **percentiles_ms(intervals),
            "late_frames": int((intervals > 1.5 / fps).sum()) if fps < 1000 else None,
+           "over_20ms": int((intervals > 0.020).sum()),
+           "cpu_cores_used": round((cpu_end.user + cpu_end.system - cpu_start.user - cpu_start.system) / wall, 2),
            "producer_errors": producer.errors}
     if len(rss) > 1:
         out.update({"rss_start_mib": round(rss[1], 1), "rss_end_mib": round(rss[-1], 1),
                     "rss_max_mib": round(max(rss[1:]), 1), "rss_samples": len(rss) - 1})
+        settled = int(60 / rss_every)  # after the first minute: the queue has grown to its size, the engine warmed up
+        if len(rss) > settled + 1:
+            out.update({"rss_1min_mib": round(rss[settled], 1),
+                        "rss_growth_after_1min_mib": round(rss[-1] - rss[settled], 1)})
     return out
+
+
+def summary(name: str, run: dict) -> str:
+    """One line: the fps held, frame-time percentiles and memory."""
+    line = (f"{name}: {run['fps']:.2f} fps (target {run['target_fps']:g}), frame time p50 {run['p50_ms']:.1f} "
+            f"p95 {run['p95_ms']:.1f} p99 {run['p99_ms']:.1f} max {run['max_ms']:.1f} ms, "
+            f"{run['over_20ms']} over 20 ms, {run['cpu_cores_used']:.2f} cores busy")
+    if "rss_start_mib" in run:
+        line += f"; RSS start {run['rss_start_mib']} end {run['rss_end_mib']} max {run['rss_max_mib']} MiB"
+    return line
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", nargs="?", default=str(DEFAULT_BUNDLE))
     ap.add_argument("--engine", default="cpu")
-    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--fps", type=float, default=KioskSettings.fps, help="the display's target (gen kiosk's default)")
     ap.add_argument("--speed", type=float, default=4.0, help="seconds per seed (walk) or per keyframe (dream)")
     ap.add_argument("--photo", default=str(DEFAULT_PHOTO), help="dream: the photo dreamed on")
     ap.add_argument("--dream-size", type=int, default=384, help="dream: long side of the dreamed picture")
     ap.add_argument("--soak-minutes", type=float, default=2.0)
     ap.add_argument("--size", default="1920x1080", help="window size (SDL dummy driver)")
+    ap.add_argument("--label", default="", help="a word recorded with the row (e.g. before, after)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if not Path(args.bundle).is_dir():
@@ -138,22 +158,27 @@ def main() -> None:
         ap.error("this benchmark plays a stylegan bundle (an endless walk) or a dream bundle (dream zooms)")
     size = tuple(int(v) for v in args.size.split("x"))
     machine = describe()
-    print(f"machine: {machine}; load average {os.getloadavg()}")
+    load_start = os.getloadavg()
+    print(f"machine: {machine}; load average {load_start}")
     settings = KioskSettings(fps=args.fps, speed=args.speed, photos=(Path(args.photo),), size=args.dream_size)
     render = render_rate(bundle, settings, args.engine)
     print(f"render: {render}")
     soak = display_run(bundle, settings, args.engine, args.fps, args.soak_minutes * 60, size)
     print(f"display at {args.fps:g} fps for {args.soak_minutes:g} min: {soak}")
+    print(summary("display", soak))
     # (uncapped: the queue stays ~30 frames deep, not 1 s of 1000 fps; a dream's segments get 1000 fps x --speed frames)
     uncapped = display_run(bundle, replace(settings, fps=1000.0, ahead=0.03), args.engine, 1000.0, 10.0, size)
     print(f"uncapped: {uncapped}")
+    print(summary("uncapped", uncapped))
+    print(f"load average at the end {os.getloadavg()}")
     if not args.no_record:
-        record("kiosk_speed", {"bundle": Path(args.bundle).name, "kind": bundle.manifest.kind,
+        labelled = {"label": args.label} if args.label else {}
+        record("kiosk_speed", {**labelled, "bundle": Path(args.bundle).name, "kind": bundle.manifest.kind,
                                "command": " ".join(["python", "benchmarks/kiosk_speed.py", *sys.argv[1:]]),
                                **({"photo": Path(args.photo).name, "dream_size": args.dream_size}
                                   if bundle.manifest.kind == "dream" else {}),
                                "window": args.size, "render": render, "display": soak, "uncapped": uncapped,
-                               "load_average": os.getloadavg()}, machine)
+                               "load_average_start": load_start, "load_average": os.getloadavg()}, machine)
 
 
 if __name__ == "__main__":

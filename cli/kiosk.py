@@ -68,7 +68,9 @@ def kiosk(
     watchdog: float = typer.Option(KioskSettings.watchdog,
                                    help="Exit with status 1 after this many seconds without a new frame (a hung "
                                         "engine); 0: never."),
-    fps: float = typer.Option(KioskSettings.fps, help="Frames per second shown."),
+    fps: float = typer.Option(KioskSettings.fps,
+                              help="Frames per second shown: 60 suits a 60 Hz screen; on a slow machine 30 "
+                                   "(benchmarks/kiosk_speed.py tells whether 60 holds)."),
     engine: str = typer.Option("auto", help="auto | cpu | cuda | ort-trt | trt."),
     display: int = typer.Option(Window.display, help="Which display the fullscreen window goes on (0 = the first)."),
     windowed: bool = typer.Option(Window.windowed, "--windowed", help="A window instead of fullscreen (testing)."),

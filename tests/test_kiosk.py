@@ -187,9 +187,13 @@ def test_window_shows_the_frames_and_keys_work(bundle, producers, loop_frames, t
     player = Player(loop_producer(bundle, producers), save_dir=tmp_path)
     shown, screens = [], []
 
+    switch = sys.getswitchinterval()
+    intervals = []
+
     def on_frame(frame, screen):
         shown.append(frame.copy())
         screens.append(pygame.surfarray.array3d(screen).transpose(1, 0, 2).copy())
+        intervals.append(sys.getswitchinterval())
         if len(shown) == 4:
             pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_s))
         if len(shown) == 10:
@@ -197,6 +201,7 @@ def test_window_shows_the_frames_and_keys_work(bundle, producers, loop_frames, t
 
     count = show(player, 60, Window(windowed=True, size=(96, 64)), on_frame=on_frame)
     assert count == len(shown) == 10  # q stopped it
+    assert max(intervals) <= 0.001 and sys.getswitchinterval() == switch  # (the display's own, given back after)
     assert_same_pictures(np.stack(shown), loop_frames[:10])  # the walk's frames, in order, none dropped (other batches)
     assert all(not np.array_equal(shown[k], shown[k + 1]) for k in range(9))
     for frame, screen in zip(shown, screens):  # 16x16 scaled with smoothing into the middle 64x64, black bars
@@ -211,6 +216,84 @@ def test_window_shows_the_frames_and_keys_work(bundle, producers, loop_frames, t
         assert np.corrcoef(means.ravel(), frame.transpose(1, 0, 2).ravel())[0, 1] < 0.6
     saved = list(tmp_path.glob("kiosk-*.png"))
     assert len(saved) == 1 and np.array_equal(load_image(saved[0]), shown[3])  # s saved the frame on screen
+
+
+class FakeTime:
+    """perf_counter and sleep on a clock that moves only when slept on or told to (`pass_`)."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 100.0, []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += max(seconds, 1e-4)  # (sleep(0) yields: some time passes)
+
+    def pass_(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_frame_clock_keeps_a_steady_beat_and_starts_afresh_when_far_behind(monkeypatch):
+    from gen.runtime.kiosk import display
+
+    fake = FakeTime()
+    monkeypatch.setattr(display, "time", fake)
+    clock, period = display.FrameClock(60), 1 / 60
+    clock.wait()  # the first frame at once
+    start, beats = fake.now, []
+    for work in [0.002, 0.010, 0.015, 0.001, 0.012]:  # the loop's own work varies: the beat does not
+        fake.pass_(work)
+        clock.wait()
+        beats.append(fake.now - start)
+    assert np.allclose(beats, np.arange(1, 6) * period, atol=2e-4)  # on the grid: 60.0 fps, not 62.5
+    assert all(s <= period for s in fake.slept) and any(s > 0.001 for s in fake.slept)  # slept, then yielded
+    fake.pass_(period + 0.005)  # one slow frame: shown 5 ms late, the next back on the grid
+    clock.wait()
+    late = fake.now
+    fake.pass_(0.001)
+    clock.wait()
+    assert np.isclose(late - start, 6 * period + 0.005) and np.isclose(fake.now - start, 7 * period, atol=2e-4)
+    fake.pass_(0.5)  # a stall of many beats: no burst of frames to catch up, a new grid from now
+    clock.wait()
+    resumed = fake.now
+    fake.pass_(0.001)
+    clock.wait()
+    assert np.isclose(fake.now - resumed, period, atol=2e-4)
+
+
+def test_picture_letterboxes_any_shape_and_follows_the_screen(monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    pygame = pytest.importorskip("pygame")
+    from gen.runtime.kiosk.display import Picture
+
+    def smooth(frame, size):
+        surface = pygame.image.frombuffer(np.ascontiguousarray(frame).tobytes(), frame.shape[1::-1], "RGB")
+        return pygame.surfarray.array3d(pygame.transform.smoothscale(surface, size)).transpose(1, 0, 2)
+
+    rng = np.random.default_rng(0)
+    square = rng.integers(1, 255, (16, 16, 3), dtype=np.uint8)  # (no black pixel: bars are told apart)
+    wide = rng.integers(1, 255, (8, 32, 3), dtype=np.uint8)
+    pygame.display.init()
+    try:
+        pygame.display.set_mode((96, 64))
+        picture = Picture(pygame)
+        for frame, (x, y, w, h) in [(square, (16, 0, 64, 64)), (wide, (0, 20, 96, 24)), (square, (16, 0, 64, 64))]:
+            picture.draw(frame)  # a new shape (the next photo of a dream): new bars, the old picture's edges gone
+            screen = pygame.surfarray.array3d(pygame.display.get_surface()).transpose(1, 0, 2)
+            assert np.array_equal(screen[y:y + h, x:x + w], smooth(frame, (w, h)))
+            bars = np.ones(screen.shape[:2], bool)
+            bars[y:y + h, x:x + w] = False
+            assert screen[bars].max() == 0 and screen[~bars].min() > 0
+        pygame.display.set_mode((64, 96))  # the window resized (or another screen): laid out again
+        picture.invalidate()
+        picture.draw(square)
+        screen = pygame.surfarray.array3d(pygame.display.get_surface()).transpose(1, 0, 2)
+        assert screen.shape == (96, 64, 3) and np.array_equal(screen[16:80], smooth(square, (64, 64)))
+        assert screen[:16].max() == 0 and screen[80:].max() == 0
+    finally:
+        pygame.display.quit()
 
 
 def test_pause_and_next_scene_crossfade(bundle, gen, producers):

@@ -18,7 +18,7 @@ MAX_POOL = 1_000_000  # seeds in a walk's pool: the pool is a list in memory
 
 @dataclass(frozen=True)
 class KioskSettings:
-    fps: float = 30.0
+    fps: float = 60.0  # a new frame at every refresh of a 60 Hz screen (a slow machine: 30)
     speed: float = 4.0  # seconds per seed (walk) or per dream keyframe
     crossfade: float = 1.0  # seconds of crossfade into a new scene
     ahead: float = 1.0  # seconds of frames made ahead (the queue's bound)
