@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from gen.runtime.bundle import Bundle
+from gen.runtime.bundle import Bundle, to_data
 from gen.runtime.engines.trt import build_engine, import_tensorrt, this_device
 from gen.runtime.engines.trt_plan import can_build, graph_precision, timing_cache_name
 from gen.runtime.errors import GenError
@@ -41,7 +41,7 @@ def add_engines(bundle: Bundle, fp16: bool | None = None, ranges: dict[str, tupl
                       f"(compute {device.compute_capability}, TensorRT {device.tensorrt_version}); this takes minutes")
             rec = build_engine(bundle, graph, folder, device, precision, ranges, cache, version_compatible,
                                hardware_compatible)
-            records = [r for r in records if r["file"] != rec.file] + [rec.model_dump()]
+            records = [r for r in records if r["file"] != rec.file] + [to_data(rec)]
         fields["engines"] = records
         return fields
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import onnx
 
-from gen.runtime.bundle import Bundle, GoldenCase, GraphSpec, Tolerance
+from gen.runtime.bundle import Bundle, GoldenCase, GraphSpec, Tolerance, to_data
 from gen.runtime.engines.ort import OrtRunner
 from gen.runtime.errors import GenError
 from gen.runtime.verify import FP16_PSNR_DB, psnr
@@ -77,12 +77,12 @@ def add_fp16_graph(bundle: Bundle, graph: str = "synthesis") -> tuple[Bundle, fl
         if worst[0][0] < FP16_PSNR_DB:  # raised inside the build: the bundle stays as it was
             raise GenError(f"the FP16 {graph} graph drifts too far from FP32 (PSNR {worst[0][0]:.1f} dB < "
                            f"{FP16_PSNR_DB:g} dB, {worst[0][1]}); export without --fp16-graph")
-        fields["graphs"][name] = spec.model_dump()
+        fields["graphs"][name] = to_data(spec)
         golden = fields["golden"]
         golden["cases"] = [c for c in golden["cases"] if c["graph"] != name] + [
-            GoldenCase(graph=name, inputs=c.inputs, outputs=c.outputs, note=f"{c.note} (fp16)").model_dump()
+            to_data(GoldenCase(graph=name, inputs=c.inputs, outputs=c.outputs, note=f"{c.note} (fp16)"))
             for c in bundle.manifest.golden.cases if c.graph == graph]
-        golden["tolerances"][name] = FP16_TOLERANCE.model_dump(exclude_none=True)
+        golden["tolerances"][name] = to_data(FP16_TOLERANCE)
         return fields
 
     return extend_bundle(bundle, add), worst[0][0]

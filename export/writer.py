@@ -6,6 +6,7 @@ only code that writes it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -20,10 +21,10 @@ from gen.runtime.bundle import (
     MANIFEST,
     Bundle,
     FileEntry,
-    Manifest,
     is_bundle,
     load_bundle,
     sha256_file,
+    to_data,
 )
 from gen.runtime.errors import GenError
 from gen.runtime.verify import verify
@@ -55,9 +56,10 @@ def write_bundle(out: str | Path, fill: Callable[[Path], dict], overwrite: bool 
         fields = fill(tmp)
         files = {p.name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
                  for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
-        manifest = Manifest(format=FORMAT, format_version=FORMAT_VERSION, gen_version=gen_version(),
-                            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), files=files, **fields)
-        (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2, exclude_none=True) + "\n", encoding="utf-8")
+        manifest = to_data(dict(format=FORMAT, format_version=FORMAT_VERSION, gen_version=gen_version(),
+                                created=datetime.now(timezone.utc).isoformat(timespec="seconds"), files=files,
+                                **fields))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _check_golden(load_bundle(tmp), out)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -89,6 +91,7 @@ def extend_bundle(bundle: Bundle, add: Callable[[Path, dict], dict]) -> Bundle:
     def fill(folder: Path) -> dict:
         for name in bundle.manifest.files:
             shutil.copy2(bundle.file(name), folder / name)
-        return add(folder, bundle.manifest.model_dump(exclude=kept, exclude_none=True))
+        fields = to_data(bundle.manifest)
+        return add(folder, {k: v for k, v in fields.items() if k not in kept})
 
     return write_bundle(bundle.path, fill, overwrite=True)

@@ -2,7 +2,7 @@
 
 A bundle is a folder::
 
-    manifest.json        this schema (pydantic models below), format "gen-bundle", version 3
+    manifest.json        this schema (msgspec structs below), format "gen-bundle", version 3
     *.onnx               the graphs named in manifest.graphs
     golden.npz           inputs and PyTorch reference outputs, for `gen verify` (never pickled)
     *.engine             TensorRT engines, when exported with --target trt (listed in ``engines``)
@@ -104,9 +104,9 @@ Bounds (a manifest is data from anywhere; each bound is far beyond what ``gen ex
   Scan, If, or any node with a subgraph: `gen export` writes none, and a loop can run without end), and an
   engine loads the very bytes it checked against ``files`` (``gen.runtime.engines.onnx_file``).
 
-Validation on load (``load_bundle``) reports one line per problem (at most ``MAX_PROBLEMS``) with what to
-do about it. This module reads and checks bundles and runs no engine; ``gen.export.writer`` writes them
-and holds each new one to its golden data before it replaces anything.
+Validation on load (``load_bundle``) reports the first schema problem, with where it is in the manifest, or
+every file problem, one line each, with what to do about it. This module reads and checks bundles and runs no
+engine; ``gen.export.writer`` writes them and holds each new one to its golden data before it replaces anything.
 """
 
 from __future__ import annotations
@@ -118,10 +118,11 @@ import re
 import stat
 import zipfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from msgspec import Meta, field
 
 from .errors import GenError
 from .latents import DEFAULT_PSI
@@ -166,46 +167,52 @@ class BundleError(GenError):
     """A bundle that cannot be used; the message has one line per problem."""
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+# The schema is msgspec structs: checked in C when a manifest is read (a few microseconds), and imported in a
+# few milliseconds, which matters to a command that draws one picture (pydantic took ~0.2 s of `gen sample`).
+# Structs built in code are not checked: `gen export` checks each manifest by reading it back (`parse`).
+class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
 
 
-Value = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
-Dim = Annotated[int, Field(ge=1, le=MAX_DIM)]
-Axis = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]  # a named dynamic axis
-Name = Annotated[str, Field(min_length=1, max_length=256)]
+# A manifest's numbers are finite: read_manifest refuses NaN and infinities, so bounds alone say the rest.
+Value = Annotated[float, Meta(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+Dim = Annotated[int, Meta(ge=1, le=MAX_DIM)]
+Axis = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]  # a named dynamic axis
+Name = Annotated[str, Meta(min_length=1, max_length=256)]
+Std = Annotated[float, Meta(ge=1e-3, le=MAX_ABS_VALUE)]
 
 
 class TensorSpec(Strict):
     name: Name
     dtype: Literal["float32", "float16", "int64", "int32"]
-    shape: list[Dim | Axis] = Field(max_length=MAX_RANK)
+    shape: Annotated[list[Dim | Axis], Meta(max_length=MAX_RANK)]
 
 
 class GraphSpec(Strict):
-    file: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.onnx$")
-    opset: int = Field(ge=7, le=100)
-    inputs: list[TensorSpec] = Field(min_length=1, max_length=256)
-    outputs: list[TensorSpec] = Field(min_length=1, max_length=256)
+    file: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]+\.onnx$")]
+    opset: Annotated[int, Meta(ge=7, le=100)]
+    inputs: Annotated[list[TensorSpec], Meta(min_length=1, max_length=256)]
+    outputs: Annotated[list[TensorSpec], Meta(min_length=1, max_length=256)]
+
+
+Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
 
 
 class FileEntry(Strict):
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0, le=1 << 40)
+    sha256: Sha256
+    size: Annotated[int, Meta(ge=0, le=1 << 40)]
 
 
 class Preprocessing(Strict):
     value_range: tuple[Value, Value]
-    mean: list[Value] | None = Field(default=None, min_length=3, max_length=3)  # per RGB channel
-    std: list[Annotated[Value, Field(ge=1e-3)]] | None = Field(default=None, min_length=3, max_length=3)
+    mean: Annotated[list[Value], Meta(min_length=3, max_length=3)] | None = None  # per RGB channel
+    std: Annotated[list[Std], Meta(min_length=3, max_length=3)] | None = None
     layout: Literal["NCHW"] = "NCHW"
     color: Literal["RGB"] = "RGB"
 
-    @model_validator(mode="after")
-    def _range(self):
+    def __post_init__(self):
         if not self.value_range[0] < self.value_range[1]:
             raise ValueError(f"value_range {list(self.value_range)} must run from low to high")
-        return self
 
     def affine(self) -> tuple[np.ndarray, np.ndarray]:
         """(scale, offset), each [1, 3, 1, 1] float32: graph value = scale * x + offset for x in [0, 1] RGB."""
@@ -228,30 +235,28 @@ def camera_moved(camera: list[float] | None) -> bool:
 
 class StyleGANMeta(Strict):
     variant: Literal["stylegan2", "stylegan1", "stylegan3-t", "stylegan3-r"]
-    resolution: int = Field(ge=8, le=1024)
-    z_dim: int = Field(ge=1, le=MAX_LATENT)
-    w_dim: int = Field(ge=1, le=MAX_LATENT)
-    num_ws: int = Field(ge=1, le=MAX_NUM_WS)
-    w_avg: list[Value] = Field(max_length=MAX_LATENT)
-    default_psi: float = Field(default=DEFAULT_PSI, allow_inf_nan=False, ge=PSI_RANGE[0], le=PSI_RANGE[1])
+    resolution: Annotated[int, Meta(ge=8, le=1024)]
+    z_dim: Annotated[int, Meta(ge=1, le=MAX_LATENT)]
+    w_dim: Annotated[int, Meta(ge=1, le=MAX_LATENT)]
+    num_ws: Annotated[int, Meta(ge=1, le=MAX_NUM_WS)]
+    w_avg: Annotated[list[Value], Meta(max_length=MAX_LATENT)]
     # every layer's noise (StyleGAN2 and 1, at least one); StyleGAN3 has none
-    noise_inputs: list[Name] = Field(max_length=2 * MAX_NUM_WS)
-    c_dim: int = Field(default=0, ge=0, le=MAX_CLASSES)  # classes; 0 (format 3 without it): unconditional
+    noise_inputs: Annotated[list[Name], Meta(max_length=2 * MAX_NUM_WS)]
+    default_psi: Annotated[float, Meta(ge=PSI_RANGE[0], le=PSI_RANGE[1])] = DEFAULT_PSI
+    c_dim: Annotated[int, Meta(ge=0, le=MAX_CLASSES)] = 0  # classes; 0 (format 3 without it): unconditional
 
     @property
     def alias_free(self) -> bool:
         """StyleGAN3: synthesis takes ws and the camera `transform` [batch, 3, 3], no noise."""
         return self.variant in STYLEGAN3
 
-    @model_validator(mode="after")
-    def _w_avg_size(self):
+    def __post_init__(self):
         if len(self.w_avg) != self.w_dim:
             raise ValueError(f"w_avg has {len(self.w_avg)} values but w_dim is {self.w_dim}")
         if self.alias_free and self.noise_inputs:
             raise ValueError(f"noise_inputs must be empty: {self.variant} has no noise")
         if not self.alias_free and not self.noise_inputs:
             raise ValueError(f"noise_inputs is empty, but every {self.variant} layer has noise")
-        return self
 
     def check_graphs(self, graphs: dict[str, GraphSpec]) -> None:
         """The graph signatures the runtime relies on: names, and the static sizes of z, w, ws, noise, the camera
@@ -289,14 +294,13 @@ class StyleGANMeta(Strict):
 
 class DreamMeta(Strict):
     backbone: str
-    layers: dict[str, Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]]
-    objective: dict[str, object]  # a description: type, terms, value, class, guide (see export.dream)
-    classes: int | None = Field(default=None, ge=1, le=1 << 20)
-    min_size: int = Field(default=32, ge=1, le=MAX_MIN_SIZE, strict=True)  # the smallest image side it takes
+    layers: dict[str, Value]
+    objective: dict[str, Any]  # a description: type, terms, value, class, guide (see export.dream)
+    classes: Annotated[int, Meta(ge=1, le=1 << 20)] | None = None
+    min_size: Annotated[int, Meta(ge=1, le=MAX_MIN_SIZE)] = 32  # the smallest image side it takes
 
-    @field_validator("objective")
-    @classmethod
-    def _objective(cls, o: dict[str, object]) -> dict[str, object]:
+    def __post_init__(self):
+        o = self.objective
         kinds = {"type": str, "terms": list, "value": str, "class": int, "guide": str}
         for key, kind in kinds.items():
             v = o.get(key)
@@ -304,28 +308,25 @@ class DreamMeta(Strict):
                 raise ValueError(f"objective.{key} must be a {kind.__name__}")
         if not all(isinstance(t, str) for t in o.get("terms", [])):
             raise ValueError("objective.terms must be a list of strings")
-        return o
 
 
 class Tolerance(Strict):
     """At least one bound; each no looser than the runtime's maxima (MAX_REL_L2, MIN_PSNR_DB, MAX_ABS_OF_RANGE,
     the last checked against the manifest's value range)."""
 
-    max_abs: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    rel_l2: float | None = Field(default=None, gt=0, le=MAX_REL_L2)
-    psnr_db: float | None = Field(default=None, ge=MIN_PSNR_DB, allow_inf_nan=False)  # for FP16: max abs is noisy
+    max_abs: Annotated[float, Meta(gt=0)] | None = None
+    rel_l2: Annotated[float, Meta(gt=0, le=MAX_REL_L2)] | None = None
+    psnr_db: Annotated[float, Meta(ge=MIN_PSNR_DB)] | None = None  # for FP16: max abs is noisy
 
-    @model_validator(mode="after")
-    def _some_bound(self):
+    def __post_init__(self):
         if self.max_abs is None and self.rel_l2 is None and self.psnr_db is None:
             raise ValueError("a tolerance needs at least one of max_abs, rel_l2, psnr_db")
-        return self
 
 
 class GoldenCase(Strict):
     graph: str
     inputs: dict[str, str]  # graph input name -> npz key
-    outputs: dict[str, str] = Field(min_length=1)  # graph output name -> npz key
+    outputs: Annotated[dict[str, str], Meta(min_length=1)]  # graph output name -> npz key
     note: str = ""
 
 
@@ -334,14 +335,13 @@ class PictureCase(Strict):
     w_avg and default_psi -> synthesis with constant noise, or each seed's random noise fed in the order of
     noise_inputs -> value_range -> uint8), against PyTorch's styles and pictures."""
 
-    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(min_length=1, max_length=64)
+    seeds: Annotated[list[Annotated[int, Meta(ge=0, le=2**32 - 1)]], Meta(min_length=1, max_length=64)]
     ws: str  # npz key: PyTorch's styles at the default psi, float32 [N, num_ws, w_dim]
     image: str  # npz key: PyTorch's pictures, uint8 [N, resolution, resolution, 3]
     noise: Literal["const", "random"] = "const"  # (format 3)
-    class_index: int | None = Field(default=None, ge=0, lt=MAX_CLASSES)  # exactly for class-conditional models
+    class_index: Annotated[int, Meta(ge=0, lt=MAX_CLASSES)] | None = None  # exactly for class-conditional models
     # StyleGAN3: the camera transform the pictures were drawn through (None: the identity), 3x3 row by row
-    camera: Annotated[list[Annotated[float, Field(allow_inf_nan=False, ge=-1e4, le=1e4)]],
-                      Field(min_length=9, max_length=9)] | None = None
+    camera: Annotated[list[Annotated[float, Meta(ge=-1e4, le=1e4)]], Meta(min_length=9, max_length=9)] | None = None
     note: str = ""
 
 
@@ -352,13 +352,13 @@ class DreamRun(Strict):
 
     image: str  # npz key: float32 [3, H, W] in [0, 1]
     result: str  # npz key: float32 [3, H, W], the dreamed image
-    size: tuple[Annotated[int, Field(ge=1, le=1024, strict=True)], Annotated[int, Field(ge=1, le=1024, strict=True)]]
-    octaves: int = Field(ge=1, le=8, strict=True)
-    octave_scale: float = Field(ge=1.0, le=4.0, allow_inf_nan=False)
-    iterations: int = Field(ge=1, le=8, strict=True)
-    step: float = Field(gt=0.0, le=1.0, allow_inf_nan=False)
-    jitter: int = Field(ge=0, le=64, strict=True)
-    seed: int = Field(ge=0, le=2**32 - 1, strict=True)
+    size: tuple[Annotated[int, Meta(ge=1, le=1024)], Annotated[int, Meta(ge=1, le=1024)]]
+    octaves: Annotated[int, Meta(ge=1, le=8)]
+    octave_scale: Annotated[float, Meta(ge=1.0, le=4.0)]
+    iterations: Annotated[int, Meta(ge=1, le=8)]
+    step: Annotated[float, Meta(gt=0.0, le=1.0)]
+    jitter: Annotated[int, Meta(ge=0, le=64)]
+    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)]
     note: str = ""
 
     def octave_sides(self) -> list[int]:
@@ -367,42 +367,40 @@ class DreamRun(Strict):
         return [min(round(h / self.octave_scale**i), round(w / self.octave_scale**i)) for i in range(self.octaves)]
 
 
-class GoldenSpec(Strict):
+class GoldenSpec(Strict, kw_only=True):
     file: str = GOLDEN
-    cases: list[GoldenCase] = Field(min_length=1)
-    pictures: list[PictureCase] = Field(default_factory=list, max_length=64)  # stylegan bundles: at least one
-    dreams: list[DreamRun] = Field(default_factory=list, max_length=8)  # dream bundles: at least one
+    cases: Annotated[list[GoldenCase], Meta(min_length=1)]
+    pictures: Annotated[list[PictureCase], Meta(max_length=64)] = field(default_factory=list)  # stylegan: >= 1
+    dreams: Annotated[list[DreamRun], Meta(max_length=8)] = field(default_factory=list)  # dream bundles: >= 1
     tolerances: dict[str, Tolerance]
 
 
 class ShapeProfile(Strict):
-    min: list[int] = Field(max_length=MAX_RANK)
-    opt: list[int] = Field(max_length=MAX_RANK)
-    max: list[int] = Field(max_length=MAX_RANK)
+    min: Annotated[list[int], Meta(max_length=MAX_RANK)]
+    opt: Annotated[list[int], Meta(max_length=MAX_RANK)]
+    max: Annotated[list[int], Meta(max_length=MAX_RANK)]
 
-    @model_validator(mode="after")
-    def _ordered(self):
+    def __post_init__(self):
         if not len(self.min) == len(self.opt) == len(self.max) or not all(
                 1 <= a <= b <= c <= MAX_DIM for a, b, c in zip(self.min, self.opt, self.max)):
             raise ValueError(f"profile needs 1 <= min <= opt <= max <= {MAX_DIM} per axis, got {self.min} "
                              f"{self.opt} {self.max}")
-        return self
 
 
 class EngineRecord(Strict):
     graph: str
-    file: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.engine$")
-    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    file: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]+\.engine$")]
+    onnx_sha256: Sha256
     gpu_name: str
-    compute_capability: str = Field(pattern=r"^[0-9]+\.[0-9]+$")
-    tensorrt_version: str = Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+    compute_capability: Annotated[str, Meta(pattern=r"^[0-9]+\.[0-9]+$")]
+    tensorrt_version: Annotated[str, Meta(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
     precision: Literal["fp32", "fp16"]
     profiles: dict[str, ShapeProfile]
     version_compatible: bool = False
     hardware_compatible: bool = False
 
 
-class Manifest(Strict):
+class Manifest(Strict, kw_only=True):
     format: Literal["gen-bundle"]
     format_version: int
     gen_version: str
@@ -417,8 +415,7 @@ class Manifest(Strict):
     golden: GoldenSpec
     engines: list[EngineRecord] | None = None  # None, not []: a bundle without engines stays as it was
 
-    @model_validator(mode="after")
-    def _consistent(self):
+    def __post_init__(self):
         needed = {"stylegan": {"mapping", "synthesis"}, "dream": {"features", "dream_grad"}}[self.kind]
         if getattr(self, self.kind) is None:
             raise ValueError(f"kind is '{self.kind}' but the '{self.kind}' section is missing")
@@ -484,7 +481,6 @@ class Manifest(Strict):
                     need = f"one in 0..{c_dim - 1}" if c_dim else "none (the model is unconditional)"
                     raise ValueError(f"golden picture class_index {p.class_index} does not fit stylegan.c_dim {c_dim}: "
                                      f"it needs {need}")
-        return self
 
 
 class Bundle:
@@ -626,15 +622,58 @@ def read_manifest(manifest_path: Path) -> object:
     if json_depth(data) > MAX_JSON_DEPTH:
         raise too_deep
     try:
-        return json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"), parse_constant=_not_finite, parse_float=_finite)
     except RecursionError:
         raise too_deep from None
-    except ValueError as e:  # bad UTF-8, bad JSON, an integer of thousands of digits
+    except ValueError as e:  # bad UTF-8, bad JSON, an integer of thousands of digits, NaN or infinity
         raise BundleError(f"{manifest_path} is not valid JSON ({clip(e)}); the copy is damaged: copy the bundle "
                           "again") from None
 
 
-MAX_PROBLEMS = 10  # lines of a schema error; the rest are counted
+def _not_finite(name: str) -> float:
+    raise ValueError(f"{name} is not a number a manifest may hold")
+
+
+def _finite(text: str) -> float:
+    x = float(text)
+    if not np.isfinite(x):  # 1e999
+        raise ValueError(f"{clip(text, 40)} is beyond a float")
+    return x
+
+
+def parse(raw: object, kind: type[Strict]) -> Strict:
+    """Check parsed JSON (dicts, lists, numbers, strings) against one of the schema's structs and build it. A
+    problem raises msgspec.ValidationError: its message, then ' - at `$.path`'."""
+    return msgspec.convert(raw, kind)
+
+
+def to_data(value: object) -> object:
+    """Structs (and lists and dicts of them) as plain JSON data, fields that are None left out: how manifests and
+    engine records are written (a reader fills in the defaults)."""
+    data = msgspec.to_builtins(value, enc_hook=_numpy_value)
+
+    def drop_none(x):
+        if isinstance(x, dict):
+            return {k: drop_none(v) for k, v in x.items() if v is not None}
+        return [drop_none(v) for v in x] if isinstance(x, list) else x
+
+    return drop_none(data)
+
+
+def _numpy_value(x: object) -> object:
+    """numpy numbers and arrays (as export computes w_avg, tolerances, sizes) as Python ones."""
+    if isinstance(x, (np.generic, np.ndarray)):
+        return x.tolist()
+    raise NotImplementedError(f"{type(x).__name__} is not manifest data")
+
+
+def schema_problem(e: msgspec.ValidationError) -> str:
+    """msgspec's 'what - at `$.where`' as 'where: what', the form of every other manifest problem."""
+    what, _, where = str(e).rpartition(" - at `")
+    if not what:
+        return clip(e)
+    where = where.rstrip("`").removeprefix("$").lstrip(".") or "(top)"
+    return f"{clip(where, 120)}: {clip(what)}"
 
 
 def load_bundle(path: str | Path, check_files: bool = True) -> Bundle:
@@ -648,16 +687,9 @@ def load_bundle(path: str | Path, check_files: bool = True) -> Bundle:
     raw = read_manifest(manifest_path)
     _check_version(raw, manifest_path)
     try:
-        manifest = Manifest.model_validate(raw)
-    except ValidationError as e:
-        errs = e.errors()
-        lines = [f"{manifest_path}: {clip('.'.join(str(p) for p in err['loc']) or '(top)', 120)}: "
-                 f"{clip(err['msg'])}" for err in errs[:MAX_PROBLEMS]]
-        if len(errs) > MAX_PROBLEMS:
-            lines.append(f"{manifest_path}: and {len(errs) - MAX_PROBLEMS} more problems")
-        raise BundleError("\n".join(lines + ["re-export the bundle with `gen export`"])) from None
-    except RecursionError:  # pydantic's own guard normally answers first
-        raise BundleError(f"{manifest_path} is nested too deeply to be a manifest; re-export the bundle") from None
+        manifest = parse(raw, Manifest)
+    except msgspec.ValidationError as e:
+        raise BundleError(f"{manifest_path}: {schema_problem(e)}\nre-export the bundle with `gen export`") from None
     _check_golden_coverage(manifest, manifest_path)
     bundle = Bundle(path, manifest)
     if check_files:

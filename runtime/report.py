@@ -8,7 +8,7 @@ from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
 
-from .bundle import load_bundle
+from .bundle import load_bundle, to_data
 from .engines import available_engines
 from .verify import verify
 
@@ -23,7 +23,7 @@ def info_report(path: Path) -> list[RenderableType]:
                  ("value range", f"{m.preprocessing.value_range} {m.preprocessing.layout} {m.preprocessing.color}")]:
         head.add_row(escape(k), escape(str(v)))  # (manifest text is data, not markup)
     section = m.stylegan or m.dream
-    for k, v in section.model_dump().items():
+    for k, v in to_data(section).items():
         if k == "w_avg":
             v = f"[{len(v)} values, mean {sum(v) / max(len(v), 1):+.4f}]"
         elif k == "noise_inputs":
@@ -37,7 +37,7 @@ def info_report(path: Path) -> list[RenderableType]:
         outs = ", ".join(f"{t.name} {t.shape}" for t in g.outputs)
         graphs.add_row(escape(name), escape(g.file), str(g.opset), escape(ins), escape(outs),
                        f"{m.files[g.file].size / 1e6:.2f} MB")
-    tol = ", ".join(f"{g}: " + " ".join(f"{k} {v:g}" for k, v in t.model_dump(exclude_none=True).items())
+    tol = ", ".join(f"{g}: " + " ".join(f"{k} {v:g}" for k, v in to_data(t).items())
                     for g, t in m.golden.tolerances.items())
     return [head, graphs, escape(f"golden: {len(m.golden.cases)} cases in {m.golden.file}; tolerances {tol}")]
 

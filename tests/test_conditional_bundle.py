@@ -117,8 +117,8 @@ def test_a_missing_out_of_range_or_unexpected_class_is_one_line(bundle, tmp_path
     (lambda m: m["stylegan"].__setitem__("c_dim", 4), "mapping must take z [batch, 16] and c [batch, 4]"),
     (lambda m: m["stylegan"].__setitem__("c_dim", 0), "mapping must take z [batch, 16] (stylegan.c_dim is 0)"),
     (lambda m: m["stylegan"].__delitem__("c_dim"), "mapping must take z [batch, 16] (stylegan.c_dim is 0)"),
-    (lambda m: m["stylegan"].__setitem__("c_dim", 10**6), "stylegan.c_dim: Input should be less than or equal"),
-    (lambda m: m["stylegan"].__setitem__("c_dim", -1), "stylegan.c_dim: Input should be greater than or equal"),
+    (lambda m: m["stylegan"].__setitem__("c_dim", 10**6), "stylegan.c_dim: Expected `int` <= 10000"),
+    (lambda m: m["stylegan"].__setitem__("c_dim", -1), "stylegan.c_dim: Expected `int` >= 0"),
     (lambda m: m["golden"]["pictures"][1].__delitem__("class_index"), "class_index None does not fit stylegan.c_dim 5"),
     (lambda m: m["golden"]["pictures"][1].__setitem__("class_index", 5), "it needs one in 0..4"),
 ])

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
+from msgspec import ValidationError
+from msgspec.structs import replace
 
-from gen.runtime.bundle import Bundle, EngineRecord, GraphSpec, Manifest
+from gen.runtime.bundle import Bundle, EngineRecord, GraphSpec, Manifest, parse, to_data
 from gen.runtime.engines import available_engines, resolve_engine
 from gen.runtime.engines.trt import import_cudart, import_tensorrt, this_device
 from gen.runtime.engines.trt_plan import (
@@ -77,7 +78,7 @@ RECORDED = {
 
 @pytest.fixture
 def manifest() -> Manifest:
-    return Manifest.model_validate(json.loads(json.dumps(RECORDED)))
+    return parse(json.loads(json.dumps(RECORDED)), Manifest)
 
 
 # ---- names, versions, precision
@@ -136,20 +137,20 @@ def test_batch_max_shrinks_for_large_pictures():
     def spec(r):
         ws = {"name": "ws", "dtype": "float32", "shape": ["batch", 18, 512]}
         img = {"name": "img", "dtype": "float32", "shape": ["batch", 3, r, r]}
-        return GraphSpec(file="s.onnx", opset=18, inputs=[ws], outputs=[img])
+        return parse({"file": "s.onnx", "opset": 18, "inputs": [ws], "outputs": [img]}, GraphSpec)
     assert [derive_profiles(spec(r))["ws"].max[0] for r in (256, 512, 1024)] == [32, 16, 8]
 
 
 def test_dream_profiles_cover_height_and_width():
-    spec = GraphSpec(file="dream_grad.onnx", opset=18,
-                     inputs=[{"name": "image", "dtype": "float32", "shape": [1, 3, "height", "width"]}],
-                     outputs=[{"name": "grad", "dtype": "float32", "shape": [1, 3, "height", "width"]},
-                              {"name": "objective", "dtype": "float32", "shape": []}])
+    spec = parse({"file": "dream_grad.onnx", "opset": 18,
+                  "inputs": [{"name": "image", "dtype": "float32", "shape": [1, 3, "height", "width"]}],
+                  "outputs": [{"name": "grad", "dtype": "float32", "shape": [1, 3, "height", "width"]},
+                              {"name": "objective", "dtype": "float32", "shape": []}]}, GraphSpec)
     p = derive_profiles(spec)["image"]
     assert (p.min, p.opt, p.max) == ([1, 3, 64, 64], [1, 3, 512, 512], [1, 3, 1024, 1024])
     p = derive_profiles(spec, {"height": (128, 256, 768), "width": (128, 256, 768)})["image"]
     assert p.max == [1, 3, 768, 768]
-    odd = spec.model_copy(update={"inputs": [spec.inputs[0].model_copy(update={"shape": [1, 3, "h", "w"]})]})
+    odd = replace(spec, inputs=[replace(spec.inputs[0], shape=[1, 3, "h", "w"])])
     with pytest.raises(GenError, match="dynamic axis 'h' with no range"):
         derive_profiles(odd)
 
@@ -166,14 +167,14 @@ def test_shapes_outside_the_profile_are_refused_clearly(manifest):
 
 
 def test_recorded_manifest_round_trips_with_its_engines(manifest):
-    again = Manifest.model_validate_json(manifest.model_dump_json(exclude_none=True))
+    again = parse(json.loads(json.dumps(to_data(manifest))), Manifest)
     assert again.engines == manifest.engines
     assert again.engines[0].profiles["ws"].max == [32, 8, 32]
 
 
 def test_a_manifest_without_engines_writes_no_engines_key(manifest):
-    plain = manifest.model_copy(update={"engines": None})
-    assert "engines" not in json.loads(plain.model_dump_json(exclude_none=True))
+    plain = replace(manifest, engines=None)
+    assert "engines" not in to_data(plain)
 
 
 @pytest.mark.parametrize("change, error", [
@@ -188,7 +189,7 @@ def test_bad_engine_records_are_refused(change, error):
     raw = json.loads(json.dumps(RECORDED))
     raw["engines"][0].update(change)
     with pytest.raises(ValidationError, match=error):
-        Manifest.model_validate(raw)
+        parse(raw, Manifest)
 
 
 # ---- choosing an engine
@@ -211,14 +212,14 @@ def test_another_tensorrt_release_or_graph_does_not_fit(manifest):
 
 
 def test_compatible_builds_fit_later_tensorrt_and_other_ampere_gpus():
-    vc = EngineRecord.model_validate(record(cc="8.6", trt="10.3.0", version_compatible=True))
-    hc = EngineRecord.model_validate(record(cc="8.6", trt="10.8.0", hardware_compatible=True))
+    vc = parse(record(cc="8.6", trt="10.3.0", version_compatible=True), EngineRecord)
+    hc = parse(record(cc="8.6", trt="10.8.0", hardware_compatible=True), EngineRecord)
     assert select_engine([vc], "synthesis", Device("A10", "8.6", "10.8.0")) is vc
     assert select_engine([vc], "synthesis", Device("A10", "8.6", "10.2.0")) is None
     assert select_engine([vc], "synthesis", Device("L4", "8.9", "10.8.0")) is None
     assert select_engine([hc], "synthesis", H100) is hc
     assert select_engine([hc], "synthesis", Device("T4", "7.5", "10.8.0")) is None
-    exact = EngineRecord.model_validate(record(cc="9.0", trt="10.8.0"))
+    exact = parse(record(cc="9.0", trt="10.8.0"), EngineRecord)
     assert select_engine([hc, exact], "synthesis", H100) is exact  # exact builds can be faster
 
 
@@ -244,10 +245,10 @@ def test_mismatch_message_says_what_was_built_what_this_is_and_what_to_run(manif
 
 
 def test_cached_records_skip_damaged_or_orphaned_entries(tmp_path):
-    good = EngineRecord.model_validate(record())
+    good = parse(record(), EngineRecord)
     write_record(tmp_path, good)
     (tmp_path / good.file).write_bytes(b"plan")
-    orphan = EngineRecord.model_validate(record(cc="9.0", trt="10.8.0"))
+    orphan = parse(record(cc="9.0", trt="10.8.0"), EngineRecord)
     write_record(tmp_path, orphan)  # its engine file never arrived
     (tmp_path / "x.engine.json").write_text("{not json")
     (tmp_path / "x.engine").write_bytes(b"plan")

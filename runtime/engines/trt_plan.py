@@ -11,12 +11,13 @@ Nothing here needs TensorRT or a GPU, so all of it is tested everywhere.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gen.runtime.bundle import Bundle, EngineRecord, GraphSpec, ShapeProfile
+from gen.runtime.bundle import Bundle, EngineRecord, GraphSpec, ShapeProfile, parse, to_data
 from gen.runtime.errors import GenError
 from gen.runtime.files import write_bytes_atomic
 
@@ -205,7 +206,7 @@ def cached_records(folder: Path) -> list[EngineRecord]:
     records = []
     for path in sorted(folder.glob("*.engine.json")):
         try:
-            rec = EngineRecord.model_validate_json(path.read_text(encoding="utf-8"))
+            rec = parse(json.loads(path.read_text(encoding="utf-8")), EngineRecord)
         except (OSError, ValueError):
             continue
         if (folder / rec.file).is_file():
@@ -220,7 +221,7 @@ def known_engines(bundle: Bundle) -> list[tuple[Path, EngineRecord]]:
 
 
 def write_record(folder: Path, record: EngineRecord) -> None:
-    write_bytes_atomic(folder / f"{record.file}.json", (record.model_dump_json(indent=2) + "\n").encode())
+    write_bytes_atomic(folder / f"{record.file}.json", (json.dumps(to_data(record), indent=2) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------------------------
