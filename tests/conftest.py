@@ -222,6 +222,17 @@ def run_gen_steps(*commands: tuple[str, ...] | list[str], timeout: float = 600, 
     return results
 
 
+def import_each(tmp_path_factory, cases, make) -> dict:
+    """case: (file, folder, `gen import FILE --out FOLDER/run`) for each of `cases`, in their order: `make(case,
+    folder)` writes the case's file into a fresh folder of the case's own and returns its path; the imports run
+    one after another in one interpreter (`run_gen_steps`). For a module-scoped fixture of files `gen import`
+    must refuse, each case then asserted by a test of its own."""
+    folders = {case: tmp_path_factory.mktemp(case) for case in cases}
+    files = {case: make(case, folders[case]) for case in cases}
+    done = run_gen_steps(*(["import", str(files[case]), "--out", str(folders[case] / "run")] for case in cases))
+    return {case: (files[case], folders[case], p) for case, p in zip(cases, done)}
+
+
 @pytest.fixture
 def marker(tmp_path) -> Path:
     """A file a hostile pickle's payload leaves behind if it ever runs (it never may)."""

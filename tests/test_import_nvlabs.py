@@ -19,7 +19,7 @@ from import_checks import assert_run_computes_reference
 from nvlabs_fakes import FakeEasyDict, dump_nvlabs, payload, persistent_network
 from safetensors.torch import load_file
 
-from conftest import assert_import_round_trip, assert_same_pictures, read_sampled, sample_args
+from conftest import assert_import_round_trip, assert_same_pictures, import_each, read_sampled, sample_args
 from conftest import run_gen as gen
 from conftest import run_gen_steps as gen_steps
 from gen.runtime.errors import GenError
@@ -174,7 +174,7 @@ class Custom:
 HOSTILE = ["system", "eval", "custom", "resnet"]
 
 
-def hostile_pickle(folder: Path, hostile: str) -> Path:
+def hostile_pickle(hostile: str, folder: Path) -> Path:
     """A pickle of the kind `hostile` in `folder`, whose payloads leave the file `ran` there if they ever run."""
     marker = folder / "ran"
     extra = {"system": {"progress": Call(os.system, f"touch {marker}")},
@@ -187,10 +187,7 @@ def hostile_pickle(folder: Path, hostile: str) -> Path:
 @pytest.fixture(scope="module")
 def hostile_imports(tmp_path_factory) -> dict:
     """kind: (pickle, its folder, `gen import` of it) for each of HOSTILE, the commands in one interpreter."""
-    folders = {hostile: tmp_path_factory.mktemp(hostile) for hostile in HOSTILE}
-    files = {hostile: hostile_pickle(folders[hostile], hostile) for hostile in HOSTILE}
-    done = gen_steps(*(["import", str(files[h]), "--out", str(folders[h] / "run")] for h in HOSTILE))
-    return {hostile: (files[hostile], folders[hostile], p) for hostile, p in zip(HOSTILE, done)}
+    return import_each(tmp_path_factory, HOSTILE, hostile_pickle)
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)

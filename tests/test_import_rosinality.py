@@ -17,8 +17,7 @@ import torch
 from import_checks import assert_run_computes_reference
 from safetensors.torch import load_file
 
-from conftest import assert_import_round_trip, assert_same_pictures
-from conftest import run_gen_steps as gen_steps
+from conftest import assert_import_round_trip, assert_same_pictures, import_each
 from gen.runtime.errors import GenError
 from gen.train import checkpoint as ckpt
 from gen.train.importers import import_model
@@ -124,11 +123,8 @@ CANNOT = {  # case: (change, words)
 @pytest.fixture(scope="module")
 def cannot_imports(tmp_path_factory) -> dict:
     """case: (checkpoint, its folder, `gen import` of it): every case of CANNOT, the commands in one interpreter."""
-    folders = {case: tmp_path_factory.mktemp(case) for case in CANNOT}
-    files = {case: their_checkpoint(folders[case] / "odd.pt", drop=("g",), g_ema_change=change)
-             for case, (change, _) in CANNOT.items()}
-    done = gen_steps(*(["import", str(files[case]), "--out", str(folders[case] / "run")] for case in CANNOT))
-    return {case: (files[case], folders[case], p) for case, p in zip(CANNOT, done)}
+    return import_each(tmp_path_factory, CANNOT, lambda case, folder: their_checkpoint(
+        folder / "odd.pt", drop=("g",), g_ema_change=CANNOT[case][0]))
 
 
 @pytest.mark.parametrize("case", CANNOT)

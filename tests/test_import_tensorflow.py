@@ -16,8 +16,7 @@ import pytest
 from import_checks import assert_run_computes_reference
 from nvlabs_fakes import dump_tensorflow, payload, tf_networks
 
-from conftest import assert_import_round_trip
-from conftest import run_gen_steps as gen_steps
+from conftest import assert_import_round_trip, import_each
 from gen.runtime.errors import GenError
 from gen.train.importers import import_model
 
@@ -93,11 +92,8 @@ CANNOT = {  # case: (change, g_kwargs, words)
 def cannot_imports(tmp_path_factory) -> dict:
     """case: (pickle, its folder, `gen import` of it): every case of CANNOT, the commands in one interpreter; each
     pickle's payload would leave the file `ran` in its folder."""
-    folders = {case: tmp_path_factory.mktemp(case) for case in CANNOT}
-    files = {case: tf_pickle(folders[case] / "odd.pkl", folders[case] / "ran", change, g_kwargs)
-             for case, (change, g_kwargs, _) in CANNOT.items()}
-    done = gen_steps(*(["import", str(files[case]), "--out", str(folders[case] / "run")] for case in CANNOT))
-    return {case: (files[case], folders[case], p) for case, p in zip(CANNOT, done)}
+    return import_each(tmp_path_factory, CANNOT, lambda case, folder: tf_pickle(
+        folder / "odd.pkl", folder / "ran", *CANNOT[case][:2]))
 
 
 @pytest.mark.parametrize("case", CANNOT)
