@@ -3,6 +3,7 @@ an engine fault is survived, the served page renders in headless Chromium, the C
 
 from __future__ import annotations
 
+import gc
 import http.client
 import os
 import random
@@ -16,6 +17,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import weakref
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -339,6 +341,22 @@ def test_engine_fault_is_logged_and_the_engine_closed_and_reopened(bundle, produ
     assert_same_pictures(np.stack(frames), loop_frames[np.arange(30) % 18])
     producer.stop()
     assert opened[1].closed  # and the thread closed its engine as it stopped
+
+
+def test_a_finished_dream_scene_is_freed_without_the_collector(dream_engine):
+    """A scene in the middle of its loop is freed when dropped, by reference counting alone: a kiosk runs scene
+    after scene, and a cycle kept each until a full collection (which stalls the display when it comes)."""
+    photo = fit_long_side(load_image(SHIPPED / "photos" / "chelsea.jpg"), 64, dream_engine.min_side)
+    scene = DreamScene(photo, DreamSettings(octaves=1, iterations=1, min_side=dream_engine.min_side),
+                       FeedbackSettings(frames=3, zoom=1.1), tween=2)
+    scene.render(dream_engine)
+    gone = weakref.ref(scene)
+    gc.disable()
+    try:
+        del scene
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_dream_zoom_frames_and_fault(dream_engine, producers, caplog):

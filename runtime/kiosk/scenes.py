@@ -113,17 +113,21 @@ class DreamScene:
         self.j = 0  # frame within the segment
         self.keyframes = 0  # segments finished (+1 for the first keyframe)
         self._keys: Iterator[np.ndarray] | None = None
-        self._gradient: GradientFn | None = None
+        # The engine's gradient, held in a list the loop reads through: a lambda over self would make a cycle
+        # (scene -> loop -> lambda -> scene) that only a full collection frees: a finished scene stayed in
+        # memory, ~1 MiB each, and the collection, when it ran, stalled the display ~160 ms.
+        self._gradient: list[GradientFn | None] = [None]
 
     @property
     def done(self) -> bool:
         return self.keyframes >= self.feedback.frames
 
     def _next_key(self, engine: DreamEngine) -> np.ndarray:
-        self._gradient = engine.gradient  # a re-opened engine takes over the running loop
+        self._gradient[0] = engine.gradient  # a re-opened engine takes over the running loop
         if self._keys is None:  # first, or after an error ended the loop: go on from the last keyframe
             start = self.photo if self.key is None else zoom_rotate(self.key, self.feedback.zoom, self.feedback.rotate)
-            self._keys = feedback_frames(start, lambda x: self._gradient(x), self.settings, self.feedback)
+            gradient = self._gradient
+            self._keys = feedback_frames(start, lambda x: gradient[0](x), self.settings, self.feedback)
         try:
             return next(self._keys)
         except BaseException:
