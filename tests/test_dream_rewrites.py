@@ -1,10 +1,10 @@
 """The dream gradient's rewrites of backward ops (export/dream.py, `backward_as_forward`) against autograd.
 
-A stride-2 convolution's input gradient is written as a stride-1 conv giving the gradient's four phases,
-a pixel shuffle and a crop (`_stride2_input_grad`), instead of a transposed convolution. It must be the
-same numbers for every kernel, grouping, padding and input size, odd or even: checked in float64, where the
-only difference is the order of a few additions (tolerance 1e-12, relative L2), and through the ONNX export
-on onnxruntime in float32 (1e-5; measured ~1e-7).
+A stride-2 convolution's input gradient is written as a stride-1 conv giving the gradient's four
+phases, a pixel shuffle (a fold: ONNX Col2Im) and a crop (`_stride2_input_grad`), instead of a transposed
+convolution. It must be the same numbers for every kernel, grouping, padding and input size, odd or even:
+checked in float64, where the only difference is the order of a few additions (tolerance 1e-12, relative
+L2), and through the ONNX export on onnxruntime in float32 (1e-5; measured ~1e-7).
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from gen.export.dream import _conv_input_grad, backward_as_forward
+from gen.export.dream import (
+    _conv_input_grad,
+    backward_as_forward,
+    conv_same_padding,
+    fold_scales_into_convs,
+    merge_crops,
+    same_padding,
+)
 from gen.export.onnx_graph import export_graph
 from gen.runtime.verify import relative_l2
 
@@ -69,7 +76,7 @@ def test_stride2_input_grad_is_not_a_transposed_conv():
         traced = make_fx(input_grad(stride))(g, x)
         ops = {str(n.target) for n in traced.graph.nodes if n.op == "call_function"}
         assert any("convolution" in op for op in ops)
-        assert ("aten.pixel_shuffle.default" not in ops) == transposed, ops
+        assert ("aten.col2im.default" not in ops) == transposed, ops
 
 
 class _TwoStrides(nn.Module):
@@ -107,9 +114,76 @@ def test_exported_stride2_gradient_on_onnxruntime(tmp_path):
     path = tmp_path / "grad.onnx"
     export_graph(graph, (torch.rand(1, 3, 37, 43),), path, ["image"], ["grad", "objective"], dynamic_shapes=(dims,))
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert "ConvTranspose" not in ops and "DepthToSpace" in ops, ops
+    assert "ConvTranspose" not in ops and "Col2Im" in ops, ops
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for h, w in ((32, 32), (33, 35), (40, 29)):
+        image = np.random.default_rng(h * w).random((1, 3, h, w), dtype=np.float32)
+        x = torch.from_numpy(image).requires_grad_(True)
+        objective = net(x)
+        (want,) = torch.autograd.grad(objective, x)
+        got, value = session.run(["grad", "objective"], {"image": image})
+        assert got.shape == image.shape
+        assert relative_l2(got, want.numpy()) <= ORT_REL_L2
+        assert abs(float(value) - objective.item()) <= 1e-5 * abs(objective.item())
+
+
+class _SameBlock(nn.Module):
+    """A batch-normed MBConv-like chain: TF "same" padded stride-2 stem and stride-1 and stride-2 depthwise convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        self.stem = nn.Parameter(torch.randn(8, 3, 3, 3, generator=gen) * 0.3)
+        self.dw1 = nn.Parameter(torch.randn(8, 1, 5, 5, generator=gen) * 0.3)
+        self.dw2 = nn.Parameter(torch.randn(8, 1, 3, 3, generator=gen) * 0.3)
+        self.bn = nn.BatchNorm2d(8).eval()
+        with torch.no_grad():
+            self.bn.weight.uniform_(0.5, 2.0, generator=gen)
+            self.bn.running_var.uniform_(0.5, 2.0, generator=gen)
+        self.pw = nn.Parameter(torch.randn(6, 8, 1, 1, generator=gen) * 0.3)
+
+    @staticmethod
+    def same(x, weight, stride, groups):
+        k, (h, w) = weight.shape[-1], x.shape[-2:]
+        pad_h = ((h + stride - 1) // stride - 1) * stride + k - h
+        pad_w = ((w + stride - 1) // stride - 1) * stride + k - w
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, weight, None, stride, 0, 1, groups)
+
+    def forward(self, image):
+        x = F.relu6(self.same(image, self.stem, 2, 1) * 2)
+        x = F.relu6(self.bn(self.same(x, self.dw1, 1, 8)))
+        x = F.relu6(self.same(x, self.dw2, 2, 8))
+        return F.conv2d(x, self.pw).square().mean()
+
+
+def test_graph_passes_keep_the_gradient(tmp_path):
+    """merge_crops, same_padding/conv_same_padding and fold_scales_into_convs: no Pad left before a strided conv
+    (auto_pad), one crop per stride-2 gradient and none after stride-1 ones, no multiply by batch norm's scale, and
+    the gradient of autograd at even, odd and mixed sizes."""
+    import onnxruntime as ort
+
+    net = _SameBlock().eval()
+    graph = make_fx(lambda image: torch.func.grad_and_value(net)(image), decomposition_table=backward_as_forward(),
+                    tracing_mode="symbolic", _allow_non_fake_inputs=True)(torch.rand(1, 3, 37, 43))
+    pads_before = sum(n.target == torch.ops.aten.constant_pad_nd.default for n in graph.graph.nodes)
+    merge_crops(graph, 16)
+    pads_after = sum(n.target == torch.ops.aten.constant_pad_nd.default for n in graph.graph.nodes)
+    assert pads_after == pads_before - 3  # the stride-1 conv's crop and the stride-2 ones' second crops
+    same = same_padding(graph, 16)
+    assert len(same) == 2 and set(same.values()) == {(2, 2)}  # the stride-2 convs; the stride-1 pad is static
+    dims = {0: None, 2: torch.export.Dim("height", min=16, max=512), 3: torch.export.Dim("width", min=16, max=512)}
+    path = tmp_path / "grad.onnx"
+    export_graph(graph, (torch.rand(1, 3, 37, 43),), path, ["image"], ["grad", "objective"], dynamic_shapes=(dims,))
+    muls = sum(n.op_type == "Mul" for n in onnx.load(str(path)).graph.node)
+    conv_same_padding(path, same)
+    assert fold_scales_into_convs(path) == 1
+    model = onnx.load(str(path))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Pad") == 2 and ops.count("Mul") == muls - 1, ops  # the two stride-2 gradients' crops
+    assert sum(any(a.name == "auto_pad" and a.s == b"SAME_UPPER" for a in n.attribute) for n in model.graph.node) == 2
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h, w in ((32, 32), (33, 35), (40, 29), (17, 16)):
         image = np.random.default_rng(h * w).random((1, 3, h, w), dtype=np.float32)
         x = torch.from_numpy(image).requires_grad_(True)
         objective = net(x)
