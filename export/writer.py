@@ -21,8 +21,10 @@ from gen.runtime.bundle import (
     MANIFEST,
     Bundle,
     FileEntry,
+    Manifest,
     is_bundle,
     load_bundle,
+    parse,
     sha256_file,
     to_data,
 )
@@ -56,9 +58,9 @@ def write_bundle(out: str | Path, fill: Callable[[Path], dict], overwrite: bool 
         fields = fill(tmp)
         files = {p.name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
                  for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
-        manifest = to_data(dict(format=FORMAT, format_version=FORMAT_VERSION, gen_version=gen_version(),
-                                created=datetime.now(timezone.utc).isoformat(timespec="seconds"), files=files,
-                                **fields))
+        fields = to_data(dict(format=FORMAT, format_version=FORMAT_VERSION, gen_version=gen_version(),
+                              created=datetime.now(timezone.utc).isoformat(timespec="seconds"), files=files, **fields))
+        manifest = to_data(parse(fields, Manifest))  # checked, and in the schema's order
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _check_golden(load_bundle(tmp), out)
         if out.exists():
