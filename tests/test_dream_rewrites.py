@@ -79,6 +79,42 @@ def test_stride2_input_grad_is_not_a_transposed_conv():
         assert ("aten.col2im.default" not in ops) == transposed, ops
 
 
+def _same_conv(x, weight, stride, groups):
+    """A conv padded by TF "same" amounts computed from the input's size, as EfficientNet's strided convs are."""
+    k, (h, w) = weight.shape[-1], x.shape[-2:]
+    pad_h = ((h + stride - 1) // stride - 1) * stride + k - h
+    pad_w = ((w + stride - 1) // stride - 1) * stride + k - w
+    x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+    return F.conv2d(x, weight, None, stride, 0, 1, groups)
+
+
+def _trace_gradient(net: nn.Module) -> torch.fx.GraphModule:
+    """net's (gradient, value) traced with the rewrite table and symbolic sizes, at a size no check uses."""
+    return make_fx(lambda image: torch.func.grad_and_value(net)(image), decomposition_table=backward_as_forward(),
+                   tracing_mode="symbolic", _allow_non_fake_inputs=True)(torch.rand(1, 3, 37, 43))
+
+
+def _export_gradient(graph: torch.fx.GraphModule, path) -> None:
+    dims = {0: None, 2: torch.export.Dim("height", min=16, max=512), 3: torch.export.Dim("width", min=16, max=512)}
+    export_graph(graph, (torch.rand(1, 3, 37, 43),), path, ["image"], ["grad", "objective"], dynamic_shapes=(dims,))
+
+
+def _assert_matches_autograd(path, net: nn.Module, sizes) -> None:
+    """The exported gradient graph on onnxruntime against autograd at each (height, width)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h, w in sizes:
+        image = np.random.default_rng(h * w).random((1, 3, h, w), dtype=np.float32)
+        x = torch.from_numpy(image).requires_grad_(True)
+        objective = net(x)
+        (want,) = torch.autograd.grad(objective, x)
+        got, value = session.run(["grad", "objective"], {"image": image})
+        assert got.shape == image.shape
+        assert relative_l2(got, want.numpy()) <= ORT_REL_L2
+        assert abs(float(value) - objective.item()) <= 1e-5 * abs(objective.item())
+
+
 class _TwoStrides(nn.Module):
     """TF "same" padded stride-2 depthwise and dense convs between ReLU6s: the ops EfficientNet's dream layers use."""
 
@@ -89,42 +125,22 @@ class _TwoStrides(nn.Module):
         self.dw = nn.Parameter(torch.randn(8, 1, 5, 5, generator=gen) * 0.3)
         self.pw = nn.Parameter(torch.randn(6, 8, 1, 1, generator=gen) * 0.3)
 
-    @staticmethod
-    def same(x, weight, groups):
-        k, (h, w) = weight.shape[-1], x.shape[-2:]
-        pad_h, pad_w = ((h + 1) // 2 - 1) * 2 + k - h, ((w + 1) // 2 - 1) * 2 + k - w
-        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return F.conv2d(x, weight, None, 2, 0, 1, groups)
-
     def forward(self, image):
-        x = F.relu6(self.same(image, self.stem, 1) * 2)
-        x = F.relu6(self.same(x, self.dw, 8))
+        x = F.relu6(_same_conv(image, self.stem, 2, 1) * 2)
+        x = F.relu6(_same_conv(x, self.dw, 2, 8))
         return F.conv2d(x, self.pw).square().mean()
 
 
 def test_exported_stride2_gradient_on_onnxruntime(tmp_path):
     """Traced with the rewrite table and exported with dynamic sizes, the gradient runs on onnxruntime with no
     ConvTranspose and matches autograd at even, odd and mixed sizes, none of them the traced one."""
-    import onnxruntime as ort
-
     net = _TwoStrides().eval()
-    graph = make_fx(lambda image: torch.func.grad_and_value(net)(image), decomposition_table=backward_as_forward(),
-                    tracing_mode="symbolic", _allow_non_fake_inputs=True)(torch.rand(1, 3, 37, 43))
-    dims = {0: None, 2: torch.export.Dim("height", min=16, max=512), 3: torch.export.Dim("width", min=16, max=512)}
+    graph = _trace_gradient(net)
     path = tmp_path / "grad.onnx"
-    export_graph(graph, (torch.rand(1, 3, 37, 43),), path, ["image"], ["grad", "objective"], dynamic_shapes=(dims,))
+    _export_gradient(graph, path)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "ConvTranspose" not in ops and "Col2Im" in ops, ops
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for h, w in ((32, 32), (33, 35), (40, 29)):
-        image = np.random.default_rng(h * w).random((1, 3, h, w), dtype=np.float32)
-        x = torch.from_numpy(image).requires_grad_(True)
-        objective = net(x)
-        (want,) = torch.autograd.grad(objective, x)
-        got, value = session.run(["grad", "objective"], {"image": image})
-        assert got.shape == image.shape
-        assert relative_l2(got, want.numpy()) <= ORT_REL_L2
-        assert abs(float(value) - objective.item()) <= 1e-5 * abs(objective.item())
+    _assert_matches_autograd(path, net, ((32, 32), (33, 35), (40, 29)))
 
 
 class _SameBlock(nn.Module):
@@ -142,18 +158,10 @@ class _SameBlock(nn.Module):
             self.bn.running_var.uniform_(0.5, 2.0, generator=gen)
         self.pw = nn.Parameter(torch.randn(6, 8, 1, 1, generator=gen) * 0.3)
 
-    @staticmethod
-    def same(x, weight, stride, groups):
-        k, (h, w) = weight.shape[-1], x.shape[-2:]
-        pad_h = ((h + stride - 1) // stride - 1) * stride + k - h
-        pad_w = ((w + stride - 1) // stride - 1) * stride + k - w
-        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return F.conv2d(x, weight, None, stride, 0, 1, groups)
-
     def forward(self, image):
-        x = F.relu6(self.same(image, self.stem, 2, 1) * 2)
-        x = F.relu6(self.bn(self.same(x, self.dw1, 1, 8)))
-        x = F.relu6(self.same(x, self.dw2, 2, 8))
+        x = F.relu6(_same_conv(image, self.stem, 2, 1) * 2)
+        x = F.relu6(self.bn(_same_conv(x, self.dw1, 1, 8)))
+        x = F.relu6(_same_conv(x, self.dw2, 2, 8))
         return F.conv2d(x, self.pw).square().mean()
 
 
@@ -161,20 +169,16 @@ def test_graph_passes_keep_the_gradient(tmp_path):
     """merge_crops, same_padding/conv_same_padding and fold_scales_into_convs: no Pad left before a strided conv
     (auto_pad), one crop per stride-2 gradient and none after stride-1 ones, no multiply by batch norm's scale, and
     the gradient of autograd at even, odd and mixed sizes."""
-    import onnxruntime as ort
-
     net = _SameBlock().eval()
-    graph = make_fx(lambda image: torch.func.grad_and_value(net)(image), decomposition_table=backward_as_forward(),
-                    tracing_mode="symbolic", _allow_non_fake_inputs=True)(torch.rand(1, 3, 37, 43))
+    graph = _trace_gradient(net)
     pads_before = sum(n.target == torch.ops.aten.constant_pad_nd.default for n in graph.graph.nodes)
     merge_crops(graph, 16)
     pads_after = sum(n.target == torch.ops.aten.constant_pad_nd.default for n in graph.graph.nodes)
     assert pads_after == pads_before - 3  # the stride-1 conv's crop and the stride-2 ones' second crops
     same = same_padding(graph, 16)
     assert len(same) == 2 and set(same.values()) == {(2, 2)}  # the stride-2 convs; the stride-1 pad is static
-    dims = {0: None, 2: torch.export.Dim("height", min=16, max=512), 3: torch.export.Dim("width", min=16, max=512)}
     path = tmp_path / "grad.onnx"
-    export_graph(graph, (torch.rand(1, 3, 37, 43),), path, ["image"], ["grad", "objective"], dynamic_shapes=(dims,))
+    _export_gradient(graph, path)
     muls = sum(n.op_type == "Mul" for n in onnx.load(str(path)).graph.node)
     conv_same_padding(path, same)
     assert fold_scales_into_convs(path) == 1
@@ -182,13 +186,4 @@ def test_graph_passes_keep_the_gradient(tmp_path):
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("Pad") == 2 and ops.count("Mul") == muls - 1, ops  # the two stride-2 gradients' crops
     assert sum(any(a.name == "auto_pad" and a.s == b"SAME_UPPER" for a in n.attribute) for n in model.graph.node) == 2
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for h, w in ((32, 32), (33, 35), (40, 29), (17, 16)):
-        image = np.random.default_rng(h * w).random((1, 3, h, w), dtype=np.float32)
-        x = torch.from_numpy(image).requires_grad_(True)
-        objective = net(x)
-        (want,) = torch.autograd.grad(objective, x)
-        got, value = session.run(["grad", "objective"], {"image": image})
-        assert got.shape == image.shape
-        assert relative_l2(got, want.numpy()) <= ORT_REL_L2
-        assert abs(float(value) - objective.item()) <= 1e-5 * abs(objective.item())
+    _assert_matches_autograd(path, net, ((32, 32), (33, 35), (40, 29), (17, 16)))
