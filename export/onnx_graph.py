@@ -48,6 +48,12 @@ def export_graph(module: torch.nn.Module | torch.fx.GraphModule, args: tuple, pa
     # Exporter annotations of intermediate shapes are not needed at run time and have misled
     # onnxruntime's memory planner with broadcast inputs; the runtimes infer them again.
     del model.graph.value_info[:]
+    # The exporter annotates the graph, its tensors and each node (with its Python stack trace and FX node):
+    # nothing reads them, they hold the exporting machine's file paths (which would ship in a bundle) and make
+    # each export byte-different.
+    graph = model.graph
+    for item in (graph, *graph.input, *graph.output, *graph.initializer, *graph.node):
+        del item.metadata_props[:]
     onnx.checker.check_model(model, full_check=True)
     save_graph(model, path)
     return GraphReport(exported, len(model.graph.node), simplified, time.perf_counter() - t0)

@@ -41,6 +41,8 @@ def test_bundle_passes_its_own_golden_data(exported):
     m = bundle.manifest
     assert m.graphs["synthesis"].inputs[0].shape[0] == "batch"  # dynamic batch, named
     assert reports["synthesis"].nodes_final <= reports["synthesis"].nodes_exported
+    for path in bundle.path.glob("*.onnx"):  # no exporter annotations (stack traces hold the machine's paths)
+        assert b"stack_trace" not in path.read_bytes() and b"pkg.torch.onnx" not in path.read_bytes(), path.name
 
 
 @pytest.mark.parametrize("batch", [1, 4, 8])
