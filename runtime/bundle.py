@@ -116,6 +116,8 @@ import json
 import os
 import re
 import stat
+import types
+import typing
 import zipfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -667,13 +669,49 @@ def _numpy_value(x: object) -> object:
     raise NotImplementedError(f"{type(x).__name__} is not manifest data")
 
 
-def schema_problem(e: msgspec.ValidationError) -> str:
-    """msgspec's 'what - at `$.where`' as 'where: what', the form of every other manifest problem."""
+def schema_problem(e: msgspec.ValidationError, raw: object = None, kind: type | None = None) -> str:
+    """msgspec's 'what - at `$.where`' as 'where: what', the form of every other manifest problem. msgspec writes
+    a dict's key as `[...]`; given the data and the struct it was checked against, the key is named instead."""
     what, _, where = str(e).rpartition(" - at `")
     if not what:
         return clip(e)
     where = where.rstrip("`").removeprefix("$").lstrip(".") or "(top)"
+    if "[...]" in where and kind is not None:
+        where = _name_keys(where, raw, kind)
     return f"{clip(where, 120)}: {clip(what)}"
+
+
+def _name_keys(where: str, raw: object, kind: type) -> str:
+    """`where` with each `[...]` replaced by the dict's key whose value fails its type: msgspec checks a dict's
+    items in order and reports the first that fails, so the first failing key is the one. Left as it is
+    wherever the walk along the path does not find one."""
+    out, value, typ = [], raw, kind
+    try:
+        for name, index in re.findall(r"\.?(\w+)|\[(\d+)\]|\[\.\.\.\]", where):
+            if typing.get_origin(typ) in (typing.Union, types.UnionType):  # Optional[X]: the non-None member
+                typ = next(t for t in typing.get_args(typ) if t is not type(None))
+            if name:
+                typ, value = typing.get_type_hints(typ)[name], value[name]
+                out.append(f".{name}" if out else name)
+            elif index:
+                typ, value = typing.get_args(typ)[0], value[int(index)]
+                out.append(f"[{index}]")
+            else:
+                typ = typing.get_args(typ)[1]
+                bad = next(k for k, v in value.items() if not _converts(v, typ))
+                value = value[bad]
+                out.append(f"[{bad!r}]")
+    except (KeyError, IndexError, TypeError, StopIteration, AttributeError):
+        return where
+    return "".join(out)
+
+
+def _converts(value: object, typ: type) -> bool:
+    try:
+        msgspec.convert(value, typ)
+        return True
+    except msgspec.ValidationError:
+        return False
 
 
 def load_bundle(path: str | Path, check_files: bool = True) -> Bundle:
@@ -689,7 +727,8 @@ def load_bundle(path: str | Path, check_files: bool = True) -> Bundle:
     try:
         manifest = parse(raw, Manifest)
     except msgspec.ValidationError as e:
-        raise BundleError(f"{manifest_path}: {schema_problem(e)}\nre-export the bundle with `gen export`") from None
+        raise BundleError(f"{manifest_path}: {schema_problem(e, raw, Manifest)}\nre-export the bundle with "
+                          "`gen export`") from None
     _check_golden_coverage(manifest, manifest_path)
     bundle = Bundle(path, manifest)
     if check_files:

@@ -388,6 +388,20 @@ def test_shape_integers_are_bounded(tmp_path, change, words):
         use(folder)
 
 
+@pytest.mark.parametrize("change,words", [
+    (lambda m: m["files"]["mapping.onnx"].__setitem__("size", "big"), "files['mapping.onnx'].size: Expected `int`"),
+    (lambda m: m["graphs"]["synthesis"]["inputs"][0]["shape"].__setitem__(1, 0),
+     "graphs['synthesis'].inputs[0].shape[1]: Expected `int` >= 1"),
+    (lambda m: m["golden"]["tolerances"]["mapping"].__setitem__("rel_l2", "x"),
+     "golden.tolerances['mapping'].rel_l2: Expected `float | null`, got `str`"),
+])
+def test_a_schema_error_in_a_dict_names_its_key(tmp_path, change, words):
+    """msgspec writes a dict's key as `[...]`: the error names the graph, file or tolerance that is wrong."""
+    folder = edited(EMOJI, tmp_path / "b", change)
+    with pytest.raises(BundleError, match=re.escape(words)):
+        load_bundle(folder)
+
+
 def test_mapping_output_of_the_wrong_width_is_refused_at_run_time(tmp_path):
     """Item 4: the graph itself, whatever the manifest says: w must be [batch, w_dim]."""
 
