@@ -14,7 +14,10 @@ StyleGAN2Loss and AugmentPipe 'bgc', imported from there; nothing of theirs is i
 architecture (the preset's resolution, z/w dims, mapping layers, channel base/max, no fp16 layers, no clamp),
 batch, lazy intervals (their Gmain/Greg/Dmain/Dreg phases, G_reg every pl_interval, D_reg every r1_interval, with
 their lazy Adam correction), ADA p = 0.2 adjusted every ada_interval, G_ema, the same reals and the same torch
-thread count, in this process; the two alternate window by window so a slower spell of the machine hits both.
+thread count. Each side runs in a process of its own, as a user runs it: gen's with the malloc settings `gen train`
+sets on a CPU (gen.train.devices.keep_freed_memory), NVlabs' with glibc's defaults, as their train.py runs
+(--nvlabs-allocator gen gives theirs gen's settings, to compare the code alone). The two alternate window by
+window so a slower spell of the machine hits both; each window also reports the system (kernel) time it took.
 Their custom CUDA ops fall back to their reference PyTorch code on a CPU. Data loading is not timed in either.
 
 Appends one JSON line per preset (and per side) to benchmarks/results/train_speed.jsonl with the machine's
@@ -25,9 +28,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +43,7 @@ from machine import describe, record
 
 from gen.train.config import get_preset
 from gen.train.data import SAMPLE_DATA, ImageFolder
+from gen.train.devices import keep_freed_memory
 from gen.train.trainer import Dist, StyleGANTraining
 
 ADA_P = 0.2
@@ -148,24 +155,74 @@ def real_batch(data: Path, resolution: int, n: int, device: torch.device) -> tor
     return torch.stack([images[i % len(images)] for i in range(n)]).to(device)
 
 
-def time_windows(runs: list, reals: torch.Tensor, cycle: int, windows: int, warmup: int, sync) -> dict[str, list]:
-    """Seconds per window (each `cycle` steps) of every run, alternating run by run, after `warmup` steps each."""
-    for run in runs:
-        for _ in range(warmup):
-            run.step(reals)
+class Worker:
+    """One side of the comparison in a process of its own, as a user runs it (`gen train`, or NVlabs' train.py):
+    sharing a process, the two sides share one malloc heap, and whichever ran before leaves it in a state that
+    changes the other's page faults (gen measured 5.3 img/s beside NVlabs in one process, ~7 alone). It builds
+    its side, runs the warm-up steps, then times one window per line it reads."""
+
+    def __init__(self, name: str, args: argparse.Namespace, preset: str) -> None:
+        cmd = [sys.executable, __file__, "--worker", name, "--presets", preset, "--device", args.device,
+               "--data", str(args.data), "--warmup", str(args.warmup)]
+        for flag, value in (("--threads", args.threads), ("--nvlabs", args.nvlabs)):
+            if value:
+                cmd += [flag, str(value)]
+        if name == "nvlabs" and args.nvlabs_allocator == "gen":
+            cmd.append("--gen-allocator")
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            sys.exit(f"error: the {self.name} worker stopped (exit status {self.proc.wait()}); see its output above")
+        return json.loads(line)
+
+    def window(self) -> dict:
+        self.proc.stdin.write("window\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def serve(name: str, args: argparse.Namespace) -> None:
+    """The worker's side: build `name`'s run, warm up, then one timed window (a whole regulariser cycle) per
+    line on stdin, each answered with one JSON line on stdout (its seconds and the system time it spent)."""
+    preset = args.presets
+    p = get_preset(preset)
+    if name.startswith("gen"):
+        if name == "gen-glibc":  # --malloc-ab's other side: gen's code with glibc's default malloc settings
+            import gen.train.trainer  # noqa: PLC0415
+
+            gen.train.trainer.keep_freed_memory = lambda: False
+        run = GenRun(preset, args.device)  # Dist sets the CPU allocator as `gen train` does
+    else:
+        if args.gen_allocator:
+            keep_freed_memory()
+        run = NVlabsRun(args.nvlabs, preset, args.device)
+    device = torch.device(args.device)
+    reals = real_batch(args.data, p.model.resolution, p.train.batch, device)
+    cycle = math.lcm(p.train.r1_interval, p.train.pl_interval)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        run.step(reals)
     sync()
-    seconds: dict[str, list] = {run.name: [] for run in runs}
-    for w in range(windows):
-        order = runs if w % 2 == 0 else runs[::-1]  # neither always goes first
-        for run in order:
-            t0 = time.perf_counter()
-            for _ in range(cycle):
-                run.step(reals)
-            sync()
-            seconds[run.name].append(time.perf_counter() - t0)
-            rate = cycle * reals.shape[0] / seconds[run.name][-1]
-            print(f"  window {w + 1}/{windows} {run.name:<7} {rate:7.2f} img/s", flush=True)
-    return seconds
+    out = sys.stdout
+    sys.stdout = sys.stderr  # anything else printed goes to the terminal, not into the answers
+    print(json.dumps({"params": run.params(), "cycle": cycle, "batch": p.train.batch,
+                      "threads": torch.get_num_threads()}), file=out, flush=True)
+    for _ in sys.stdin:
+        sys_before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime, time.perf_counter()
+        for _ in range(cycle):
+            run.step(reals)
+        sync()
+        seconds = time.perf_counter() - t0
+        sys_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys_before
+        print(json.dumps({"seconds": seconds, "sys_seconds": sys_s}), file=out, flush=True)
 
 
 def main() -> None:
@@ -178,48 +235,66 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--nvlabs", metavar="PATH", help="also time NVlabs' stylegan2-ada-pytorch checked out at PATH, "
                     "side by side")
+    ap.add_argument("--nvlabs-allocator", choices=("default", "gen"), default="default",
+                    help="NVlabs' process: glibc's default malloc settings, as their train.py runs (default), or "
+                         "the ones gen train sets on a CPU, to compare the code alone")
     ap.add_argument("--label", default="", help="a note stored with the rows (before/after a change)")
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to the results file")
+    ap.add_argument("--malloc-ab", action="store_true", help="instead of NVlabs, time gen beside gen with glibc's "
+                    "default malloc settings (gen-glibc): what gen train's keep_freed_memory is worth here")
+    ap.add_argument("--worker", choices=("gen", "gen-glibc", "nvlabs"), help=argparse.SUPPRESS)
+    ap.add_argument("--gen-allocator", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.windows < 1 or args.warmup < 0:
         sys.exit("error: --windows must be at least 1 and --warmup at least 0")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker:
+        return serve(args.worker, args)
     machine = describe(args.device)
     command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
     print(f"machine: {machine}")
     for preset in args.presets.split(","):
-        p = get_preset(preset)
-        runs = [GenRun(preset, args.device)]
-        if args.nvlabs:
-            runs.append(NVlabsRun(args.nvlabs, preset, args.device))
-        counts = {run.name: run.params() for run in runs}
-        print(f"{preset}: parameters (G, D): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        reals = real_batch(args.data, p.model.resolution, p.train.batch, runs[0].procs.device)
-        cycle = math.lcm(p.train.r1_interval, p.train.pl_interval)
-        sync = torch.cuda.synchronize if reals.device.type == "cuda" else (lambda: None)
         t0 = time.perf_counter()
-        seconds = time_windows(runs, reals, cycle, args.windows, args.warmup, sync)
-        pairs = [b / a for a, b in zip(seconds["gen"], seconds.get("nvlabs", []))]  # each pair ran back to back
+        other = "gen-glibc" if args.malloc_ab else "nvlabs" if args.nvlabs else None
+        workers = [Worker("gen", args, preset)] + ([Worker(other, args, preset)] if other else [])
+        ready = workers[0].ready
+        cycle, batch = ready["cycle"], ready["batch"]
+        print(f"{preset}: parameters (G, D): " + ", ".join(f"{w.name} {w.ready['params']}" for w in workers))
+        windows: dict[str, list] = {w.name: [] for w in workers}
+        for k in range(args.windows):
+            for w in workers if k % 2 == 0 else workers[::-1]:  # neither always goes first
+                got = w.window()
+                windows[w.name].append(got)
+                print(f"  window {k + 1}/{args.windows} {w.name:<7} {cycle * batch / got['seconds']:7.2f} img/s, "
+                      f"{got['sys_seconds']:.1f} s in the kernel", flush=True)
+        for w in workers:
+            w.close()
+        seconds = {name: [x["seconds"] for x in ws] for name, ws in windows.items()}
+        pairs = [b / a for a, b in zip(seconds["gen"], seconds.get(other, []))]  # each pair ran back to back
         rates = {}
-        for run in runs:
-            secs = seconds[run.name]
-            rate = cycle * p.train.batch / statistics.median(secs)
-            rates[run.name] = rate
-            row = {"preset": preset, "impl": run.name, "device": str(reals.device), "batch": p.train.batch,
+        for w in workers:
+            secs = seconds[w.name]
+            rate = cycle * batch / statistics.median(secs)
+            rates[w.name] = rate
+            allocator = {"gen": "gen", "gen-glibc": "default", "nvlabs": args.nvlabs_allocator}[w.name]
+            row = {"preset": preset, "impl": w.name, "device": args.device, "batch": batch,
                    "steps_per_window": cycle, "windows": len(secs), "warmup_steps": args.warmup,
-                   "img_per_s": round(rate, 2), "window_img_per_s": [round(cycle * p.train.batch / s, 2) for s in secs],
-                   "sec_per_step": round(statistics.median(secs) / cycle, 4), "params_G": counts[run.name][0],
-                   "params_D": counts[run.name][1], "threads": torch.get_num_threads(),
+                   "img_per_s": round(rate, 2), "window_img_per_s": [round(cycle * batch / s, 2) for s in secs],
+                   "sec_per_step": round(statistics.median(secs) / cycle, 4),
+                   "sys_s_per_window": [round(x["sys_seconds"], 2) for x in windows[w.name]],
+                   "params_G": w.ready["params"][0], "params_D": w.ready["params"][1],
+                   "threads": w.ready["threads"], "process": "own", "malloc": allocator,
                    "data": str(args.data), "loadavg": [round(x, 2) for x in os.getloadavg()],
                    "total_s": round(time.perf_counter() - t0, 1), "label": args.label, "command": command,
-                   **({"gen_over_nvlabs_window_pairs": [round(r, 3) for r in pairs]} if pairs else {})}
-            print(f"{preset:<10} {run.name:<7} batch {p.train.batch:>3} {rate:8.2f} img/s (median of "
-                  f"{row['window_img_per_s']})")
+                   **({f"gen_over_{other.replace('-', '_')}_window_pairs": [round(r, 3) for r in pairs]}
+                      if pairs else {})}
+            print(f"{preset:<10} {w.name:<7} batch {batch:>3} {rate:8.2f} img/s (median of "
+                  f"{row['window_img_per_s']}; malloc {allocator})")
             if not args.no_record:
                 record("train_speed", row, machine)
-        if "nvlabs" in rates:
-            print(f"{preset}: gen / NVlabs = {rates['gen'] / rates['nvlabs']:.2f}x (medians); window pairs "
+        if other:
+            print(f"{preset}: gen / {other} = {rates['gen'] / rates[other]:.2f}x (medians); window pairs "
                   f"{[round(r, 2) for r in pairs]}, median {statistics.median(pairs):.2f}x")
 
 
