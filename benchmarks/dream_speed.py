@@ -36,6 +36,7 @@ from machine import best_rate, describe, record  # noqa: E402
 
 from gen.export.dream import export_dream  # noqa: E402
 from gen.runtime.dream.engine import bundle_gradient  # noqa: E402
+from gen.runtime.memory import keep_freed_memory  # noqa: E402
 from gen.train.devices import resolve_device  # noqa: E402
 from gen.train.dream_torch import build_objective, torch_gradient  # noqa: E402
 
@@ -111,8 +112,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512, help="--whole: the picture's side")
     args = ap.parse_args()
     if args.whole:
-        whole(args)
+        whole(args)  # its children are gen commands: the CLI makes the malloc settings itself
         return
+    malloc = "gen" if keep_freed_memory() else "default"  # as gen's CLI does for every command, both sides here
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device("cuda" if args.engine == "cuda" else "cpu")
@@ -136,7 +138,7 @@ def main() -> None:
                                            "backbone": args.backbone, "layers": args.layers, "size": size,
                                            "engine": runner.name, "torch_device": str(device),
                                            "torch_steps_per_s": round(pt, 3), "onnx_steps_per_s": round(ort, 3),
-                                           "ratio": round(ort / pt, 3)}, machine)
+                                           "ratio": round(ort / pt, 3), "malloc": malloc}, machine)
 
 
 if __name__ == "__main__":

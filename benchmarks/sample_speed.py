@@ -30,6 +30,7 @@ from machine import SGEMM_SIZE, best_rate, describe, graph_macs, physical_cores,
 
 from gen.export.stylegan import export_stylegan
 from gen.runtime.latents import DEFAULT_PSI
+from gen.runtime.memory import keep_freed_memory
 from gen.runtime.stylegan.generator import BundleGenerator
 from gen.train.config import to_json
 from gen.train.sample import generate, load_generator
@@ -48,6 +49,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
+    malloc = "gen" if keep_freed_memory() else "default"  # as gen's CLI does for every command, both sides here
     device = "cuda" if args.engine == "cuda" else "cpu"
     machine = describe(device)
     print(f"machine: {machine}")
@@ -80,7 +82,7 @@ def main() -> None:
                   f"{sgemm:>14.1f} {pt_gflops:>7.1f} ({pt_gflops / sgemm:>4.0%}) "
                   f"{ort_gflops:>8.1f} ({ort_gflops / sgemm:>4.0%})")
             if not args.no_record:
-                record("sample_speed", {"label": args.label, "checkpoint": Path(checkpoint).name,
+                record("sample_speed", {"label": args.label, "malloc": malloc, "checkpoint": Path(checkpoint).name,
                                         "preset": None if args.checkpoint else args.preset,
                                         "model": to_json(G.cfg), "resolution": res,
                                         "engine": rt.engine, "batch": batch, "repeats": args.repeats,

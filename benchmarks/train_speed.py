@@ -14,9 +14,10 @@ StyleGAN2Loss and AugmentPipe 'bgc', imported from there; nothing of theirs is i
 architecture (the preset's resolution, z/w dims, mapping layers, channel base/max, no fp16 layers, no clamp),
 batch, lazy intervals (their Gmain/Greg/Dmain/Dreg phases, G_reg every pl_interval, D_reg every r1_interval, with
 their lazy Adam correction), ADA p = 0.2 adjusted every ada_interval, G_ema, the same reals and the same torch
-thread count. Each side runs in a process of its own, as a user runs it: gen's with the malloc settings `gen train`
-sets on a CPU (gen.train.devices.keep_freed_memory), NVlabs' with glibc's defaults, as their train.py runs
-(--nvlabs-allocator gen gives theirs gen's settings, to compare the code alone). The two alternate window by
+thread count. Each side runs in a process of its own, as a user runs it: gen's with the malloc settings and
+OMP_WAIT_POLICY gen's CLI makes (gen.runtime.memory.keep_freed_memory), NVlabs' with glibc's and OpenMP's
+defaults, as their train.py runs (--nvlabs-allocator gen gives theirs gen's malloc settings, to compare the code
+alone). The two alternate window by
 window so a slower spell of the machine hits both; each window also reports the system (kernel) time it took.
 Their custom CUDA ops fall back to their reference PyTorch code on a CPU. Data loading is not timed in either.
 
@@ -41,9 +42,9 @@ from pathlib import Path
 import torch
 from machine import describe, record
 
+from gen.runtime.memory import keep_freed_memory
 from gen.train.config import get_preset
 from gen.train.data import SAMPLE_DATA, ImageFolder
-from gen.train.devices import keep_freed_memory
 from gen.train.trainer import Dist, StyleGANTraining
 
 ADA_P = 0.2
@@ -169,8 +170,11 @@ class Worker:
                 cmd += [flag, str(value)]
         if name == "nvlabs" and args.nvlabs_allocator == "gen":
             cmd.append("--gen-allocator")
+        env = dict(os.environ)
+        if name.startswith("gen"):  # what gen's CLI sets before torch loads (see gen/cli/__init__.py)
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.name = name
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.ready = self._read()
 
     def _read(self) -> dict:
@@ -194,16 +198,11 @@ def serve(name: str, args: argparse.Namespace) -> None:
     line on stdin, each answered with one JSON line on stdout (its seconds and the system time it spent)."""
     preset = args.presets
     p = get_preset(preset)
-    if name.startswith("gen"):
-        if name == "gen-glibc":  # --malloc-ab's other side: gen's code with glibc's default malloc settings
-            import gen.train.trainer  # noqa: PLC0415
-
-            gen.train.trainer.keep_freed_memory = lambda: False
-        run = GenRun(preset, args.device)  # Dist sets the CPU allocator as `gen train` does
-    else:
-        if args.gen_allocator:
-            keep_freed_memory()
-        run = NVlabsRun(args.nvlabs, preset, args.device)
+    # gen's CLI sets malloc up at the start of every command; gen-glibc (--malloc-ab's other side) and NVlabs
+    # keep glibc's defaults, unless --nvlabs-allocator gen.
+    if name == "gen" or args.gen_allocator:
+        keep_freed_memory()
+    run = GenRun(preset, args.device) if name.startswith("gen") else NVlabsRun(args.nvlabs, preset, args.device)
     device = torch.device(args.device)
     reals = real_batch(args.data, p.model.resolution, p.train.batch, device)
     cycle = math.lcm(p.train.r1_interval, p.train.pl_interval)
@@ -237,7 +236,7 @@ def main() -> None:
                     "side by side")
     ap.add_argument("--nvlabs-allocator", choices=("default", "gen"), default="default",
                     help="NVlabs' process: glibc's default malloc settings, as their train.py runs (default), or "
-                         "the ones gen train sets on a CPU, to compare the code alone")
+                         "the ones gen's CLI makes, to compare the code alone")
     ap.add_argument("--label", default="", help="a note stored with the rows (before/after a change)")
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to the results file")
     ap.add_argument("--malloc-ab", action="store_true", help="instead of NVlabs, time gen beside gen with glibc's "

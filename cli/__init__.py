@@ -59,6 +59,7 @@ try:
 
     from gen.runtime.errors import GenError, GenWarning
     from gen.runtime.files import FULL_CODES, output_error, write_error_code
+    from gen.runtime.memory import keep_freed_memory
 
     from .output import err
 finally:
@@ -139,6 +140,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main() -> None:
     warnings.showwarning = _one_line_warning
+    keep_freed_memory()  # every command: a process-wide setting (see runtime.memory)
     _pause_collection()  # until the command's module is loaded (see the top of this module)
     try:
         app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,26 @@ def test_old_module_name_still_runs_the_command():
     p = subprocess.run([sys.executable, "-m", "gen.runtime.cli", "info", "--help"], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 0 and "manifest" in p.stdout
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                    reason="mallopt is glibc's: elsewhere keep_freed_memory changes nothing")
+def test_every_command_sets_glibc_to_keep_freed_memory():
+    """gen's CLI keeps freed memory for the next step of any command (see runtime.memory): it is set before the
+    command runs, and every setting is one glibc accepts (mallopt answers 0 to one it refuses, and leaves its
+    default in place)."""
+    code = ("import sys\n"
+            "import gen.runtime.memory as m\n"
+            "calls = []\n"
+            "orig = m.keep_freed_memory\n"
+            "m.keep_freed_memory = lambda: calls.append(orig())\n"
+            "from gen.cli import main\n"
+            "sys.argv = ['gen', 'info', '--help']\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print(calls)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "[True]"

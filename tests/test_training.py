@@ -283,19 +283,3 @@ def test_a_data_worker_that_died_of_the_stop_signal_still_leaves_a_checkpoint(em
     out = tmp_path / "run"
     state = train(emoji_subset, out, MICRO, micro_train(steps=100), device="cpu", workers=0)
     assert state.step == 3 and ckpt.read_meta(out)["counters"]["step"] == 3
-
-
-@pytest.mark.skipif(sys.platform != "linux" or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                    reason="mallopt is glibc's: elsewhere keep_freed_memory changes nothing")
-def test_cpu_training_sets_glibc_to_keep_freed_memory():
-    """A CPU run keeps freed tensors' memory for the next step (see keep_freed_memory): every setting must be one
-    glibc accepts (mallopt answers 0 to one it refuses, and leaves its default in place)."""
-    code = ("import gen.train.trainer as t\n"
-            "calls = []\n"
-            "orig = t.keep_freed_memory\n"
-            "t.keep_freed_memory = lambda: calls.append(orig())\n"
-            "t.Dist('cpu')\n"
-            "print(calls)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[True]"

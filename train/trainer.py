@@ -45,7 +45,7 @@ from .config import (
     train_from_json,
 )
 from .data import SAMPLE_DATA, ImageFolder, close_loader, make_loader
-from .devices import keep_freed_memory, resolve_device
+from .devices import resolve_device
 from .discriminator import Discriminator
 from .losses import blur_images, blur_sigma_at, d_logistic_loss, d_r1_penalty, g_nonsaturating_loss, g_path_lengths
 from .stylegan import Generator
@@ -68,8 +68,6 @@ class Dist:
         self.rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = resolve_device(device_arg, local_rank)
-        if self.device.type == "cpu":  # a CPU step re-faults its activations in every step otherwise
-            keep_freed_memory()
         if self.world > 1 and not dist.is_initialized():
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
