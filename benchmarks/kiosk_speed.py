@@ -44,6 +44,7 @@ from gen.runtime.kiosk.player import Player
 from gen.runtime.kiosk.run import make_producer, open_model
 from gen.runtime.kiosk.scenes import DreamScene, WalkScene, fit_long_side
 from gen.runtime.kiosk.settings import KioskSettings
+from gen.runtime.memory import keep_freed_memory
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_BUNDLE = MODELS / "emoji"
@@ -267,6 +268,8 @@ def main() -> None:
     ap.add_argument("--photo", default=str(DEFAULT_PHOTO), help="dream: the photo dreamed on")
     ap.add_argument("--dream-size", type=int, default=384, help="dream: long side of the dreamed picture")
     ap.add_argument("--soak-minutes", type=float, default=2.0)
+    ap.add_argument("--glibc-malloc", action="store_true", help="keep glibc's default malloc settings (gen kiosk "
+                    "makes gen.runtime.memory's), to compare")
     ap.add_argument("--size", default="1920x1080", help="window size (SDL dummy driver)")
     ap.add_argument("--memory-every", type=float, default=30.0,
                     help="seconds between memory rows in the soak (RSS, queue, malloc); 0: none")
@@ -276,6 +279,8 @@ def main() -> None:
     ap.add_argument("--label", default="", help="a word recorded with the row (e.g. before, after)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
+    # as `gen kiosk` runs (the CLI makes it first); --glibc-malloc: glibc's defaults, to see what it changes
+    malloc = "gen" if not args.glibc_malloc and keep_freed_memory() else "default"
     if not Path(args.bundle).is_dir():
         ap.error(f"no bundle at {args.bundle}: give a stylegan or dream bundle folder")
     bundle = load_bundle(args.bundle)
@@ -306,6 +311,7 @@ def main() -> None:
                                "command": " ".join(["python", "benchmarks/kiosk_speed.py", *sys.argv[1:]]),
                                **({"photo": Path(args.photo).name, "dream_size": args.dream_size}
                                   if bundle.manifest.kind == "dream" else {}),
+                               "malloc": malloc,
                                "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
                                "window": args.size, "render": render, "display": soak, "uncapped": uncapped,
                                "load_average_start": load_start, "load_average": os.getloadavg()}, machine)
