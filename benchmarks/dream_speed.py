@@ -32,11 +32,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from machine import best_rate, describe, record  # noqa: E402
+from machine import best_rate, describe, gen_malloc, record  # noqa: E402
 
 from gen.export.dream import export_dream  # noqa: E402
 from gen.runtime.dream.engine import bundle_gradient  # noqa: E402
-from gen.runtime.memory import keep_freed_memory  # noqa: E402
 from gen.train.devices import resolve_device  # noqa: E402
 from gen.train.dream_torch import build_objective, torch_gradient  # noqa: E402
 
@@ -114,7 +113,7 @@ def main() -> None:
     if args.whole:
         whole(args)  # its children are gen commands: the CLI makes the malloc settings itself
         return
-    malloc = "gen" if keep_freed_memory() else "default"  # as gen's CLI does for every command, both sides here
+    malloc = gen_malloc()  # as gen's CLI does for every command, both sides here
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device("cuda" if args.engine == "cuda" else "cpu")

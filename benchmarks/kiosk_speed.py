@@ -36,7 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from machine import describe, record
+from machine import describe, gen_malloc, record
 
 from gen.runtime.bundle import load_bundle
 from gen.runtime.kiosk.display import Window, show
@@ -44,7 +44,6 @@ from gen.runtime.kiosk.player import Player
 from gen.runtime.kiosk.run import make_producer, open_model
 from gen.runtime.kiosk.scenes import DreamScene, WalkScene, fit_long_side
 from gen.runtime.kiosk.settings import KioskSettings
-from gen.runtime.memory import keep_freed_memory
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_BUNDLE = MODELS / "emoji"
@@ -280,7 +279,7 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     # as `gen kiosk` runs (the CLI makes it first); --glibc-malloc: glibc's defaults, to see what it changes
-    malloc = "gen" if not args.glibc_malloc and keep_freed_memory() else "default"
+    malloc = gen_malloc(not args.glibc_malloc)
     if not Path(args.bundle).is_dir():
         ap.error(f"no bundle at {args.bundle}: give a stylegan or dream bundle folder")
     bundle = load_bundle(args.bundle)

@@ -34,6 +34,14 @@ def describe(device: str = "cpu") -> dict:
     return info
 
 
+def gen_malloc(enabled: bool = True) -> str:
+    """Make the malloc settings gen's CLI makes before every command (gen.runtime.memory), unless not `enabled`:
+    the value a row records under "malloc" ("gen", or "default": glibc's own, also where it has no mallopt)."""
+    from gen.runtime.memory import keep_freed_memory
+
+    return "gen" if enabled and keep_freed_memory() else "default"
+
+
 def best_rate(fn: Callable[[], object], work: float = 1.0, repeats: int = 3) -> float:
     """`work` units (images, steps) per second of the fastest of `repeats` calls of `fn`, after one warm-up:
     the fastest run is the one least disturbed by whatever else the machine was doing."""

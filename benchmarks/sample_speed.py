@@ -26,11 +26,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from machine import SGEMM_SIZE, best_rate, describe, graph_macs, physical_cores, record, sgemm_gflops
+from machine import SGEMM_SIZE, best_rate, describe, gen_malloc, graph_macs, physical_cores, record, sgemm_gflops
 
 from gen.export.stylegan import export_stylegan
 from gen.runtime.latents import DEFAULT_PSI
-from gen.runtime.memory import keep_freed_memory
 from gen.runtime.stylegan.generator import BundleGenerator
 from gen.train.config import to_json
 from gen.train.sample import generate, load_generator
@@ -49,7 +48,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
-    malloc = "gen" if keep_freed_memory() else "default"  # as gen's CLI does for every command, both sides here
+    malloc = gen_malloc()  # as gen's CLI does for every command, both sides here
     device = "cuda" if args.engine == "cuda" else "cpu"
     machine = describe(device)
     print(f"machine: {machine}")

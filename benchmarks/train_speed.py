@@ -17,8 +17,8 @@ their lazy Adam correction), ADA p = 0.2 adjusted every ada_interval, G_ema, the
 thread count. Each side runs in a process of its own, as a user runs it: gen's with the malloc settings and
 OMP_WAIT_POLICY gen's CLI makes (gen.runtime.memory.keep_freed_memory), NVlabs' with glibc's and OpenMP's
 defaults, as their train.py runs (--nvlabs-allocator gen gives theirs gen's malloc settings, to compare the code
-alone). The two alternate window by
-window so a slower spell of the machine hits both; each window also reports the system (kernel) time it took.
+alone). The two alternate window by window so a slower spell of the machine hits both; each window also reports
+the system (kernel) time it took.
 Their custom CUDA ops fall back to their reference PyTorch code on a CPU. Data loading is not timed in either.
 
 Appends one JSON line per preset (and per side) to benchmarks/results/train_speed.jsonl with the machine's
@@ -40,9 +40,8 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe, record
+from machine import describe, gen_malloc, record
 
-from gen.runtime.memory import keep_freed_memory
 from gen.train.config import get_preset
 from gen.train.data import SAMPLE_DATA, ImageFolder
 from gen.train.trainer import Dist, StyleGANTraining
@@ -168,8 +167,8 @@ class Worker:
         for flag, value in (("--threads", args.threads), ("--nvlabs", args.nvlabs)):
             if value:
                 cmd += [flag, str(value)]
-        if name == "nvlabs" and args.nvlabs_allocator == "gen":
-            cmd.append("--gen-allocator")
+        if name == "nvlabs":
+            cmd += ["--nvlabs-allocator", args.nvlabs_allocator]
         env = dict(os.environ)
         if name.startswith("gen"):  # what gen's CLI sets before torch loads (see gen/cli/__init__.py)
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -200,8 +199,7 @@ def serve(name: str, args: argparse.Namespace) -> None:
     p = get_preset(preset)
     # gen's CLI sets malloc up at the start of every command; gen-glibc (--malloc-ab's other side) and NVlabs
     # keep glibc's defaults, unless --nvlabs-allocator gen.
-    if name == "gen" or args.gen_allocator:
-        keep_freed_memory()
+    malloc = gen_malloc(name == "gen" or (name == "nvlabs" and args.nvlabs_allocator == "gen"))
     run = GenRun(preset, args.device) if name.startswith("gen") else NVlabsRun(args.nvlabs, preset, args.device)
     device = torch.device(args.device)
     reals = real_batch(args.data, p.model.resolution, p.train.batch, device)
@@ -213,7 +211,7 @@ def serve(name: str, args: argparse.Namespace) -> None:
     out = sys.stdout
     sys.stdout = sys.stderr  # anything else printed goes to the terminal, not into the answers
     print(json.dumps({"params": run.params(), "cycle": cycle, "batch": p.train.batch,
-                      "threads": torch.get_num_threads()}), file=out, flush=True)
+                      "threads": torch.get_num_threads(), "malloc": malloc}), file=out, flush=True)
     for _ in sys.stdin:
         sys_before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime, time.perf_counter()
         for _ in range(cycle):
@@ -242,7 +240,6 @@ def main() -> None:
     ap.add_argument("--malloc-ab", action="store_true", help="instead of NVlabs, time gen beside gen with glibc's "
                     "default malloc settings (gen-glibc): what gen train's keep_freed_memory is worth here")
     ap.add_argument("--worker", choices=("gen", "gen-glibc", "nvlabs"), help=argparse.SUPPRESS)
-    ap.add_argument("--gen-allocator", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.windows < 1 or args.warmup < 0:
         sys.exit("error: --windows must be at least 1 and --warmup at least 0")
@@ -276,7 +273,7 @@ def main() -> None:
             secs = seconds[w.name]
             rate = cycle * batch / statistics.median(secs)
             rates[w.name] = rate
-            allocator = {"gen": "gen", "gen-glibc": "default", "nvlabs": args.nvlabs_allocator}[w.name]
+            allocator = w.ready["malloc"]
             row = {"preset": preset, "impl": w.name, "device": args.device, "batch": batch,
                    "steps_per_window": cycle, "windows": len(secs), "warmup_steps": args.warmup,
                    "img_per_s": round(rate, 2), "window_img_per_s": [round(cycle * batch / s, 2) for s in secs],
